@@ -1,0 +1,1 @@
+"""The persistent agent loop, its sessions and the ``whalebone`` command line."""

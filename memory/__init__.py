@@ -1,0 +1,1 @@
+"""Filesystem-scoped memory: confined to its scope, audited, searchable."""
