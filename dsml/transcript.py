@@ -1,0 +1,253 @@
+"""An append-only transcript: render only what a turn adds, and say when a prefix breaks.
+
+An agent renders its prompt once per model call. Re-encoding the whole conversation each time
+costs O(conversation) per turn; :class:`Transcript` keeps the rendering of every message and
+re-renders only the last one or two (a new message can change only the previous message's
+generation prompt, or merge into the previous user turn). Its text always equals
+``encode_messages`` of the same conversation (tests hold it to that).
+
+A *prefix break* is an append that rewrites bytes already rendered, which throws away every
+cached token after them. The transcript reports it with the byte offset and a cause. Breaks
+come from the format itself: thinking mode with ``drop_thinking`` and no tools rewrites earlier
+turns when a user message arrives; tool results or user text merged into a user turn that was
+already rendered as the last one; a message that follows a turn that was rendered with its
+generation prompt but takes none; or an edit made with :meth:`Transcript.reset`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from whalebone.dsml import tokens as T
+from whalebone.dsml.encoder import (
+    Message,
+    Renderer,
+    call_order,
+    check_options,
+    encode_messages,
+    merge_one,
+    sort_blocks,
+    validate,
+)
+from whalebone.dsml.errors import PrefixBreakError
+
+
+class PrefixBreak(BaseModel):
+    """Bytes already rendered were rewritten, from ``offset`` on."""
+
+    offset: int
+    message_index: int  # index (in the merged, rendered conversation) of the first changed turn
+    cause: str
+    before: str  # a few characters of the old and new text at the break
+    after: str
+
+
+class Render(BaseModel):
+    """What a render added: ``text`` starts at ``start`` of the full prompt.
+
+    Without a break ``start`` is the length of the previous render; with one it is the break's
+    offset and ``text`` replaces everything from there.
+    """
+
+    start: int
+    text: str
+    prefix_break: PrefixBreak | None = None
+
+
+class Transcript:
+    """A conversation rendered incrementally. ``append`` messages, then ``render()``.
+
+    Same options as :func:`encode_messages`. With ``strict=True`` a prefix break raises
+    :class:`PrefixBreakError` instead of being reported on the :class:`Render`.
+    """
+
+    def __init__(
+        self,
+        thinking_mode: str,
+        *,
+        drop_thinking: bool = True,
+        add_default_bos_token: bool = True,
+        reasoning_effort: str | None = None,
+        strict: bool = False,
+    ) -> None:
+        check_options(thinking_mode, reasoning_effort)
+        self.thinking_mode = thinking_mode
+        self.drop_thinking = drop_thinking
+        self.reasoning_effort = reasoning_effort
+        self.strict = strict
+        self._bos = T.BOS if add_default_bos_token else ""
+        self._raw: list[Message] = []  # every message appended, as given (copied)
+        self._merged: list[Message] = []  # tool messages merged into user turns
+        self._pending: list[Message] = []  # appended since the last render
+        self._pieces: list[str] = []  # rendering of each merged message
+        self._offsets: list[int] = []  # start offset of each piece in the text
+        self._text = ""
+        self._has_tools = False
+        self._order: dict[str, int] = {}  # call order of the latest assistant with tool calls
+
+    # --- public --------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[Message]:
+        return [copy.deepcopy(m) for m in self._raw + self._pending]
+
+    @property
+    def text(self) -> str:
+        """The prompt as of the last render."""
+        return self._text
+
+    def append(self, *messages: Mapping[str, Any]) -> None:
+        """Add messages; nothing is rendered until :meth:`render`."""
+        validate(messages, "appended")
+        self._pending.extend(copy.deepcopy(dict(m)) for m in messages)
+
+    def render(self) -> Render:
+        """Render the messages appended since the last call and return only the new text."""
+        new, self._pending = self._pending, []
+        if self._needs_full_render(new):
+            return self._rerender_all(self._raw + new, new)
+        old_len = len(self._merged)
+        first = max(old_len - 1, 0)  # the previous last turn may change (transition, merge)
+        for msg in new:
+            self._merge(msg)
+        self._raw.extend(new)
+        renderer = Renderer(self._merged, self.thinking_mode, self._effective_drop(),
+                            self.reasoning_effort)
+        base = self._offsets[first] if first < old_len else len(self._bos)
+        pieces = [renderer.render(i) for i in range(first, len(self._merged))]
+        return self._commit(first, base, pieces, new)
+
+    def prompt(self) -> str:
+        """Render pending messages and return the whole prompt."""
+        self.render()
+        return self._text
+
+    def reset(self, messages: Sequence[Mapping[str, Any]]) -> Render:
+        """Replace the whole conversation (an edit, a changed reminder, a compaction) and
+        report where its rendering departs from what was rendered before."""
+        validate(messages)
+        fresh = [copy.deepcopy(dict(m)) for m in messages]
+        self._pending = []
+        return self._rerender_all(fresh, fresh, edited=True)
+
+    # --- machinery ----------------------------------------------------------------------
+
+    def _effective_drop(self) -> bool:
+        return self.drop_thinking and not self._has_tools
+
+    def _dropping(self) -> bool:
+        return self.thinking_mode == "thinking" and self._effective_drop()
+
+    def _needs_full_render(self, new: Sequence[Message]) -> bool:
+        # Thinking mode that drops earlier reasoning re-renders history by design, and a first
+        # tool list then switches dropping off for the whole conversation: both rewrite old
+        # turns, so such a conversation is rendered whole (once tools are present, never again).
+        return self._dropping()
+
+    def _merge(self, msg: Message) -> None:
+        if msg.get("role") not in ("user", "tool") and msg.get("tools"):
+            self._has_tools = True
+        merge_one(self._merged, copy.deepcopy(msg))
+        last = self._merged[-1]
+        if last.get("role") == "assistant" and last.get("tool_calls"):
+            self._order = call_order(last)
+        elif last.get("role") == "user" and last.get("content_blocks"):
+            sort_blocks(last, self._order)
+
+    def _rerender_all(self, raw: list[Message], new: Sequence[Message], *,
+                      edited: bool = False) -> Render:
+        text = encode_messages(raw, self.thinking_mode, drop_thinking=self.drop_thinking,
+                               add_default_bos_token=bool(self._bos),
+                               reasoning_effort=self.reasoning_effort)
+        self._raw, self._merged, self._order, self._has_tools = [], [], {}, False
+        for msg in raw:
+            self._merge(msg)
+        self._raw = raw
+        # In a dropping conversation the per-message pieces are not kept: every render is a
+        # full one. The text is what matters for the break check.
+        self._pieces, self._offsets = [], []
+        if not self._dropping():
+            renderer = Renderer(self._merged, self.thinking_mode, self._effective_drop(),
+                                self.reasoning_effort)
+            self._pieces = [renderer.render(i) for i in range(len(self._merged))]
+            self._offsets = _offsets(self._pieces, len(self._bos))
+        return self._finish(text, new, edited)
+
+    def _commit(self, first: int, base: int, pieces: list[str], new: Sequence[Message]) -> Render:
+        self._pieces[first:] = pieces
+        self._offsets[first:] = _offsets(pieces, base)
+        head = self._text[:base] if self._text else self._bos
+        return self._finish(head + "".join(pieces), new, edited=False)
+
+    def _finish(self, text: str, new: Sequence[Message], edited: bool) -> Render:
+        old = self._text
+        self._text = text
+        if text.startswith(old):
+            return Render(start=len(old), text=text[len(old):])
+        at = _common_prefix_len(old, text)
+        brk = PrefixBreak(
+            offset=at,
+            message_index=self._message_at(at),
+            cause=self._cause(at, new, edited),
+            before=old[at:at + 40],
+            after=text[at:at + 40],
+        )
+        if self.strict:
+            raise PrefixBreakError(f"prefix break at offset {at}: {brk.cause}", offset=at,
+                                   cause=brk.cause)
+        return Render(start=at, text=text[at:], prefix_break=brk)
+
+    def _message_at(self, offset: int) -> int:
+        if not self._offsets:
+            return -1
+        lo, hi = 0, len(self._offsets) - 1
+        while lo < hi:  # last piece starting at or before offset
+            mid = (lo + hi + 1) // 2
+            if self._offsets[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _cause(self, at: int, new: Sequence[Message], edited: bool) -> str:
+        if edited:
+            return "the conversation was edited: an earlier message changed or was removed"
+        if self._dropping():
+            return ("thinking mode with drop_thinking and no tools: a new user message drops "
+                    "the reasoning of earlier turns and closes their <think>")
+        if self.drop_thinking and any(
+            m.get("tools") for m in new if m.get("role") not in ("user", "tool")
+        ):
+            return ("a message with tools switched drop_thinking off, so earlier turns now "
+                    "render with their reasoning")
+        roles = ", ".join(str(m.get("role")) for m in new)
+        if new and new[0].get("role") in ("tool", "user"):
+            return (f"appended {roles} merged into the user turn already rendered as the last "
+                    "one, rewriting its generation prompt (append tool results and user text "
+                    "together, before rendering)")
+        return (f"the turn before the appended {roles} was rendered as the last one, with a "
+                "generation prompt that the new message does not take")
+
+
+def _offsets(pieces: Sequence[str], base: int) -> list[int]:
+    out, at = [], base
+    for piece in pieces:
+        out.append(at)
+        at += len(piece)
+    return out
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    lo, hi = 0, n
+    while lo < hi:  # binary search on slice equality: C-speed comparisons
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
