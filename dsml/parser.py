@@ -496,7 +496,7 @@ class CompletionParser:
         # Inside the block. The reference accepts a text that ends exactly after a tag, or
         # after a parameter's ">\n", keeping the calls read so far.
         accepted = (self.state == BLOCK and not self.buf and self.block_quiet) or (
-            self.state == PARAM_GAP and self.buf == _GAP)
+            self.state == PARAM_GAP and not self.gap_bad and self.gap + self.buf == _GAP)
         head = _INVOKE_HEAD.match(self.buf) if self.state == HEAD else None
         if head is not None:
             self.call = _Call(self.n_invokes, head.group(1))

@@ -28,8 +28,8 @@ from whalebone.dsml.encoder import (
     Renderer,
     call_order,
     check_options,
-    encode_messages,
     merge_one,
+    prepare,
     sort_blocks,
     validate,
 )
@@ -160,22 +160,17 @@ class Transcript:
 
     def _rerender_all(self, raw: list[Message], new: Sequence[Message], *,
                       edited: bool = False) -> Render:
-        text = encode_messages(raw, self.thinking_mode, drop_thinking=self.drop_thinking,
-                               add_default_bos_token=bool(self._bos),
-                               reasoning_effort=self.reasoning_effort)
         self._raw, self._merged, self._order, self._has_tools = [], [], {}, False
         for msg in raw:
             self._merge(msg)
         self._raw = raw
-        # In a dropping conversation the per-message pieces are not kept: every render is a
-        # full one. The text is what matters for the break check.
-        self._pieces, self._offsets = [], []
-        if not self._dropping():
-            renderer = Renderer(self._merged, self.thinking_mode, self._effective_drop(),
-                                self.reasoning_effort)
-            self._pieces = [renderer.render(i) for i in range(len(self._merged))]
-            self._offsets = _offsets(self._pieces, len(self._bos))
-        return self._finish(text, new, edited)
+        # A dropping conversation renders its dropped view; its pieces are kept only to name
+        # the message at a break (the next render is a whole one again).
+        full, _, effective_drop = prepare(raw, self.thinking_mode, None, self.drop_thinking)
+        renderer = Renderer(full, self.thinking_mode, effective_drop, self.reasoning_effort)
+        self._pieces = [renderer.render(i) for i in range(len(full))]
+        self._offsets = _offsets(self._pieces, len(self._bos))
+        return self._finish(self._bos + "".join(self._pieces), new, edited)
 
     def _commit(self, first: int, base: int, pieces: list[str], new: Sequence[Message]) -> Render:
         self._pieces[first:] = pieces

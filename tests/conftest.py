@@ -4,20 +4,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
-REPO = Path(__file__).resolve().parent.parent
-VECTORS = REPO.parent / "shared" / "v4-encoding-vectors"
-
-
-def load_vector(n: int) -> tuple[Any, str]:
-    inp = json.loads((VECTORS / f"test_input_{n}.json").read_text(encoding="utf-8"))
-    out = (VECTORS / f"test_output_{n}.txt").read_text(encoding="utf-8")
-    return inp, out
+# (vector number, thinking mode) as published with V4's reference encoder.
+VECTOR_MODES = [(1, "thinking"), (2, "thinking"), (3, "thinking"), (4, "chat")]
 
 
-@pytest.fixture
-def vector():
-    if not VECTORS.is_dir():
-        pytest.skip(f"V4 encoder vectors not found at {VECTORS}")
-    return load_vector
+def load_vector(n: int) -> tuple[list[dict[str, Any]], str]:
+    """The messages of vector ``n`` (tools attached to messages[0] for vector 1) and its
+    expected rendering."""
+    data = json.loads((VECTORS / f"test_input_{n}.json").read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        messages = data["messages"]
+        messages[0]["tools"] = data["tools"]
+    else:
+        messages = data
+    return messages, (VECTORS / f"test_output_{n}.txt").read_text(encoding="utf-8")
