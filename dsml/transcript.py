@@ -16,6 +16,7 @@ generation prompt but takes none; or an edit made with :meth:`Transcript.reset`.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -80,12 +81,14 @@ class Transcript:
         self.reasoning_effort = reasoning_effort
         self.strict = strict
         self._bos = T.BOS if add_default_bos_token else ""
-        self._raw: list[Message] = []  # every message appended, as given (copied)
+        self._raw: list[Message] = []  # every message rendered, as given (copied)
         self._merged: list[Message] = []  # tool messages merged into user turns
         self._pending: list[Message] = []  # appended since the last render
-        self._pieces: list[str] = []  # rendering of each merged message
-        self._offsets: list[int] = []  # start offset of each piece in the text
-        self._text = ""
+        self._pieces: list[str] = []  # the rendering of each merged message
+        self._offsets: list[int] = []  # where each piece starts in the text
+        self._length = 0
+        self._rendered = False
+        self._joined: str | None = ""  # the text, joined on demand
         self._has_tools = False
         self._order: dict[str, int] = {}  # call order of the latest assistant with tool calls
 
@@ -98,7 +101,13 @@ class Transcript:
     @property
     def text(self) -> str:
         """The prompt as of the last render."""
-        return self._text
+        if self._joined is None:
+            self._joined = self._bos + "".join(self._pieces)
+        return self._joined
+
+    def __len__(self) -> int:
+        """Length of the text as of the last render."""
+        return self._length
 
     def append(self, *messages: Mapping[str, Any]) -> None:
         """Add messages; nothing is rendered until :meth:`render`."""
@@ -108,31 +117,39 @@ class Transcript:
     def render(self) -> Render:
         """Render the messages appended since the last call and return only the new text."""
         new, self._pending = self._pending, []
-        if self._needs_full_render(new):
-            return self._rerender_all(self._raw + new, new)
-        old_len = len(self._merged)
-        first = max(old_len - 1, 0)  # the previous last turn may change (transition, merge)
+        if self._dropping() or not self._rendered:
+            # Thinking mode that drops earlier reasoning rewrites history by design (and a first
+            # tool list then switches dropping off for good): such renders are whole ones.
+            return self._render_all(self._raw + new, new)
+        old_count = len(self._merged)
+        first = max(old_count - 1, 0)  # the previous last turn may change (transition, merge)
         for msg in new:
             self._merge(msg)
         self._raw.extend(new)
         renderer = Renderer(self._merged, self.thinking_mode, self._effective_drop(),
                             self.reasoning_effort)
-        base = self._offsets[first] if first < old_len else len(self._bos)
-        pieces = [renderer.render(i) for i in range(first, len(self._merged))]
-        return self._commit(first, base, pieces, new)
+        base = self._offsets[first] if first < old_count else len(self._bos)
+        old_tail = "".join(self._pieces[first:])
+        old_length = self._length
+        self._set_pieces(first, base,
+                         [renderer.render(i) for i in range(first, len(self._merged))])
+        new_tail = "".join(self._pieces[first:])
+        if new_tail.startswith(old_tail):
+            return Render(start=old_length, text=new_tail[len(old_tail):])
+        at = _common_prefix_len(old_tail, new_tail)
+        return self._break(base + at, old_tail[at:], new_tail[at:], new, edited=False)
 
     def prompt(self) -> str:
         """Render pending messages and return the whole prompt."""
         self.render()
-        return self._text
+        return self.text
 
     def reset(self, messages: Sequence[Mapping[str, Any]]) -> Render:
         """Replace the whole conversation (an edit, a changed reminder, a compaction) and
         report where its rendering departs from what was rendered before."""
         validate(messages)
-        fresh = [copy.deepcopy(dict(m)) for m in messages]
         self._pending = []
-        return self._rerender_all(fresh, fresh, edited=True)
+        return self._render_all([copy.deepcopy(dict(m)) for m in messages], (), edited=True)
 
     # --- machinery ----------------------------------------------------------------------
 
@@ -142,73 +159,54 @@ class Transcript:
     def _dropping(self) -> bool:
         return self.thinking_mode == "thinking" and self._effective_drop()
 
-    def _needs_full_render(self, new: Sequence[Message]) -> bool:
-        # Thinking mode that drops earlier reasoning re-renders history by design, and a first
-        # tool list then switches dropping off for the whole conversation: both rewrite old
-        # turns, so such a conversation is rendered whole (once tools are present, never again).
-        return self._dropping()
-
     def _merge(self, msg: Message) -> None:
         if msg.get("role") not in ("user", "tool") and msg.get("tools"):
             self._has_tools = True
-        merge_one(self._merged, copy.deepcopy(msg))
+        merge_one(self._merged, msg)  # already copied by append(); merging never mutates it
         last = self._merged[-1]
         if last.get("role") == "assistant" and last.get("tool_calls"):
             self._order = call_order(last)
         elif last.get("role") == "user" and last.get("content_blocks"):
             sort_blocks(last, self._order)
 
-    def _rerender_all(self, raw: list[Message], new: Sequence[Message], *,
-                      edited: bool = False) -> Render:
-        self._raw, self._merged, self._order, self._has_tools = [], [], {}, False
+    def _set_pieces(self, first: int, base: int, pieces: list[str]) -> None:
+        self._pieces[first:] = pieces
+        self._offsets[first:] = _offsets(pieces, base)
+        self._length = base + sum(map(len, pieces))
+        self._rendered = True
+        self._joined = None
+
+    def _render_all(self, raw: list[Message], new: Sequence[Message], *,
+                    edited: bool = False) -> Render:
+        old = self.text if self._rendered else ""
+        self._merged, self._order, self._has_tools = [], {}, False
         for msg in raw:
             self._merge(msg)
         self._raw = raw
-        # A dropping conversation renders its dropped view; its pieces are kept only to name
-        # the message at a break (the next render is a whole one again).
+        # A dropping conversation is rendered from its dropped view (prepare() drops).
         full, _, effective_drop = prepare(raw, self.thinking_mode, None, self.drop_thinking)
         renderer = Renderer(full, self.thinking_mode, effective_drop, self.reasoning_effort)
-        self._pieces = [renderer.render(i) for i in range(len(full))]
-        self._offsets = _offsets(self._pieces, len(self._bos))
-        return self._finish(self._bos + "".join(self._pieces), new, edited)
-
-    def _commit(self, first: int, base: int, pieces: list[str], new: Sequence[Message]) -> Render:
-        self._pieces[first:] = pieces
-        self._offsets[first:] = _offsets(pieces, base)
-        head = self._text[:base] if self._text else self._bos
-        return self._finish(head + "".join(pieces), new, edited=False)
-
-    def _finish(self, text: str, new: Sequence[Message], edited: bool) -> Render:
-        old = self._text
-        self._text = text
+        self._set_pieces(0, len(self._bos), [renderer.render(i) for i in range(len(full))])
+        text = self.text
         if text.startswith(old):
             return Render(start=len(old), text=text[len(old):])
         at = _common_prefix_len(old, text)
-        brk = PrefixBreak(
-            offset=at,
-            message_index=self._message_at(at),
-            cause=self._cause(at, new, edited),
-            before=old[at:at + 40],
-            after=text[at:at + 40],
-        )
+        return self._break(at, old[at:], text[at:], new, edited)
+
+    def _break(self, at: int, old: str, new_text: str, new: Sequence[Message],
+               edited: bool) -> Render:
+        brk = PrefixBreak(offset=at, message_index=self._message_at(at),
+                          cause=self._cause(new, edited), before=old[:40], after=new_text[:40])
         if self.strict:
             raise PrefixBreakError(f"prefix break at offset {at}: {brk.cause}", offset=at,
                                    cause=brk.cause)
-        return Render(start=at, text=text[at:], prefix_break=brk)
+        return Render(start=at, text=new_text, prefix_break=brk)
 
     def _message_at(self, offset: int) -> int:
-        if not self._offsets:
-            return -1
-        lo, hi = 0, len(self._offsets) - 1
-        while lo < hi:  # last piece starting at or before offset
-            mid = (lo + hi + 1) // 2
-            if self._offsets[mid] <= offset:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        """Index of the piece holding ``offset`` (-1 before the first piece)."""
+        return bisect.bisect_right(self._offsets, offset) - 1
 
-    def _cause(self, at: int, new: Sequence[Message], edited: bool) -> str:
+    def _cause(self, new: Sequence[Message], edited: bool) -> str:
         if edited:
             return "the conversation was edited: an earlier message changed or was removed"
         if self._dropping():
