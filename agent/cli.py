@@ -15,9 +15,10 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def _registrars() -> list[Register]:
     # Imported lazily: `whalebone --help` must not pay for torch or textual.
+    from whalebone.dsml.cli import register as codec
     from whalebone.memory.cli import register as memory
 
-    return [memory]
+    return [codec, memory]
 
 
 def build_parser() -> argparse.ArgumentParser:
