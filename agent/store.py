@@ -1,0 +1,307 @@
+"""Sessions that survive crashes: one SQLite database (WAL) of sessions, messages, a tool-call
+journal and usage records.
+
+Every write is its own committed transaction, made before the loop takes its next step, so a
+``kill -9`` at any point loses nothing that was written. One process at a time may write a
+session: :meth:`SessionStore.open` takes an exclusive ``flock`` on a lock file beside the
+database, which the kernel releases when the holder dies, so a crashed run never leaves a
+session locked and two live runs never interleave one session's log (a complaint users of other
+harnesses have). The journal records each tool call as ``started`` before it runs and
+``finished`` after, so a resumed run knows which calls were cut short.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from whalebone.dsml.errors import WhaleboneError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL DEFAULT 'default',
+    config TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'idle',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (session, seq)
+);
+CREATE TABLE IF NOT EXISTS tool_calls (
+    session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    call_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    idempotent INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT,
+    is_error INTEGER,
+    started REAL NOT NULL,
+    finished REAL,
+    PRIMARY KEY (session, call_id)
+);
+CREATE TABLE IF NOT EXISTS usage (
+    session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    cache_hit_tokens INTEGER NOT NULL,
+    cache_miss_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    price REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (session, seq)
+);
+"""
+
+CallStatus = Literal["started", "finished", "interrupted"]
+
+
+class SessionError(WhaleboneError):
+    """No such session, or it cannot be opened."""
+
+
+class SessionBusy(SessionError):
+    """Another live process is writing this session."""
+
+
+class SessionInfo(BaseModel):
+    id: str
+    title: str
+    agent: str
+    status: str
+    created: float
+    updated: float
+    messages: int = 0
+
+
+class JournalEntry(BaseModel):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    idempotent: bool
+    status: CallStatus
+    result: str | None = None
+    is_error: bool | None = None
+
+
+class UsageRecord(BaseModel):
+    kind: str = "turn"  # turn, retry, compaction, auditor, heartbeat, …
+    engine: str = ""
+    prompt_tokens: int = 0
+    cache_hit_tokens: int = 0
+    cache_miss_tokens: int = 0
+    completion_tokens: int = 0
+    price: float = 0.0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+class SessionStore:
+    """All sessions of one database file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = _connect(self.path)
+        self.db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def create(self, *, title: str = "", agent: str = "default",
+               config: dict[str, Any] | None = None) -> str:
+        sid = uuid.uuid4().hex[:12]
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO sessions (id, title, agent, config, created, updated) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (sid, title, agent, json.dumps(config or {}), now, now))
+        return sid
+
+    def info(self, sid: str) -> SessionInfo:
+        row = self.db.execute(
+            "SELECT id, title, agent, status, created, updated, "
+            "(SELECT COUNT(*) FROM messages m WHERE m.session = s.id) "
+            "FROM sessions s WHERE id = ?", (sid,)).fetchone()
+        if row is None:
+            raise SessionError(f"no session {sid!r}")
+        return SessionInfo(id=row[0], title=row[1], agent=row[2], status=row[3],
+                           created=row[4], updated=row[5], messages=row[6])
+
+    def config(self, sid: str) -> dict[str, Any]:
+        self.info(sid)
+        row = self.db.execute("SELECT config FROM sessions WHERE id = ?", (sid,)).fetchone()
+        return json.loads(row[0])
+
+    def list(self) -> list[SessionInfo]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM sessions ORDER BY updated DESC")]
+        return [self.info(i) for i in ids]
+
+    def rename(self, sid: str, title: str) -> None:
+        self.info(sid)
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, sid))
+
+    def delete(self, sid: str) -> None:
+        with self.open(sid):  # never delete a session a live run is writing
+            with self._tx() as db:
+                db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+
+    def messages(self, sid: str) -> list[dict[str, Any]]:
+        return [json.loads(m) for (m,) in self.db.execute(
+            "SELECT message FROM messages WHERE session = ? ORDER BY seq", (sid,))]
+
+    def journal(self, sid: str) -> list[JournalEntry]:
+        rows = self.db.execute(
+            "SELECT call_id, name, arguments, idempotent, status, result, is_error "
+            "FROM tool_calls WHERE session = ? ORDER BY started", (sid,))
+        return [JournalEntry(call_id=r[0], name=r[1], arguments=json.loads(r[2]),
+                             idempotent=bool(r[3]), status=r[4], result=r[5],
+                             is_error=None if r[6] is None else bool(r[6])) for r in rows]
+
+    def usage(self, sid: str) -> list[UsageRecord]:
+        rows = self.db.execute(
+            "SELECT kind, engine, prompt_tokens, cache_hit_tokens, cache_miss_tokens, "
+            "completion_tokens, price FROM usage WHERE session = ? ORDER BY seq", (sid,))
+        return [UsageRecord(kind=r[0], engine=r[1], prompt_tokens=r[2], cache_hit_tokens=r[3],
+                            cache_miss_tokens=r[4], completion_tokens=r[5], price=r[6])
+                for r in rows]
+
+    def open(self, sid: str) -> Session:
+        """Take the session for writing. Raises :class:`SessionBusy` if a live process has it."""
+        self.info(sid)
+        lock_dir = self.path.with_name(self.path.name + ".locks")
+        lock_dir.mkdir(exist_ok=True)
+        fd = os.open(lock_dir / f"{sid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SessionBusy(f"session {sid} is being written by another process") from None
+        return Session(self, sid, fd)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Session:
+    """A session held for writing. Use as a context manager; every method commits."""
+
+    def __init__(self, store: SessionStore, sid: str, lock_fd: int) -> None:
+        self.store = store
+        self.id = sid
+        self._lock_fd: int | None = lock_fd
+        row = store.db.execute("SELECT COALESCE(MAX(seq), -1) FROM messages WHERE session = ?",
+                               (sid,)).fetchone()
+        self._next_seq = row[0] + 1
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _check(self) -> None:
+        if self._lock_fd is None:
+            raise SessionError(f"session {self.id} is closed")
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.store.messages(self.id)
+
+    def append(self, *messages: dict[str, Any]) -> None:
+        """Commit messages, in order, in one transaction."""
+        self._check()
+        now = time.time()
+        with self.store._tx() as db:
+            for msg in messages:
+                db.execute("INSERT INTO messages (session, seq, message, created) "
+                           "VALUES (?, ?, ?, ?)",
+                           (self.id, self._next_seq, json.dumps(msg, ensure_ascii=False), now))
+                self._next_seq += 1
+            db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, self.id))
+
+    def set_status(self, status: str) -> None:
+        self._check()
+        with self.store._tx() as db:
+            db.execute("UPDATE sessions SET status = ?, updated = ? WHERE id = ?",
+                       (status, time.time(), self.id))
+
+    def call_started(self, call_id: str, name: str, arguments: dict[str, Any],
+                     idempotent: bool) -> bool:
+        """Journal a call before it runs. False if this call id was journaled before (it must
+        not run again)."""
+        self._check()
+        with self.store._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO tool_calls (session, call_id, name, arguments, idempotent,"
+                " status, started) VALUES (?, ?, ?, ?, ?, 'started', ?)",
+                (self.id, call_id, name, json.dumps(arguments, ensure_ascii=False),
+                 int(idempotent), time.time()))
+            return cur.rowcount == 1
+
+    def call_finished(self, call_id: str, result: str, is_error: bool,
+                      status: CallStatus = "finished") -> None:
+        self._check()
+        with self.store._tx() as db:
+            db.execute("UPDATE tool_calls SET status = ?, result = ?, is_error = ?, "
+                       "finished = ? WHERE session = ? AND call_id = ?",
+                       (status, result, int(is_error), time.time(), self.id, call_id))
+
+    def restart_call(self, call_id: str) -> None:
+        """Mark an interrupted idempotent call as started again (it is about to re-run)."""
+        self._check()
+        with self.store._tx() as db:
+            db.execute("UPDATE tool_calls SET status = 'started', started = ? "
+                       "WHERE session = ? AND call_id = ?", (time.time(), self.id, call_id))
+
+    def unfinished_calls(self) -> list[JournalEntry]:
+        return [e for e in self.store.journal(self.id) if e.status == "started"]
+
+    def record_usage(self, usage: UsageRecord) -> None:
+        self._check()
+        with self.store._tx() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM usage WHERE session = ?",
+                             (self.id,)).fetchone()[0]
+            db.execute("INSERT INTO usage (session, seq, kind, engine, prompt_tokens, "
+                       "cache_hit_tokens, cache_miss_tokens, completion_tokens, price, created)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (self.id, seq, usage.kind, usage.engine, usage.prompt_tokens,
+                        usage.cache_hit_tokens, usage.cache_miss_tokens,
+                        usage.completion_tokens, usage.price, time.time()))
