@@ -1,0 +1,224 @@
+"""The budget ledger: reserve the worst case before a model call, settle the actual after.
+
+A call may go ahead only if, for every scope it is charged to (this run, this session, this
+agent today, everyone today…), what was spent plus what is reserved by calls in flight plus this
+call's worst case stays within the scope's limit. Checking and reserving happen in one SQLite
+``BEGIN IMMEDIATE`` transaction, so processes sharing a budget serialise on it and can never
+overshoot it together, not even by one call. After the call the reservation is replaced by the
+actual spend. A reservation whose process died is released after its lease expires; until then
+it still counts, which errs on the side of spending less.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from whalebone.dsml.errors import WhaleboneError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS limits (
+    scope TEXT PRIMARY KEY,
+    max_usd REAL,
+    max_tokens INTEGER
+);
+CREATE TABLE IF NOT EXISTS spend (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    usd REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    cache_hit_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_miss_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    saved_usd REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spend_scope ON spend(scope);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    usd REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (id, scope)
+);
+"""
+
+
+class BudgetExceeded(WhaleboneError):
+    """The call would take a scope past its limit. Nothing was reserved."""
+
+    def __init__(self, message: str, *, scope: str, limit: float, needed: float,
+                 unit: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit
+        self.needed = needed
+        self.unit = unit
+
+
+class Limit(BaseModel):
+    scope: str
+    max_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+
+
+class ScopeState(BaseModel):
+    scope: str
+    max_usd: float | None
+    max_tokens: int | None
+    spent_usd: float
+    spent_tokens: int
+    reserved_usd: float
+    reserved_tokens: int
+    saved_usd: float  # what cache hits saved against paying the miss price
+
+
+class Actual(BaseModel):
+    """What a call really cost."""
+
+    usd: float
+    cache_hit_tokens: int = 0
+    cache_miss_tokens: int = 0
+    completion_tokens: int = 0
+    saved_usd: float = 0.0
+    kind: str = "turn"
+
+    @property
+    def tokens(self) -> int:
+        return self.cache_hit_tokens + self.cache_miss_tokens + self.completion_tokens
+
+
+def day_scope(prefix: str, when: dt.date | None = None) -> str:
+    """A per-day scope name, e.g. ``agent:coder:2026-11-23`` (UTC days)."""
+    return f"{prefix}:{(when or dt.datetime.now(dt.UTC).date()).isoformat()}"
+
+
+class Ledger:
+    """One budget database, shared by every process that spends from it."""
+
+    def __init__(self, path: str | os.PathLike[str], *, lease_seconds: float = 600.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease_seconds = lease_seconds
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def set_limit(self, limit: Limit) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO limits (scope, max_usd, max_tokens) VALUES (?, ?, ?) "
+                       "ON CONFLICT(scope) DO UPDATE SET max_usd = excluded.max_usd, "
+                       "max_tokens = excluded.max_tokens",
+                       (limit.scope, limit.max_usd, limit.max_tokens))
+
+    def extend(self, scope: str, *, usd: float = 0.0, tokens: int = 0) -> None:
+        """Raise a scope's limit (after an approved extension)."""
+        with self._tx() as db:
+            row = db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
+                             (scope,)).fetchone()
+            if row is None:
+                raise WhaleboneError(f"scope {scope!r} has no limit to extend")
+            db.execute("UPDATE limits SET max_usd = ?, max_tokens = ? WHERE scope = ?",
+                       (None if row[0] is None else row[0] + usd,
+                        None if row[1] is None else row[1] + tokens, scope))
+
+    def _totals(self, db: sqlite3.Connection, scope: str) -> tuple[float, int, float, int]:
+        spent = db.execute("SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(tokens), 0) FROM spend "
+                           "WHERE scope = ?", (scope,)).fetchone()
+        held = db.execute("SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(tokens), 0) FROM "
+                          "reservations WHERE scope = ?", (scope,)).fetchone()
+        return spent[0], spent[1], held[0], held[1]
+
+    def reserve(self, scopes: Sequence[str], *, usd: float, tokens: int) -> str:
+        """Reserve a call's worst case in every scope, or raise :class:`BudgetExceeded`."""
+        rid = uuid.uuid4().hex
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+            for scope in scopes:
+                row = db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
+                                 (scope,)).fetchone()
+                if row is None:
+                    continue  # a scope without a limit is metered, not capped
+                spent_usd, spent_tok, held_usd, held_tok = self._totals(db, scope)
+                if row[0] is not None and spent_usd + held_usd + usd > row[0] + 1e-12:
+                    raise BudgetExceeded(
+                        f"budget {scope!r} would be exceeded: ${spent_usd:.6f} spent + "
+                        f"${held_usd:.6f} in flight + ${usd:.6f} for this call > ${row[0]:.6f}",
+                        scope=scope, limit=row[0], needed=usd, unit="usd")
+                if row[1] is not None and spent_tok + held_tok + tokens > row[1]:
+                    raise BudgetExceeded(
+                        f"budget {scope!r} would be exceeded: {spent_tok} tokens spent + "
+                        f"{held_tok} in flight + {tokens} for this call > {row[1]}",
+                        scope=scope, limit=row[1], needed=tokens, unit="tokens")
+            for scope in scopes:
+                db.execute("INSERT INTO reservations (id, scope, usd, tokens, pid, expires) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           (rid, scope, usd, tokens, os.getpid(), now + self.lease_seconds))
+        return rid
+
+    def settle(self, reservation: str, actual: Actual) -> None:
+        """Replace a reservation by what the call actually cost (in the same scopes)."""
+        with self._tx() as db:
+            scopes = [r[0] for r in db.execute("SELECT scope FROM reservations WHERE id = ?",
+                                               (reservation,))]
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+            for scope in scopes:
+                self._insert_spend(db, scope, actual)
+
+    def release(self, reservation: str) -> None:
+        """Drop a reservation whose call never happened."""
+        with self._tx() as db:
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
+
+    def record(self, scopes: Sequence[str], actual: Actual) -> None:
+        """Meter spend that had no reservation (it is still charged)."""
+        with self._tx() as db:
+            for scope in scopes:
+                self._insert_spend(db, scope, actual)
+
+    @staticmethod
+    def _insert_spend(db: sqlite3.Connection, scope: str, actual: Actual) -> None:
+        db.execute("INSERT INTO spend (scope, usd, tokens, kind, cache_hit_tokens, "
+                   "cache_miss_tokens, completion_tokens, saved_usd, created) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (scope, actual.usd, actual.tokens, actual.kind, actual.cache_hit_tokens,
+                    actual.cache_miss_tokens, actual.completion_tokens, actual.saved_usd,
+                    time.time()))
+
+    def state(self, scope: str) -> ScopeState:
+        row = self.db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
+                              (scope,)).fetchone() or (None, None)
+        spent_usd, spent_tok, held_usd, held_tok = self._totals(self.db, scope)
+        saved = self.db.execute("SELECT COALESCE(SUM(saved_usd), 0) FROM spend WHERE scope = ?",
+                                (scope,)).fetchone()[0]
+        return ScopeState(scope=scope, max_usd=row[0], max_tokens=row[1], spent_usd=spent_usd,
+                          spent_tokens=spent_tok, reserved_usd=held_usd,
+                          reserved_tokens=held_tok, saved_usd=saved)
+
+    def scopes(self) -> list[str]:
+        rows = self.db.execute("SELECT scope FROM limits UNION SELECT scope FROM spend "
+                               "ORDER BY 1")
+        return [r[0] for r in rows]
