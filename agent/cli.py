@@ -1,24 +1,28 @@
 """The ``whalebone`` command line.
 
-Each room that has commands contributes a ``register(subparsers)`` function; this module only
-assembles them, so a room's commands live beside the code they drive.
+Each room that has commands contributes a ``register(subparsers)`` function in its own module;
+this module only assembles them, so a room's commands live beside the code they drive. A room's
+module is imported only to register its parser: heavy imports (torch, textual) belong inside the
+handlers, so `whalebone --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-
-
-def _registrars() -> list[Register]:
-    # Imported lazily: `whalebone --help` must not pay for torch or textual.
-    from whalebone.dsml.cli import register as codec
-    from whalebone.memory.cli import register as memory
-
-    return [codec, memory]
+# In the order `whalebone --help` lists them.
+COMMAND_MODULES = [
+    "whalebone.agent.commands",  # run, sessions
+    "whalebone.tui.cli",  # chat
+    "whalebone.engine.cli",  # serve, engine checks
+    "whalebone.memory.cli",  # memory
+    "whalebone.budget.cli",  # budget
+    "whalebone.agent.daemon_cli",  # daemon, submit
+    "whalebone.dsml.cli",  # render, parse
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="whalebone", description="An agent runtime for DeepSeek V4."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in _registrars():
-        register(sub)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a real missing dependency inside the module: say so
+                raise
+            continue  # a room whose commands are not built yet
+        module.register(sub)
     return parser
 
 
