@@ -238,6 +238,11 @@ class Session:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next appended message will get."""
+        return self._next_seq
+
     def _check(self) -> None:
         if self._lock_fd is None:
             raise SessionError(f"session {self.id} is closed")
