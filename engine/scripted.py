@@ -1,0 +1,122 @@
+"""An engine that replays fixed completions: for tests, demos and evaluation harnesses.
+
+The completions are scripted, everything else is real: the prompt is tokenized with the real V4
+tokenizer, prompt-cache hits are counted the way the bundled engine's prefix cache counts them
+(the longest token prefix shared with an earlier request's prompt plus completion), completions
+stream in small deltas, ``max_tokens`` and stop strings are honoured, and cancellation stops the
+stream. So a loop driven by it exercises the real codec and the real token accounting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import anyio
+
+from whalebone.dsml import tokens as T
+from whalebone.dsml.encoder import encode_messages
+from whalebone.engine.base import (
+    Engine,
+    EngineError,
+    Finished,
+    GenerationRequest,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+
+Script = Iterable[str] | Callable[[GenerationRequest], str]
+
+
+class ScriptExhausted(EngineError):
+    """The script has no completion left for this request."""
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class ScriptedEngine(Engine):
+    """Replay ``script`` (a sequence of completions, or a function of the request).
+
+    Each completion is what a V4 model would write after the prompt, e.g.
+    ``"I will look.</think>\\n\\n<｜DSML｜tool_calls>…<｜end▁of▁sentence｜>"``.
+    """
+
+    def __init__(self, script: Script, *, name: str = "scripted",
+                 model: str = "whalebone-local", context_window: int = 1_048_576,
+                 delta_chars: int = 3, delay: float = 0.0) -> None:
+        self._next: Callable[[GenerationRequest], str]
+        if callable(script):
+            self._next = script
+        else:
+            items = iter(script)
+
+            def take(_: GenerationRequest) -> str:
+                try:
+                    return next(items)
+                except StopIteration:
+                    raise ScriptExhausted("the script has no completion left") from None
+
+            self._next = take
+        self.name = name
+        self.model = model
+        self.context_window = context_window
+        self.delta_chars = max(1, delta_chars)
+        self.delay = delay
+        self.requests: list[GenerationRequest] = []
+        self._seen: list[list[int]] = []  # token ids of earlier prompts + completions
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        from whalebone.dsml.tokenizer import load_tokenizer
+
+        if request.prompt_ids is not None:
+            return list(request.prompt_ids)
+        if request.prompt is not None:
+            return load_tokenizer().encode(request.prompt)
+        if request.messages is not None:
+            prompt = encode_messages(request.messages, request.thinking_mode,
+                                     reasoning_effort=request.reasoning_effort)
+            return load_tokenizer().encode(prompt)
+        raise EngineError("a request needs a prompt, prompt ids or messages")
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        from whalebone.dsml.tokenizer import load_tokenizer
+
+        tok = load_tokenizer()
+        self.requests.append(request)
+        ids = self._prompt_ids(request)
+        if len(ids) + request.max_tokens > self.context_window:
+            raise EngineError(f"prompt of {len(ids)} tokens + max_tokens {request.max_tokens} "
+                              f"exceeds the context window of {self.context_window}")
+        hit = max((_common_prefix(ids, seen) for seen in self._seen), default=0)
+        completion = self._next(request)
+
+        # Cut at the first stop string (EOS always stops), then at max_tokens.
+        finish = "length"
+        stops = [T.EOS, *request.stop]
+        cut = min((i for i in (completion.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            completion, finish = completion[:cut], "stop"
+        out_ids = tok.encode(completion)
+        if len(out_ids) > request.max_tokens:
+            out_ids = out_ids[: request.max_tokens]
+            completion, finish = tok.decode(out_ids), "length"
+        # A completion with no stop string in it ends as "length": the model did not stop.
+
+        for i in range(0, len(completion), self.delta_chars):
+            if self.delay:
+                await anyio.sleep(self.delay)
+            else:
+                await anyio.lowlevel.checkpoint()
+            yield TextDelta(text=completion[i:i + self.delta_chars])
+        self._seen.append(ids + out_ids)
+        usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
+                      prompt_cache_miss_tokens=len(ids) - hit,
+                      completion_tokens=len(out_ids) + (1 if finish == "stop" else 0))
+        yield Finished(finish_reason=finish, text=completion, usage=usage,  # type: ignore[arg-type]
+                       engine=self.name, model=self.model)
