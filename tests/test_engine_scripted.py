@@ -1,0 +1,82 @@
+"""ScriptedEngine: scripted completions, real tokenizer and real prefix-hit accounting."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from whalebone.dsml import tokens as T
+from whalebone.dsml.tokenizer import load_tokenizer
+from whalebone.engine.base import EngineError, Finished, GenerationRequest, TextDelta
+from whalebone.engine.scripted import ScriptedEngine, ScriptExhausted
+
+PROMPT = T.BOS + "You are terse." + T.USER + "Say hello." + T.ASSISTANT + T.THINK_START
+
+
+def _request(prompt: str, **kw: object) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, **kw)  # type: ignore[arg-type]
+
+
+def test_streams_deltas_that_join_to_the_text_without_the_stop() -> None:
+    async def go() -> tuple[list[str], Finished]:
+        engine = ScriptedEngine(["Greeting.</think>Hello!" + T.EOS], delta_chars=2)
+        deltas, fin = [], None
+        async for ev in engine.stream(_request(PROMPT)):
+            if isinstance(ev, TextDelta):
+                deltas.append(ev.text)
+            else:
+                fin = ev
+        assert fin is not None
+        return deltas, fin
+
+    deltas, fin = anyio.run(go)
+    assert "".join(deltas) == fin.text == "Greeting.</think>Hello!"
+    assert fin.finish_reason == "stop"
+    tok = load_tokenizer()
+    assert fin.usage.prompt_tokens == len(tok.encode(PROMPT))
+    assert fin.usage.completion_tokens == len(tok.encode(fin.text)) + 1  # + EOS
+
+
+def test_second_turn_of_an_append_only_conversation_hits_the_cache() -> None:
+    first = "Greeting.</think>Hello!" + T.EOS
+    engine = ScriptedEngine([first, "Ok.</think>Bye." + T.EOS])
+    one = anyio.run(engine.generate, _request(PROMPT))
+    assert one.usage.prompt_cache_hit_tokens == 0
+    second_prompt = PROMPT + first + T.USER + "Again." + T.ASSISTANT + T.THINK_START
+    two = anyio.run(engine.generate, _request(second_prompt))
+    tok = load_tokenizer()
+    # Everything the engine processed last time (prompt + completion, not the final EOS).
+    assert two.usage.prompt_cache_hit_tokens == len(tok.encode(PROMPT + first[: -len(T.EOS)]))
+    assert (two.usage.prompt_cache_hit_tokens + two.usage.prompt_cache_miss_tokens
+            == two.usage.prompt_tokens)
+
+
+def test_max_tokens_and_stop_strings_set_the_finish_reason() -> None:
+    engine = ScriptedEngine(["a b c d e f g h" + T.EOS, "alpha STOP beta" + T.EOS, "no end"])
+    short = anyio.run(engine.generate, _request(PROMPT, max_tokens=2))
+    assert short.finish_reason == "length" and short.usage.completion_tokens == 2
+    stopped = anyio.run(engine.generate, _request(PROMPT, stop=["STOP"]))
+    assert stopped.finish_reason == "stop" and stopped.text == "alpha "
+    unended = anyio.run(engine.generate, _request(PROMPT))
+    assert unended.finish_reason == "length" and unended.text == "no end"
+
+
+def test_exhausted_script_and_empty_request_are_clear_errors() -> None:
+    engine = ScriptedEngine([])
+    with pytest.raises(ScriptExhausted):
+        anyio.run(engine.generate, _request(PROMPT))
+    with pytest.raises(EngineError, match="prompt"):
+        anyio.run(engine.generate, GenerationRequest())
+
+
+def test_cancellation_stops_the_stream() -> None:
+    async def go() -> int:
+        engine = ScriptedEngine(["x" * 300 + T.EOS], delta_chars=1, delay=0.01)
+        got = 0
+        with anyio.move_on_after(0.2):
+            async for _ in engine.stream(_request(PROMPT)):
+                got += 1
+        return got
+
+    got = anyio.run(go)
+    assert 0 < got < 300
