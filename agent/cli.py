@@ -20,7 +20,7 @@ COMMAND_MODULES = [
     "whalebone.engine.cli",  # serve, engine checks
     "whalebone.memory.cli",  # memory
     "whalebone.budget.cli",  # budget
-    "whalebone.agent.daemon_cli",  # daemon, submit
+    "whalebone.agent.daemon.cli",  # daemon, submit, jobs
     "whalebone.dsml.cli",  # render, parse
 ]
 
