@@ -38,11 +38,18 @@ def check_options(thinking_mode: str, reasoning_effort: str | None) -> None:
         )
 
 
-def validate(messages: Sequence[Mapping[str, Any]], where: str = "messages") -> None:
-    """Refuse, with a clear message, every input the reference would assert on or crash on."""
+def validate(messages: Sequence[Mapping[str, Any]], where: str = "messages",
+             dropped: frozenset[int] = frozenset()) -> None:
+    """Refuse, with a clear message, every input the reference would assert on or crash on.
+
+    ``dropped`` holds the indices of messages the reference drops unseen (developer and
+    unknown-role messages before the last user turn when reasoning is dropped): it accepts
+    whatever they hold, so they are not checked."""
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping):
             raise EncodeError(f"{where}[{i}] is a {type(msg).__name__}, not a message dict", i)
+        if i in dropped:
+            continue
         role = msg.get("role")
         if role not in ROLES:
             raise EncodeError(f"{where}[{i}] has unknown role {role!r}", i)
@@ -270,7 +277,7 @@ class Renderer:
             text += T.LATEST_REMINDER + "{}".format(msg.get("content"))
         elif role == "assistant":
             text += self._assistant(i, msg)
-        else:  # pragma: no cover - validate() refuses unknown roles, merging removes "tool"
+        else:  # pragma: no cover - validate() refuses rendered unknown roles; "tool" is merged
             raise EncodeError(f"message {i} has role {role!r}, which cannot be rendered", i)
         return text + self._transition(i, msg)
 
@@ -341,10 +348,35 @@ def encode_messages(
     no BOS is written. ``drop_thinking`` drops the reasoning of turns before the last user
     message; it is switched off whenever any message carries tools.
     """
-    check_options(thinking_mode, reasoning_effort)
-    validate(messages)
-    validate(context or (), "context")
-    full, start, effective_drop = prepare(messages, thinking_mode, context, drop_thinking)
-    renderer = Renderer(full, thinking_mode, effective_drop, reasoning_effort)
+    for where, msgs in (("messages", messages), ("context", context or ())):
+        for i, msg in enumerate(msgs):
+            if not isinstance(msg, Mapping):
+                raise EncodeError(f"{where}[{i}] is a {type(msg).__name__}, not a message dict",
+                                  i)
+    # The reference checks options and messages only as it renders them: the context is never
+    # rendered, nor are the messages that dropping removes, so neither is refused for them.
     bos = T.BOS if add_default_bos_token and not context else ""
+    dropping = thinking_mode == "thinking" and drop_thinking and not any(
+        m.get("tools") for m in (*(context or ()), *messages))
+    dropped = _dropped_unseen(messages) if dropping else frozenset()
+    try:
+        full, start, effective_drop = prepare(messages, thinking_mode, context, drop_thinking)
+    except (AttributeError, KeyError, TypeError) as e:  # malformed tool calls or results
+        validate(messages, dropped=dropped)  # names the message where it can
+        raise EncodeError(f"the conversation cannot be rendered: {e}") from e
+    if start >= len(full):  # (the reference's context can outnumber what dropping left)
+        return bos
+    check_options(thinking_mode, reasoning_effort)
+    validate(messages, dropped=dropped)
+    renderer = Renderer(full, thinking_mode, effective_drop, reasoning_effort)
     return bos + "".join(renderer.render(i) for i in range(start, len(full)))
+
+
+def _dropped_unseen(messages: Sequence[Mapping[str, Any]]) -> frozenset[int]:
+    """Indices of messages that dropping removes whole: any role but the kept ones (and
+    assistant, which loses only its reasoning) before the last user turn. A tool message merges
+    into a user turn, so it counts as one."""
+    last = max((i for i, m in enumerate(messages)
+                if m.get("role") in ("user", "developer", "tool")), default=-1)
+    return frozenset(i for i, m in enumerate(messages[:last])
+                     if m.get("role") not in _KEPT_WHEN_DROPPING | {"assistant"})

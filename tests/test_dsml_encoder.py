@@ -151,3 +151,20 @@ def test_non_json_arguments_render_as_one_parameter_like_the_reference() -> None
                 {"role": "assistant", "content": "", "tool_calls": calls}]
     assert '<｜DSML｜parameter name="arguments" string="true">not json</｜DSML｜parameter>' in (
         encode_messages(messages, "chat"))
+
+
+def test_messages_the_reference_drops_unseen_are_not_refused() -> None:
+    # Dropping reasoning removes developer and unknown-role messages before the last user turn
+    # without looking at them, and the context is never rendered: the reference accepts both.
+    dropped = [{"role": "robot"}, {"role": "developer", "content": ""},
+               {"role": "user", "content": "u"}]
+    assert encode_messages(dropped, "thinking") == T.BOS + T.USER + "u" + T.ASSISTANT + "<think>"
+    with pytest.raises(EncodeError, match="unknown role 'robot'"):
+        encode_messages(dropped, "chat")  # nothing is dropped in chat mode: it is rendered
+    assert (encode_messages([{"role": "user", "content": "u"}], "chat",
+                            context=[{"role": "robot"}])
+            == T.USER + "u" + T.ASSISTANT + T.THINK_END)
+
+
+def test_options_are_checked_only_when_something_is_rendered() -> None:
+    assert encode_messages([], "thinking", reasoning_effort="low") == T.BOS
