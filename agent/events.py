@@ -1,4 +1,11 @@
-"""What an agent run tells its caller, as typed events (pydantic, discriminated by ``type``)."""
+"""What an agent run tells its caller, as typed events (pydantic, discriminated by ``type``).
+
+A run yields, per step: :class:`StepStarted`, then :class:`Reasoning` and :class:`Text` deltas as
+the model writes, one :class:`UsageReport` per model call, :class:`ToolCalled` and
+:class:`ToolFinished` per tool call, :class:`Warning` when something deserves attention (a prefix
+break, malformed output, an interrupted call, a loop), :class:`Compacted` after a compaction, and
+finally exactly one :class:`Done` saying why the run stopped.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ class ToolFinished(BaseModel):
     type: Literal["tool_result"] = "tool_result"
     call_id: str
     name: str
-    content: str
+    content: str  # neutralised and capped: exactly what the model reads
     is_error: bool
     seconds: float
 
@@ -45,14 +52,16 @@ class UsageReport(BaseModel):
     """One model call: tokens, cache hits and price, as the engine reported them."""
 
     type: Literal["usage"] = "usage"
-    kind: str = "turn"
+    kind: str = "turn"  # turn, retry, compaction
+    model: str = ""
     prompt_tokens: int
     cache_hit_tokens: int
     cache_miss_tokens: int
     completion_tokens: int
     price: float
-    session_prompt_tokens: int
+    session_prompt_tokens: int  # over this run
     session_cache_hit_tokens: int
+    engine_seconds: float = 0.0  # time spent inside the engine
 
     @property
     def hit_rate(self) -> float:
@@ -64,10 +73,29 @@ class UsageReport(BaseModel):
         return self.session_cache_hit_tokens / total if total else 0.0
 
 
-class Warning(BaseModel):  # noqa: A001 - the event's name in the API
+class Warning(BaseModel):
     type: Literal["warning"] = "warning"
-    kind: str  # prefix_break, malformed_output, interrupted_call, …
+    kind: str  # prefix_break, malformed_output, interrupted_call, loop, engine_error, …
     message: str
+
+
+class Compacted(BaseModel):
+    """A compaction: what it saved, and the cache hit rate either side of it (reported after
+    the first turn that follows it)."""
+
+    type: Literal["compacted"] = "compacted"
+    messages_before: int
+    messages_after: int
+    tokens_before: int  # prompt tokens of the conversation that was compacted
+    tokens_after: int  # prompt tokens of the first turn after it
+    hit_rate_before: float  # of the last turn before the compaction
+    hit_rate_after: float  # of the first turn after it
+    summary_hit_rate: float  # of the summary call itself
+    kept_prefix_chars: int  # prompt characters that stayed byte-identical (system, tools, task)
+
+    @property
+    def tokens_saved(self) -> int:
+        return self.tokens_before - self.tokens_after
 
 
 class Done(BaseModel):
@@ -76,9 +104,18 @@ class Done(BaseModel):
     answer: str = ""
     session_id: str = ""
     message: str = ""
+    steps: int = 0
+    prompt_tokens: int = 0  # over this run
+    cache_hit_tokens: int = 0
+    price: float = 0.0  # USD over the whole session
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cache_hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 AgentEvent = Annotated[
-    StepStarted | Reasoning | Text | ToolCalled | ToolFinished | UsageReport | Warning | Done,
+    StepStarted | Reasoning | Text | ToolCalled | ToolFinished | UsageReport | Warning
+    | Compacted | Done,
     Field(discriminator="type"),
 ]

@@ -6,11 +6,20 @@ engine runs underneath (the bundled one, DeepSeek's API in raw mode, vLLM, SGLan
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from whalebone.dsml import tokens as T
+from whalebone.engine.base import (
+    EngineError,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    Usage,
+)
 
 
 @dataclass
@@ -20,34 +29,89 @@ class Generation:
     text: str = ""
     finish_reason: str = ""
     engine: str = ""
+    model: str = ""
     prompt_tokens: int = 0
     cache_hit_tokens: int = 0
     cache_miss_tokens: int = 0
     completion_tokens: int = 0
+    engine_seconds: float = 0.0  # time spent inside the engine's stream (the model's share)
+    finished: bool = False
 
 
-async def generate(engine: Any, prompt: str, config: Any,
-                   record: Generation) -> AsyncIterator[str]:
-    """Stream the completion of ``prompt`` as text deltas, filling ``record``."""
-    from whalebone.engine.base import GenerationRequest, SamplingParams, TextDelta
+@dataclass
+class CallSpec:
+    """What one call asks of the engine, beyond the prompt."""
 
+    max_tokens: int
+    thinking_mode: str = "thinking"
+    reasoning_effort: str | None = None
+    temperature: float = 0.0
+    seed: int | None = None
+    session_id: str | None = None
+
+
+async def generate(engine: Any, prompt: str, spec: CallSpec, record: Generation, *,
+                   messages: Callable[[], tuple[list[dict[str, Any]],
+                                                list[dict[str, Any]] | None]] | None = None,
+                   ) -> AsyncIterator[str]:
+    """Stream the completion of ``prompt`` as text deltas, filling ``record``.
+
+    ``messages`` gives the same conversation in OpenAI form (messages, tools); it is called only
+    for engines that cannot take a rendered prompt, since building it costs O(conversation).
+    """
     request = GenerationRequest(
         prompt=prompt,
-        max_tokens=config.max_tokens,
+        max_tokens=spec.max_tokens,
         stop=[T.EOS],
-        sampling=SamplingParams(temperature=config.temperature, seed=config.seed),
+        thinking_mode=spec.thinking_mode,  # type: ignore[arg-type]
+        reasoning_effort=spec.reasoning_effort,  # type: ignore[arg-type]
+        sampling=SamplingParams(temperature=spec.temperature, seed=spec.seed),
+        session_id=spec.session_id,
     )
+    if not getattr(engine, "accepts_prompt", True) and messages is not None:
+        request.messages, request.tools = messages()
     parts: list[str] = []
-    async for event in engine.stream(request):
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-            yield event.text
-        else:  # the final record
-            record.finish_reason = event.finish_reason
-            usage = event.usage
-            record.prompt_tokens = usage.prompt_tokens
-            record.cache_hit_tokens = usage.prompt_cache_hit_tokens
-            record.cache_miss_tokens = usage.prompt_cache_miss_tokens
-            record.completion_tokens = usage.completion_tokens
+    stream = engine.stream(request)
+    try:
+        while True:
+            start = time.perf_counter()
+            try:
+                event = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                record.engine_seconds += time.perf_counter() - start
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+                yield event.text
+            else:  # the final record
+                _finish(record, event)
+    finally:
+        # A cancelled or abandoned call closes the engine's stream, which stops generation.
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    if not record.finished:
+        raise EngineError(f"engine {getattr(engine, 'name', engine)!r} ended its stream "
+                          "without a result")
     record.text = "".join(parts)
-    record.engine = getattr(engine, "name", type(engine).__name__)
+
+
+def _finish(record: Generation, event: Finished) -> None:
+    record.finished = True
+    record.finish_reason = event.finish_reason
+    record.engine = event.engine
+    record.model = event.model
+    usage = event.usage
+    record.prompt_tokens = usage.prompt_tokens
+    record.cache_hit_tokens = usage.prompt_cache_hit_tokens
+    record.cache_miss_tokens = usage.prompt_cache_miss_tokens
+    record.completion_tokens = usage.completion_tokens
+
+
+def usage_of(record: Generation) -> Usage:
+    """The record's usage in the engine interface's (DeepSeek's) shape."""
+    return Usage(prompt_tokens=record.prompt_tokens,
+                 prompt_cache_hit_tokens=record.cache_hit_tokens,
+                 prompt_cache_miss_tokens=record.cache_miss_tokens,
+                 completion_tokens=record.completion_tokens)

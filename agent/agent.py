@@ -1,0 +1,127 @@
+"""The embedding API: an :class:`Agent` is an engine, tools, a session store, an optional
+budget guard and memory, and a configuration.
+
+    agent = Agent(engine, tools=registry, store="~/.whalebone/sessions.db")
+    done = await agent.run("fix the failing test")           # to the end
+    async for event in agent.stream("…"):                    # typed events as they happen
+        ...
+    done = await agent.resume(done.session_id, "now add a changelog entry")
+    done = agent.run_sync("…")                               # for scripts
+
+A session holds the conversation; a run continues it. Runs of one session never interleave (the
+store's writer lock), and a run killed at any point resumes from what was committed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from whalebone.agent.config import AgentConfig, ThinkingMode
+from whalebone.agent.events import AgentEvent, Done
+from whalebone.agent.store import SessionStore
+from whalebone.engine.prices import PriceTable
+from whalebone.tools.registry import Tool, ToolRegistry
+
+PriceFn = Callable[[Mapping[str, int]], float]
+
+
+class Agent:
+    """An agent: an engine, tools, a session store and a configuration.
+
+    ``budget`` is a ``whalebone.budget.guard.BudgetGuard`` (asked before every model call);
+    ``memory`` is anything with a ``tools()`` method returning tools (its tools join the
+    registry, after the agent's own, so the tool list stays in a fixed order); ``system`` is a
+    jinja2 template for the system prompt (``{{ name }}`` and ``config.variables`` are in scope).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
+        store: SessionStore | str | os.PathLike[str] | None = None,
+        config: AgentConfig | None = None,
+        system: str | None = None,
+        budget: Any | None = None,
+        memory: Any | None = None,
+        prices: PriceTable | None = None,
+        price: PriceFn | None = None,
+    ) -> None:
+        self.engine = engine
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
+        if memory is not None and hasattr(memory, "tools"):
+            for tool in memory.tools():
+                self.tools.add(tool)
+        if isinstance(store, SessionStore):
+            self.store = store
+        else:
+            self.store = SessionStore(Path(store).expanduser() if store else ":memory:")
+        self.config = config or AgentConfig()
+        if system is not None:
+            self.config = self.config.model_copy(update={"system": system})
+        self.budget = budget
+        self.memory = memory
+        self.prices = _PriceFnTable(price) if price is not None else (prices or PriceTable())
+
+    async def run(self, task: str | None = None, *, session_id: str | None = None,
+                  thinking: ThinkingMode | None = None, max_steps: int | None = None) -> Done:
+        """Run to the end and return the final :class:`Done`."""
+        done: Done | None = None
+        async with aclosing(self.stream(task, session_id=session_id, thinking=thinking,
+                                        max_steps=max_steps)) as events:
+            async for event in events:
+                if isinstance(event, Done):
+                    done = event
+        assert done is not None  # every run ends with exactly one Done
+        return done
+
+    async def resume(self, session_id: str, task: str | None = None, **options: Any) -> Done:
+        """Continue a session (after a stop, a crash or a cancellation), with an optional new
+        user message."""
+        return await self.run(task, session_id=session_id, **options)
+
+    def run_sync(self, task: str | None = None, **options: Any) -> Done:
+        """:meth:`run` for scripts with no event loop of their own."""
+        return anyio.run(lambda: self.run(task, **options))
+
+    async def stream(self, task: str | None = None, *, session_id: str | None = None,
+                     thinking: ThinkingMode | None = None, max_steps: int | None = None
+                     ) -> AsyncIterator[AgentEvent]:
+        """Run until an answer or a stop, yielding events. A new session unless ``session_id``
+        names one to resume; ``task`` (if given) is appended as the next user message.
+        ``thinking`` and ``max_steps`` override the configuration for this run only."""
+        from whalebone.agent.loop import Run
+
+        config = self.config
+        updates = {k: v for k, v in (("thinking", thinking), ("max_steps", max_steps))
+                   if v is not None}
+        if updates:
+            config = AgentConfig.model_validate({**config.model_dump(), **updates})
+        if session_id is None:
+            title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
+            session_id = self.store.create(title=title, agent=config.name,
+                                           config=config.model_dump(mode="json"))
+        with self.store.open(session_id) as session:
+            async for event in Run(self, session, config).go(task):
+                yield event
+
+
+class _PriceFnTable(PriceTable):
+    """A caller's pricing function, in the place of a price table."""
+
+    def __init__(self, fn: PriceFn) -> None:
+        super().__init__([])
+        self._fn = fn
+
+    def cost(self, model: str, *, cache_hit_tokens: int, cache_miss_tokens: int,
+             completion_tokens: int, **_: Any) -> float:
+        return self._fn({"cache_hit_tokens": cache_hit_tokens,
+                         "cache_miss_tokens": cache_miss_tokens,
+                         "completion_tokens": completion_tokens,
+                         "prompt_tokens": cache_hit_tokens + cache_miss_tokens})

@@ -1,0 +1,60 @@
+"""The loop's side of the budget guard: ask before every model call, settle after.
+
+Every model call the loop makes (a turn, a retry after malformed output, a compaction summary)
+goes through :meth:`BudgetHook.before`, so no call is ever unmetered, and the guard can stop a
+run *before* it spends, not after. The guard (``whalebone.budget.guard``) belongs to the budget
+room; this module is coded against its agreed contract and imports it lazily, so an agent with
+no budget needs nothing from that room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from whalebone.agent.generate import Generation, usage_of
+from whalebone.dsml.errors import WhaleboneError
+
+CallKind = Literal["turn", "retry", "compaction"]
+
+
+class BudgetStopped(WhaleboneError):
+    """The budget guard refused a model call; the run stops before spending."""
+
+
+class BudgetHook:
+    """Wraps a guard (or nothing) for one run."""
+
+    def __init__(self, guard: Any | None, *, run_id: str, session_id: str, agent: str,
+                 facts: Callable[[], dict[str, Any]]) -> None:
+        self.guard = guard
+        self.run_id = run_id
+        self.session_id = session_id
+        self.agent = agent
+        self._facts = facts
+
+    async def before(self, *, kind: CallKind, model: str, prompt_tokens: int,
+                     cached_tokens: int, max_tokens: int) -> Any | None:
+        """A ticket for the call, or :class:`BudgetStopped` if the guard denies it."""
+        if self.guard is None:
+            return None
+        from whalebone.agent.facts import to_run_facts
+        from whalebone.budget.guard import BudgetStop, CallPlan, RunFacts
+
+        plan = CallPlan(run_id=self.run_id, session_id=self.session_id, agent=self.agent,
+                        kind=kind, model=model, prompt_tokens=prompt_tokens,
+                        cached_tokens=min(cached_tokens, prompt_tokens),
+                        max_tokens=max_tokens)
+        try:
+            return await self.guard.before_call(
+                plan, facts=lambda: to_run_facts(self._facts(), RunFacts))
+        except BudgetStop as e:
+            raise BudgetStopped(str(e) or "the budget guard refused the call") from e
+
+    def settle(self, ticket: Any | None, record: Generation, fallback_model: str) -> None:
+        if ticket is not None:
+            self.guard.settle(ticket, usage_of(record), model=record.model or fallback_model)
+
+    def release(self, ticket: Any | None) -> None:
+        if ticket is not None:
+            self.guard.release(ticket)
