@@ -1,0 +1,506 @@
+"""Path confinement: every file operation stays inside one root directory, or is refused.
+
+This is the one place in whalebone where a path from outside (a model's tool call, a person's
+command) becomes a file operation. :class:`Root` owns a directory; its methods take the
+caller's path as text and work on it in two steps:
+
+1. :meth:`Root.resolve` checks the *text*: no NUL or control characters, no backslashes, no
+   ``..``, no absolute path (except the root's own alias, e.g. ``/memories``), no
+   percent-escapes, no Unicode look-alikes of ``.``, ``/`` or ``\\`` (anything NFKC folds into
+   one, plus the slash-like signs NFKC leaves alone), no invisible format characters. It
+   returns the path's components.
+2. Every operation then walks those components from an open file descriptor of the root with
+   ``openat(…, O_NOFOLLOW | O_DIRECTORY)``, one component at a time, so a symbolic link is
+   refused wherever it appears, including one swapped in between a check and its use: the
+   kernel, not a earlier look at the path, decides what each name is when it is opened. Only
+   regular files and directories are ever opened (never devices, FIFOs or sockets), and a
+   regular file with more than one hard link is refused unless ``allow_hardlinks``, since its
+   other name may lie outside the root.
+
+Writes are atomic (a temp file in the same directory, fsync, then rename), and renames never
+overwrite (``renameat2(RENAME_NOREPLACE)``). A read-only root refuses every change. Linux only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import secrets
+import shutil
+import stat
+import unicodedata
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from whalebone.tools.registry import ToolError
+
+Parts = tuple[str, ...]
+
+MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = 255
+MAX_DEPTH = 64
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# Signs that read as a slash, backslash or dot but that NFKC leaves as they are; a name holding
+# one is a trick on the person reading a listing, never a name anyone needs.
+_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f9\u29f5\u2216\u2571\u2572\u3002\uff61\u2027\u00b7\u02d9\u0589")
+_SEPARATORS = frozenset("/\\.%\x00")
+
+
+class PathError(ToolError):
+    """A confined file operation failed: not found, already exists, not a directory, too big."""
+
+
+class PathRefused(PathError):
+    """The path would leave the root, or names something a confined operation may not touch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One directory entry, described without following it."""
+
+    name: str
+    kind: str  # "file", "dir", "symlink" or "other"
+    size: int
+    mtime_ns: int
+
+
+def display(parts: Parts) -> str:
+    """The components as one relative path ("" for the root itself)."""
+    return "/".join(parts)
+
+
+class Root:
+    """A directory that confined operations cannot leave.
+
+    ``alias`` is an absolute prefix that stands for the root itself (``/memories`` for the
+    memory tool, whose paths models write that way); every other absolute path is refused.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False,
+                 alias: str | None = None, allow_hardlinks: bool = False,
+                 create: bool = False) -> None:
+        root = Path(path)
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
+        # The root itself is configuration, not input: resolve it once, then never by name.
+        self.path = root.resolve(strict=True)
+        if not self.path.is_dir():
+            raise PathError(f"confinement root {str(self.path)!r} is not a directory")
+        self.read_only = read_only
+        self.alias = alias.rstrip("/") if alias else None
+        self.allow_hardlinks = allow_hardlinks
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"Root({str(self.path)!r}, {mode})"
+
+    # -- checking the text ------------------------------------------------------------------
+
+    def resolve(self, user_path: str | Parts) -> Parts:
+        """The components of ``user_path`` relative to the root, or :class:`PathRefused`.
+
+        ``""``, ``"."`` and the alias name the root itself (``()``). Already-resolved parts
+        pass through unchanged after the same checks.
+        """
+        if isinstance(user_path, tuple):
+            for name in user_path:
+                _check_name(name, display(user_path))
+            return user_path
+        if not isinstance(user_path, str):
+            raise PathRefused(f"a path must be text, not {type(user_path).__name__}")
+        shown = _shown(user_path)
+        if len(user_path) > MAX_PATH_CHARS:
+            raise PathRefused(f"path {shown} is longer than {MAX_PATH_CHARS} characters")
+        text = user_path
+        if text.startswith("/"):
+            if self.alias and (text == self.alias or text.startswith(self.alias + "/")):
+                text = text[len(self.alias):]
+            else:
+                where = f" under {self.alias}" if self.alias else " relative to the root"
+                raise PathRefused(f"path {shown} is absolute; give a path{where}")
+        if text.startswith("~"):
+            raise PathRefused(f"path {shown}: '~' is not expanded; give a path inside the root")
+        if "\\" in text:
+            raise PathRefused(f"path {shown} holds a backslash")
+        if _PERCENT.search(text):
+            raise PathRefused(f"path {shown} holds a percent-escape; write the character itself")
+        parts = tuple(p for p in text.split("/") if p not in ("", "."))
+        if len(parts) > MAX_DEPTH:
+            raise PathRefused(f"path {shown} is deeper than {MAX_DEPTH} directories")
+        for name in parts:
+            _check_name(name, shown)
+        return parts
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def stat(self, user_path: str | Parts) -> os.stat_result:
+        """The entry's status, not following a final symbolic link."""
+        parts = self.resolve(user_path)
+        if not parts:
+            return os.stat(self.path)
+        with self._parent(parts) as dfd:
+            try:
+                return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise PathError(f"{display(parts)!r} does not exist") from None
+
+    def exists(self, user_path: str | Parts) -> bool:
+        try:
+            self.stat(user_path)
+        except PathRefused:
+            raise
+        except PathError:
+            return False
+        return True
+
+    def is_dir(self, user_path: str | Parts) -> bool:
+        try:
+            return stat.S_ISDIR(self.stat(user_path).st_mode)
+        except PathRefused:
+            raise
+        except PathError:
+            return False
+
+    def read_bytes(self, user_path: str | Parts, *, max_bytes: int | None = None) -> bytes:
+        """A regular file's bytes; :class:`PathError` if it holds more than ``max_bytes``."""
+        parts = self.resolve(user_path)
+        fd = self.open(parts, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise PathError(f"{display(parts)!r} is {size} bytes, over the cap of "
+                                f"{max_bytes}")
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def read_text(self, user_path: str | Parts, *, max_bytes: int | None = None) -> str:
+        data = self.read_bytes(user_path, max_bytes=max_bytes)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PathError(f"{display(self.resolve(user_path))!r} is not UTF-8 text") from None
+
+    def listdir(self, user_path: str | Parts = "") -> list[Entry]:
+        """The entries of a directory, sorted by name, none of them followed."""
+        parts = self.resolve(user_path)
+        with self._dir(parts) as dfd, os.scandir(dfd) as it:
+            entries = [_entry(e) for e in it]
+        return sorted(entries, key=lambda e: e.name)
+
+    def walk(self, user_path: str | Parts = "") -> Iterator[tuple[Parts, os.stat_result]]:
+        """Every regular file under a directory, as (parts, status); links are not followed."""
+        base = self.resolve(user_path)
+        with self._dir(base) as dfd:
+            for top, _dirs, files, tfd in os.fwalk(".", dir_fd=dfd, follow_symlinks=False):
+                prefix = base + tuple(p for p in top.split("/") if p not in ("", "."))
+                for name in files:
+                    try:
+                        st = os.stat(name, dir_fd=tfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed while we walked
+                    if stat.S_ISREG(st.st_mode):
+                        yield (*prefix, name), st
+
+    def open(self, user_path: str | Parts, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+        """A file descriptor for a regular file inside the root (the caller closes it).
+
+        ``flags`` may add ``O_CREAT``/``O_EXCL``/``O_TRUNC``/``O_APPEND``; writing flags are
+        refused on a read-only root. ``O_NOFOLLOW`` is always added.
+        """
+        parts = self.resolve(user_path)
+        if not parts:
+            raise PathError("the root is a directory, not a file")
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        if writing:
+            self._check_writable(parts)
+        with self._parent(parts) as dfd:
+            return self._open_file(dfd, parts, flags, mode)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_atomic(self, user_path: str | Parts, data: bytes | str, *,
+                     exclusive: bool = False, parents: bool = True, mode: int = 0o644) -> int:
+        """Write a whole file so that readers see the old content or the new, never half.
+
+        ``exclusive`` refuses to replace an existing entry. Missing parent directories are
+        created when ``parents``. Returns the number of bytes written.
+        """
+        parts = self.resolve(user_path)
+        self._check_writable(parts)
+        if not parts:
+            raise PathError("the root is a directory, not a file")
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        with self._parent(parts, create=parents) as dfd:
+            name = parts[-1]
+            existing = _lstat_at(dfd, name)
+            if existing is not None:
+                if exclusive:
+                    raise PathError(f"{display(parts)!r} already exists")
+                if not stat.S_ISREG(existing.st_mode):
+                    raise PathRefused(f"{display(parts)!r} is {_kind(existing.st_mode)}, "
+                                      "not a regular file")
+            tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, mode, dir_fd=dfd)
+            try:
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if exclusive:
+                    # link() fails if the name exists, even if it appeared a moment ago.
+                    os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    os.unlink(tmp, dir_fd=dfd)
+                else:
+                    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except FileExistsError:
+                os.unlink(tmp, dir_fd=dfd)
+                raise PathError(f"{display(parts)!r} already exists") from None
+            except BaseException:
+                _unlink_quietly(tmp, dfd)
+                raise
+            os.fsync(dfd)  # the rename itself is durable once the directory is
+        return len(payload)
+
+    def mkdir(self, user_path: str | Parts, *, exist_ok: bool = True) -> None:
+        parts = self.resolve(user_path)
+        self._check_writable(parts)
+        if not parts:
+            return
+        with self._parent(parts, create=True) as dfd:
+            try:
+                os.mkdir(parts[-1], 0o755, dir_fd=dfd)
+            except FileExistsError:
+                st = _lstat_at(dfd, parts[-1])
+                if not exist_ok or st is None or not stat.S_ISDIR(st.st_mode):
+                    raise PathError(f"{display(parts)!r} already exists") from None
+
+    def unlink(self, user_path: str | Parts) -> None:
+        """Remove a file (or a symbolic link itself, which is never followed)."""
+        parts = self.resolve(user_path)
+        self._check_writable(parts)
+        if not parts:
+            raise PathRefused("the root itself cannot be removed")
+        with self._parent(parts) as dfd:
+            try:
+                os.unlink(parts[-1], dir_fd=dfd)
+            except FileNotFoundError:
+                raise PathError(f"{display(parts)!r} does not exist") from None
+            except IsADirectoryError:
+                raise PathError(f"{display(parts)!r} is a directory") from None
+
+    def remove_tree(self, user_path: str | Parts) -> None:
+        """Remove a directory and everything in it, without following any link inside it."""
+        parts = self.resolve(user_path)
+        self._check_writable(parts)
+        if not parts:
+            raise PathRefused("the root itself cannot be removed")
+        with self._parent(parts) as dfd:
+            st = _lstat_at(dfd, parts[-1])
+            if st is None:
+                raise PathError(f"{display(parts)!r} does not exist")
+            if not stat.S_ISDIR(st.st_mode):
+                raise PathError(f"{display(parts)!r} is not a directory")
+            # With dir_fd, rmtree takes its fd-based path that never follows a swapped link.
+            shutil.rmtree(parts[-1], dir_fd=dfd)
+
+    def rename(self, src: str | Parts, dst: str | Parts, *, parents: bool = True) -> None:
+        """Move ``src`` to ``dst``; refused if ``dst`` exists, even if it appears meanwhile."""
+        sparts, dparts = self.resolve(src), self.resolve(dst)
+        self._check_writable(sparts)
+        if not sparts or not dparts:
+            raise PathRefused("the root itself cannot be renamed or replaced")
+        if dparts[: len(sparts)] == sparts:
+            raise PathError(f"cannot move {display(sparts)!r} inside itself")
+        with self._parent(sparts) as sfd, self._parent(dparts, create=parents) as dfd:
+            if _lstat_at(sfd, sparts[-1]) is None:
+                raise PathError(f"{display(sparts)!r} does not exist")
+            try:
+                _rename_noreplace(sfd, sparts[-1], dfd, dparts[-1])
+            except FileExistsError:
+                raise PathError(f"{display(dparts)!r} already exists") from None
+
+    # -- walking ----------------------------------------------------------------------------
+
+    def _check_writable(self, parts: Parts) -> None:
+        if self.read_only:
+            raise PathRefused(f"{display(parts) or 'the root'!r}: this root is read-only")
+
+    @contextmanager
+    def _dir(self, parts: Parts, *, create: bool = False) -> Iterator[int]:
+        """An fd of the directory ``parts``, reached one component at a time, links refused."""
+        fd = os.open(self.path, _DIR_FLAGS)
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise PathError(f"{display(parts[: i + 1])!r} does not exist") from None
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # made meanwhile: opened (and checked) just below
+                    nfd = self._reopen_dir(fd, parts[: i + 1])
+                except OSError as e:
+                    raise self._walk_error(fd, parts[: i + 1], e) from None
+                os.close(fd)
+                fd = nfd
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _reopen_dir(self, fd: int, parts: Parts) -> int:
+        try:
+            return os.open(parts[-1], _DIR_FLAGS, dir_fd=fd)
+        except OSError as e:
+            raise self._walk_error(fd, parts, e) from None
+
+    def _parent(self, parts: Parts, *, create: bool = False) -> AbstractContextManager[int]:
+        return self._dir(parts[:-1], create=create)
+
+    def _walk_error(self, dfd: int, parts: Parts, e: OSError) -> PathError:
+        st = _lstat_at(dfd, parts[-1])
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            return PathRefused(f"{display(parts)!r} is a symbolic link; links are not followed")
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            return PathError(f"{display(parts)!r} is not a directory")
+        if e.errno == errno.EACCES:
+            return PathError(f"{display(parts)!r}: permission denied")
+        return PathError(f"{display(parts)!r}: {e.strerror}")
+
+    def _open_file(self, dfd: int, parts: Parts, flags: int, mode: int) -> int:
+        name = parts[-1]
+        before = _lstat_at(dfd, name)
+        if before is not None and not stat.S_ISREG(before.st_mode):
+            if stat.S_ISLNK(before.st_mode):
+                raise PathRefused(f"{display(parts)!r} is a symbolic link; links are not followed")
+            raise PathRefused(f"{display(parts)!r} is {_kind(before.st_mode)}, not a regular file")
+        # O_NONBLOCK: should a FIFO be swapped in after the check, opening it must not hang;
+        # fstat below then refuses it. O_TRUNC waits until the file has passed the checks.
+        truncate = flags & os.O_TRUNC
+        try:
+            fd = os.open(name, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, mode, dir_fd=dfd)
+        except FileNotFoundError:
+            raise PathError(f"{display(parts)!r} does not exist") from None
+        except FileExistsError:
+            raise PathError(f"{display(parts)!r} already exists") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PathRefused(f"{display(parts)!r} is a symbolic link; links are not "
+                                  "followed") from None
+            raise PathError(f"{display(parts)!r}: {e.strerror}") from None
+        st = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(st.st_mode):
+            problem = f"is {_kind(st.st_mode)}, not a regular file"
+        elif st.st_nlink > 1 and not self.allow_hardlinks:
+            problem = "has other hard links, which may lie outside the root"
+        if problem:
+            os.close(fd)
+            raise PathRefused(f"{display(parts)!r} {problem}")
+        os.set_blocking(fd, True)
+        if truncate:
+            os.ftruncate(fd, 0)
+        return fd
+
+
+def _check_name(name: str, shown: str) -> None:
+    if not isinstance(name, str) or not name or name in (".", ".."):
+        raise PathRefused(f"path {shown} leaves the root or names no file ({name!r})")
+    if "/" in name or "\\" in name:
+        raise PathRefused(f"path {shown}: a component holds a separator")
+    for ch in name:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            raise PathRefused(f"path {shown} holds the control or invisible character "
+                              f"U+{ord(ch):04X}")
+        if ch in _LOOKALIKES:
+            raise PathRefused(f"path {shown} holds U+{ord(ch):04X}, which looks like "
+                              "a separator or a dot")
+        if ord(ch) > 127 and _SEPARATORS & set(unicodedata.normalize("NFKC", ch)):
+            raise PathRefused(f"path {shown} holds U+{ord(ch):04X}, a look-alike of "
+                              f"{unicodedata.normalize('NFKC', ch)!r}")
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        raise PathRefused(f"path {shown} cannot be encoded as a file name") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise PathRefused(f"path {shown}: a name is longer than {MAX_NAME_BYTES} bytes")
+
+
+def _shown(user_path: str) -> str:
+    return repr(user_path if len(user_path) <= 120 else user_path[:117] + "...")
+
+
+def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
+def _entry(e: os.DirEntry[str]) -> Entry:
+    st = e.stat(follow_symlinks=False)
+    mode = st.st_mode
+    kind = ("symlink" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode)
+            else "file" if stat.S_ISREG(mode) else "other")
+    return Entry(e.name, kind, st.st_size, st.st_mtime_ns)
+
+
+def _unlink_quietly(name: str, dfd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
+
+
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _rename_noreplace(sfd: int, src: str, dfd: int, dst: str) -> None:
+    """rename(2) that fails with EEXIST rather than replace, atomically where the kernel can."""
+    if _renameat2 is not None:
+        rc = _renameat2(sfd, os.fsencode(src), dfd, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):  # EINVAL: a filesystem without the flag
+            raise OSError(err, os.strerror(err), dst)
+    if _lstat_at(dfd, dst) is not None:
+        raise FileExistsError(errno.EEXIST, "exists", dst)
+    try:  # link + unlink is atomic for files; a directory has only the check above
+        os.link(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        os.unlink(src, dir_fd=sfd)
+    except (PermissionError, IsADirectoryError):
+        os.rename(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd)
