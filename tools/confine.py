@@ -48,7 +48,10 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 # Signs that read as a slash, backslash or dot but that NFKC leaves as they are; a name holding
 # one is a trick on the person reading a listing, never a name anyone needs.
-_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f9\u29f5\u2216\u2571\u2572\u3002\uff61\u2027\u00b7\u02d9\u0589")
+_LOOKALIKES = frozenset(
+    "\u2215\u2044\u29f8\u29f9\u29f5\u2216\u2571\u2572"  # slashes and backslashes
+    "\u3002\uff61\u2027"  # full stops and dots
+)
 _SEPARATORS = frozenset("/\\.%\x00")
 
 
