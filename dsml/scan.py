@@ -26,14 +26,16 @@ class Markers:
         self.full = re.compile("|".join(re.escape(m) for m in ordered))
         self.first = re.compile("[" + re.escape("".join({m[0] for m in markers})) + "]")
         self.maxlen = max(map(len, markers))
+        # Every proper prefix of a marker: a tail of the buffer may still become a marker
+        # exactly when it is one of these (a set lookup per candidate, on every delta).
+        self.prefixes = frozenset(m[:k] for m in markers for k in range(1, len(m)))
 
     def partial_start(self, buf: str, start: int = 0) -> int:
         """Earliest index >= start whose tail is a proper prefix of a marker (else len(buf))."""
         n = len(buf)
         h = max(start, n - self.maxlen + 1)
         while (m := self.first.search(buf, h)) is not None:
-            tail = buf[m.start():]
-            if any(len(mk) > len(tail) and mk.startswith(tail) for mk in self.markers):
+            if buf[m.start():] in self.prefixes:
                 return m.start()
             h = m.start() + 1
         return n
