@@ -1,0 +1,316 @@
+"""``whalebone chat``: the app. It composes the widgets and routes messages between them and the
+:class:`~whalebone.tui.runner.ChatRunner`; what the widgets show is theirs, what a turn does is
+the runner's.
+
+Keys: Enter sends, Ctrl+J new line, Ctrl+C cancels the running step (the session and everything
+committed stay), Ctrl+N new session, Ctrl+B shows or hides the session list, Ctrl+P the command
+palette, Ctrl+T light/dark, Ctrl+Q quits. In the session list: n new, r rename, d delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer
+from textual.worker import Worker
+
+from whalebone.agent import events as ev
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.tui.approvals import Decision
+from whalebone.tui.commands import ChatCommands
+from whalebone.tui.figures import StatusFigures
+from whalebone.tui.modals import ConfirmQuestion, ShellApproval, TextQuestion
+from whalebone.tui.prompt import PromptInput
+from whalebone.tui.runner import ChatRunner
+from whalebone.tui.sessions import SessionList
+from whalebone.tui.status import StatusBar
+from whalebone.tui.transcript import TranscriptView
+
+THEMES = {"dark": "textual-dark", "light": "textual-light"}
+
+
+class ChatApp(App[None]):
+    CSS_PATH = "chat.tcss"
+    TITLE = "whalebone"
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "cancel", "Cancel step", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+n", "new_session", "New"),
+        Binding("ctrl+b", "toggle_sessions", "Sessions"),
+        Binding("ctrl+t", "toggle_dark", "Theme"),
+        Binding("ctrl+o", "focus_sessions", "List", show=False),
+        Binding("escape", "focus_prompt", "Prompt", show=False),
+    ]
+
+    def __init__(self, runner: ChatRunner, *, session_id: str | None = None,
+                 theme: str = "dark") -> None:
+        super().__init__()
+        self.runner = runner
+        self.initial_session = session_id
+        self.theme = THEMES.get(theme, theme)
+        engine = runner.engine
+        self.figures = StatusFigures(engine=getattr(engine, "name", "engine"),
+                                     model=getattr(engine, "model", "?"),
+                                     window=getattr(engine, "context_window", 0),
+                                     thinking=runner.config.thinking)
+        self.worker: Worker[None] | None = None
+
+    # --- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield SessionList(id="sessions")
+            with Vertical(id="chat"):
+                yield TranscriptView(id="transcript")
+                yield PromptInput(id="prompt")
+        yield StatusBar(self.figures, id="status")
+        yield Footer()
+
+    @property
+    def transcript(self) -> TranscriptView:
+        return self.query_one(TranscriptView)
+
+    @property
+    def prompt(self) -> PromptInput:
+        return self.query_one(PromptInput)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.is_running
+
+    async def on_mount(self) -> None:
+        self.runner.ask_person = self.ask_shell
+        self.set_interval(5.0, self.refresh_scopes)  # other processes spend from the ledger
+        if self.initial_session is not None:
+            await self.open_session(self.initial_session)
+        else:
+            await self.refresh_sessions()
+        self.refresh_scopes()
+        self.prompt.focus()
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def refresh_sessions(self) -> None:
+        await self.query_one(SessionList).show(self.runner.store.list(), self.runner.session_id)
+
+    async def open_session(self, session_id: str) -> None:
+        store = self.runner.store
+        try:
+            store.info(session_id)
+        except WhaleboneError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.runner.session_id = session_id
+        failed = {e.call_id for e in store.journal(session_id) if e.is_error}
+        await self.transcript.load(store.messages(session_id), failed)
+        self.figures.reset_session(store.usage(session_id))
+        self.figures.state = "idle"
+        self.status.show()
+        await self.refresh_sessions()
+
+    async def on_session_list_chosen(self, message: SessionList.Chosen) -> None:
+        if self.running:
+            self.notify("A step is running: Ctrl+C cancels it first.", severity="warning")
+            return
+        await self.open_session(message.session_id)
+        self.prompt.focus()
+
+    async def action_new_session(self) -> None:
+        if self.running:
+            self.notify("A step is running: Ctrl+C cancels it first.", severity="warning")
+            return
+        self.runner.session_id = None  # created with the first message, titled by it
+        await self.transcript.clear()
+        self.figures.reset_session([])
+        self.status.show()
+        await self.refresh_sessions()
+        self.prompt.focus()
+
+    def on_session_list_new_requested(self, _: SessionList.NewRequested) -> None:
+        self.run_worker(self.action_new_session())
+
+    def on_session_list_rename_requested(self, message: SessionList.RenameRequested) -> None:
+        self.ask_rename(message.session_id)
+
+    def on_session_list_delete_requested(self, message: SessionList.DeleteRequested) -> None:
+        self.ask_delete(message.session_id)
+
+    def action_rename_session(self) -> None:
+        if self.runner.session_id is not None:
+            self.ask_rename(self.runner.session_id)
+
+    def action_delete_session(self) -> None:
+        if self.runner.session_id is not None:
+            self.ask_delete(self.runner.session_id)
+
+    def ask_rename(self, session_id: str) -> None:
+        current = self.runner.store.info(session_id).title
+
+        async def rename(title: str | None) -> None:
+            if title:
+                self.runner.store.rename(session_id, title)
+                await self.refresh_sessions()
+
+        self.push_screen(TextQuestion("New title for the session:", current), rename)
+
+    def ask_delete(self, session_id: str) -> None:
+        title = self.runner.store.info(session_id).title or session_id
+
+        async def delete(sure: bool | None) -> None:
+            if not sure:
+                return
+            try:
+                self.runner.store.delete(session_id)
+            except WhaleboneError as e:  # a live run elsewhere holds it
+                self.notify(str(e), severity="error")
+                return
+            if session_id == self.runner.session_id:
+                await self.action_new_session()
+            await self.refresh_sessions()
+
+        self.push_screen(ConfirmQuestion(f"Delete the session {title!r}? This cannot be "
+                                         "undone."), delete)
+
+    # --- a turn ----------------------------------------------------------------------------
+
+    async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        if self.running:
+            self.prompt.load_text(message.text)  # keep it; nothing is lost
+            self.notify("A step is running: wait, or Ctrl+C to cancel it.", severity="warning")
+            return
+        await self.transcript.user(message.text)
+        self.worker = self.run_worker(self.run_turn(message.text), group="agent",
+                                      exit_on_error=False)
+
+    async def run_turn(self, text: str) -> None:
+        figures, transcript = self.figures, self.transcript
+        figures.state = "running"
+        self.status.show()
+        listed = self.runner.session_id
+        try:
+            async for event in self.runner.turn(text):
+                if listed != self.runner.session_id:  # a new session was just created
+                    listed = self.runner.session_id
+                    await self.refresh_sessions()
+                if isinstance(event, ev.StepStarted):
+                    figures.step_started(time.monotonic())
+                elif isinstance(event, ev.UsageReport):
+                    figures.usage(event, time.monotonic())
+                    self.refresh_scopes()
+                elif isinstance(event, ev.Done):
+                    figures.state = "idle" if event.reason == "answer" else event.reason
+                await transcript.feed(event)
+                self.status.show()
+        except asyncio.CancelledError:
+            figures.state = "cancelled"
+            await transcript.interrupted("■ cancelled: the session is kept; send a message "
+                                         "to go on")
+        except WhaleboneError as e:
+            figures.state = "error"
+            await transcript.interrupted(f"✖ {type(e).__name__}: {e}", "error")
+        finally:
+            self.status.show()
+            await self.refresh_sessions()
+
+    def action_cancel(self) -> None:
+        if self.running and self.worker is not None:
+            self.worker.cancel()
+        else:
+            self.notify("Nothing is running. Ctrl+Q quits.")
+
+    # --- approvals -------------------------------------------------------------------------
+
+    async def ask_shell(self, command: str) -> Decision:
+        """The shell tool's ``ask``: a modal; the run waits for the person's answer."""
+        return await self.ask(ShellApproval(command, str(self.runner.workspace)))
+
+    async def ask(self, modal: Any) -> Decision:
+        answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+
+        def decided(decision: Decision | None) -> None:
+            if not answer.done():
+                answer.set_result(decision or Decision(approved=False))
+
+        await self.push_screen(modal, decided)
+        try:
+            return await answer
+        finally:
+            if not answer.done() and modal.is_current:  # cancelled while asking
+                modal.dismiss(Decision(approved=False, reason="the step was cancelled"))
+
+    # --- palette actions -------------------------------------------------------------------
+
+    async def action_switch_engine(self, spec: str) -> None:
+        if self.running:
+            self.notify("Switch engines between steps (Ctrl+C cancels this one).")
+            return
+        try:
+            await self.runner.switch_engine(spec)
+        except WhaleboneError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        engine = self.runner.engine
+        self.figures.engine, self.figures.model = engine.name, engine.model
+        self.figures.window = engine.context_window
+        self.status.show()
+        self.notify(f"Engine: {spec}")
+
+    def action_thinking(self, mode: str) -> None:
+        self.runner.set_thinking(mode)
+        self.figures.thinking = mode
+        self.status.show()
+
+    def action_attach_memory(self) -> None:
+        def attach(scope: str | None) -> None:
+            if scope:
+                try:
+                    self.runner.attach_memory(scope)
+                except WhaleboneError as e:
+                    self.notify(str(e), severity="error", timeout=8)
+                    return
+                self.notify(f"Memory scope attached: {scope}")
+
+        self.push_screen(TextQuestion("Memory scope to attach:"), attach)
+
+    async def action_compact(self) -> None:
+        if self.running or self.runner.session_id is None:
+            self.notify("Compaction needs an idle session.", severity="warning")
+            return
+        try:
+            await self.runner.compact()
+        except WhaleboneError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        await self.open_session(self.runner.session_id)
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_toggle_sessions(self) -> None:
+        sessions = self.query_one(SessionList)
+        sessions.display = not sessions.display
+
+    def action_focus_sessions(self) -> None:
+        sessions = self.query_one(SessionList)
+        sessions.display = True
+        sessions.focus()
+
+    def action_focus_prompt(self) -> None:
+        self.prompt.focus()
+
+    def refresh_scopes(self) -> None:
+        try:
+            self.figures.set_scopes(self.runner.scope_states())
+        except WhaleboneError as e:
+            self.notify(f"budget ledger: {e}", severity="error")
+        self.status.show()

@@ -1,0 +1,53 @@
+"""The log of every decision a person made in the chat: shell commands under the ``ask`` policy
+and budget extensions. One JSON object per line, appended and fsynced before the decision takes
+effect, so the record exists even if the process dies right after."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Decision(BaseModel):
+    """What a person decided in an approval modal."""
+
+    approved: bool
+    reason: str = ""
+
+
+class ApprovalRecord(BaseModel):
+    kind: Literal["shell", "budget"]
+    subject: str  # the command, or "scope +$amount"
+    approved: bool
+    reason: str = ""
+    session: str = ""
+    time: float = Field(default_factory=time.time)
+
+
+class ApprovalLog:
+    """Approval decisions in a JSONL file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: ApprovalRecord) -> None:
+        line = record.model_dump_json() + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self) -> list[ApprovalRecord]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(ApprovalRecord.model_validate(json.loads(line)))
+        return out

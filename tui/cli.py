@@ -1,0 +1,95 @@
+"""``whalebone chat``: open the terminal app.
+
+The engine comes from ``--engine SPEC`` (default ``bundled``); give it more than once to offer
+the others in the command palette. ``scripted:FILE.jsonl`` replays completions from a file (see
+:mod:`whalebone.tui.engines`), which is how the app is demonstrated and smoke-tested without a
+model. Textual is imported only when the command runs, so ``whalebone --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # textual is imported only when the command runs
+    from whalebone.tui.app import ChatApp
+
+THINKING = ("chat", "thinking", "max")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("WHALEBONE_HOME") or Path.home() / ".whalebone")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "chat", help="the terminal app: live agent sessions",
+        description="Open the terminal app: sessions, a streaming transcript, approvals, and a "
+                    "status bar of context, cache hits and spend.")
+    p.add_argument("--engine", action="append", metavar="SPEC",
+                   help="engine spec (default: bundled); repeat to offer several in the "
+                        "palette; scripted:FILE.jsonl replays completions from a file")
+    p.add_argument("--sessions", metavar="DB", type=Path,
+                   help="session database (default: $WHALEBONE_HOME/sessions.db, "
+                        "~/.whalebone/sessions.db)")
+    p.add_argument("--session", metavar="ID", help="open this session")
+    p.add_argument("--workspace", metavar="DIR", type=Path, default=Path("."),
+                   help="where the shell tool runs (default: the current directory)")
+    p.add_argument("--allow", action="append", default=[], metavar="GLOB",
+                   help="shell commands that run without asking (e.g. 'ls *'); chained "
+                        "commands are always asked about")
+    p.add_argument("--thinking", choices=THINKING, default="thinking")
+    p.add_argument("--theme", choices=("dark", "light"), default="dark")
+    p.add_argument("--budget", metavar="LEDGER", type=Path,
+                   help="a budget ledger whose scopes the status bar shows")
+    p.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                   help="a budget scope to show (default: every scope in the ledger)")
+    p.add_argument("--approvals", metavar="FILE", type=Path,
+                   help="where approval decisions are logged (default: approvals.jsonl "
+                        "beside the session database)")
+    p.set_defaults(handler=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from whalebone.dsml.errors import WhaleboneError
+
+    try:
+        app = build_app(args)
+    except WhaleboneError as e:
+        print(f"whalebone chat: {e}", file=sys.stderr)
+        return 2
+    app.run()
+    return 0
+
+
+def build_app(args: argparse.Namespace) -> ChatApp:
+    from whalebone.agent.loop import AgentConfig
+    from whalebone.agent.store import SessionStore
+    from whalebone.tools.shell import ShellPolicy
+    from whalebone.tui.app import ChatApp
+    from whalebone.tui.approvals import ApprovalLog
+    from whalebone.tui.runner import ChatRunner
+
+    sessions = args.sessions or default_home() / "sessions.db"
+    store = SessionStore(sessions)
+    if args.session is not None:
+        store.info(args.session)  # a clear error now, not an empty screen later
+    ledger = None
+    if args.budget is not None:
+        from whalebone.budget.ledger import Ledger
+
+        ledger = Ledger(args.budget)
+    runner = ChatRunner(
+        store,
+        engine_specs=args.engine or ["bundled"],
+        config=AgentConfig(thinking=args.thinking),
+        workspace=args.workspace,
+        shell_policy=ShellPolicy(allow=args.allow),
+        approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
+        ledger=ledger,
+        scopes=args.scope,
+    )
+    return ChatApp(runner, session_id=args.session, theme=args.theme)

@@ -1,0 +1,127 @@
+"""Modal screens: approvals that a person decides (a shell command under the ``ask`` policy, a
+budget extension), and the small questions of session management (rename, delete).
+
+An approval is approve or deny, with an optional reason that goes to the log and, on a denial,
+back to the model. Escape denies: when in doubt, the answer is no.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text as RichText
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from whalebone.tui.approvals import Decision
+
+
+class ApprovalModal(ModalScreen[Decision]):
+    """Approve or deny, with a reason."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+y", "approve", "Approve", priority=True),
+        Binding("ctrl+d", "deny", "Deny", priority=True),
+        Binding("escape", "deny", "Deny"),
+    ]
+    kind = "approval"
+
+    def __init__(self, title: str, subject: str, details: list[str] | None = None) -> None:
+        super().__init__(classes=f"approval {self.kind}")
+        self.title_text = title
+        self.subject = subject
+        self.details = details or []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title", markup=False)
+            yield Static(RichText(self.subject), id="dialog-subject")
+            for line in self.details:
+                yield Label(line, classes="dialog-detail", markup=False)
+            yield Input(placeholder="reason (optional, logged)", id="reason")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Approve  ^Y", variant="success", id="approve")
+                yield Button("Deny  ^D", variant="error", id="deny")
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    def _reason(self) -> str:
+        return self.query_one("#reason", Input).value.strip()
+
+    def action_approve(self) -> None:
+        self.dismiss(Decision(approved=True, reason=self._reason()))
+
+    def action_deny(self) -> None:
+        self.dismiss(Decision(approved=False, reason=self._reason()))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_approve() if event.button.id == "approve" else self.action_deny()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()  # Enter in the reason box decides nothing: a choice must be explicit
+
+
+class ShellApproval(ApprovalModal):
+    kind = "shell-approval"
+
+    def __init__(self, command: str, workspace: str) -> None:
+        super().__init__("Run this shell command?", command, [f"in {workspace}"])
+
+
+class BudgetApproval(ApprovalModal):
+    kind = "budget-approval"
+
+
+class TextQuestion(ModalScreen[str | None]):
+    """One line of text (a new title, a scope name); Escape cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, value: str = "") -> None:
+        super().__init__(classes="question")
+        self.question = question
+        self.value = value
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question, id="dialog-title", markup=False)
+            yield Input(value=self.value, id="answer")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmQuestion(ModalScreen[bool]):
+    """Yes or no; Escape and n say no."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__(classes="question")
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.question, id="dialog-title", markup=False)
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Yes  y", variant="error", id="yes")
+                yield Button("No  n", variant="primary", id="no")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")

@@ -1,0 +1,171 @@
+"""What a chat drives: an agent over a session store, the engines it may switch between, the
+shell tool whose ``ask`` policy goes to a person, and the price of each call.
+
+No widget lives here, so the app stays a composition of widgets and this logic can be driven
+without a screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from whalebone.agent.events import AgentEvent
+from whalebone.agent.loop import Agent, AgentConfig
+from whalebone.agent.store import SessionStore
+from whalebone.engine.prices import PriceTable, UnknownPrice
+from whalebone.tools.registry import ToolError, ToolRegistry
+from whalebone.tools.shell import ShellPolicy, run_shell
+from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
+from whalebone.tui.engines import ChatEngineError, open_chat_engine
+
+AskPerson = Callable[[str], Awaitable[Decision]]
+THINKING_MODES = ("chat", "thinking", "max")
+
+
+class ChatRunner:
+    """The non-visual half of the chat."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        engine: Any | None = None,
+        engine_specs: list[str] | None = None,
+        config: AgentConfig | None = None,
+        workspace: str | Path = ".",
+        shell_policy: ShellPolicy | None = None,
+        approvals: ApprovalLog | None = None,
+        ledger: Any | None = None,
+        scopes: list[str] | None = None,
+        prices: PriceTable | None = None,
+        open_engine: Callable[[str], Any] = open_chat_engine,
+    ) -> None:
+        self.store = store
+        self.engine_specs = list(engine_specs or [])
+        self._open_engine = open_engine
+        if engine is None:
+            if not self.engine_specs:
+                raise ChatEngineError("a chat needs an engine or an engine spec")
+            engine = open_engine(self.engine_specs[0])
+        self.engine = engine
+        self.engine_spec = self.engine_specs[0] if self.engine_specs else engine.name
+        self.config = config or AgentConfig()
+        self.workspace = Path(workspace)
+        self.shell_policy = shell_policy or ShellPolicy()
+        self.approvals = approvals
+        self.ledger = ledger
+        self.scopes = list(scopes or [])
+        self.prices = prices or PriceTable()
+        self.ask_person: AskPerson | None = None  # set by the app: opens the approval modal
+        self.session_id: str | None = None
+        self.tools = ToolRegistry()
+        self.tools.add(self.shell, name="shell")
+        self.unpriced: str | None = None  # a model the price table does not know
+
+    # --- the shell tool --------------------------------------------------------------------
+
+    async def shell(self, command: str) -> str:
+        """Run a shell command in the workspace and return its exit code and output.
+        Commands outside the allow list wait for a person's approval."""
+        decision: Decision | None = None
+
+        async def approve(cmd: str) -> bool:
+            nonlocal decision
+            decision = await self.decide_shell(cmd)
+            return decision.approved
+
+        try:
+            return await run_shell(command, self.workspace, self.shell_policy, approve)
+        except ToolError:
+            if decision is not None and not decision.approved:
+                why = f": {decision.reason}" if decision.reason else ""
+                raise ToolError(f"a person denied the command {command[:200]!r}{why}"
+                                ) from None
+            raise
+
+    async def decide_shell(self, command: str) -> Decision:
+        """Ask the person (no one to ask means no), and log the answer before acting on it."""
+        if self.ask_person is None:
+            decision = Decision(approved=False, reason="no one is there to approve it")
+        else:
+            decision = await self.ask_person(command)
+        self.log("shell", command, decision)
+        return decision
+
+    def log(self, kind: Any, subject: str, decision: Decision) -> None:
+        if self.approvals is not None:
+            self.approvals.append(ApprovalRecord(kind=kind, subject=subject,
+                                                 approved=decision.approved,
+                                                 reason=decision.reason,
+                                                 session=self.session_id or ""))
+
+    # --- engine, mode, price ---------------------------------------------------------------
+
+    async def switch_engine(self, spec: str) -> None:
+        """Open ``spec`` and make it the engine of the next turn (the old one is closed)."""
+        engine = self._open_engine(spec)
+        old, self.engine, self.engine_spec = self.engine, engine, spec
+        if spec not in self.engine_specs:
+            self.engine_specs.append(spec)
+        if old is not engine:
+            await old.aclose()
+
+    def set_thinking(self, mode: str) -> None:
+        if mode not in THINKING_MODES:
+            raise ChatEngineError(f"unknown thinking mode {mode!r} (known: "
+                                  f"{', '.join(THINKING_MODES)})")
+        self.config = self.config.model_copy(update={"thinking": mode})
+
+    def price(self, usage: Mapping[str, int]) -> float:
+        model = getattr(self.engine, "model", "unknown")
+        try:
+            usd = self.prices.cost(model, cache_hit_tokens=usage["cache_hit_tokens"],
+                                   cache_miss_tokens=usage["cache_miss_tokens"],
+                                   completion_tokens=usage["completion_tokens"])
+        except UnknownPrice:
+            self.unpriced = model  # shown, not hidden: spend for this model reads $0
+            return 0.0
+        self.unpriced = None
+        return usd
+
+    def scope_states(self) -> list[Any]:
+        if self.ledger is None:
+            return []
+        names = self.scopes or self.ledger.scopes()
+        return [self.ledger.state(s) for s in names]
+
+    # --- a turn ----------------------------------------------------------------------------
+
+    def agent(self) -> Agent:
+        return Agent(self.engine, tools=self.tools, store=self.store, config=self.config,
+                     price=self.price)
+
+    def new_session(self, title: str = "") -> str:
+        self.session_id = self.store.create(title=title[:80], agent=self.config.name)
+        return self.session_id
+
+    async def turn(self, text: str) -> AsyncIterator[AgentEvent]:
+        """Send ``text`` to the current session (a new one if none) and stream the run."""
+        title = (text.strip().splitlines() or [""])[0]
+        if self.session_id is None:
+            self.new_session(title)
+        elif not self.store.info(self.session_id).title:
+            self.store.rename(self.session_id, title[:80])
+        async for event in self.agent().stream(text, session_id=self.session_id):
+            yield event
+
+    # --- memory and compaction -------------------------------------------------------------
+
+    def attach_memory(self, scope: str) -> None:
+        raise ChatEngineError("memory scopes cannot be attached yet: the memory room is not "
+                              f"built in this version (asked for {scope!r})")
+
+    async def compact(self) -> None:
+        agent = self.agent()
+        compact = getattr(agent, "compact", None)
+        if compact is None:
+            raise ChatEngineError("this version's agent cannot compact on demand; it compacts "
+                                  "by itself near the context window")
+        await compact(session_id=self.session_id)

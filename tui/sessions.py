@@ -1,0 +1,75 @@
+"""The session list: every session in the store, newest first. Keys act on the highlighted
+session (new, rename, delete); the list only asks, through messages, and the app decides."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.widgets import Label, ListItem, ListView
+
+from whalebone.agent.store import SessionInfo
+
+
+class SessionItem(ListItem):
+    def __init__(self, info: SessionInfo) -> None:
+        self.info = info
+        title = info.title or "(untitled)"
+        mark = {"running": "● ", "cancelled": "◌ "}.get(info.status, "")
+        super().__init__(Label(f"{mark}{title}", markup=False), classes="session-item")
+
+
+class SessionList(ListView):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new", "New"),
+        Binding("r", "rename", "Rename"),
+        Binding("d,delete", "delete", "Delete"),
+    ]
+
+    class Chosen(Message):
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
+    class NewRequested(Message):
+        pass
+
+    class RenameRequested(Message):
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
+    class DeleteRequested(Message):
+        def __init__(self, session_id: str) -> None:
+            super().__init__()
+            self.session_id = session_id
+
+    async def show(self, sessions: list[SessionInfo], current: str | None) -> None:
+        """Replace the list, keeping ``current`` highlighted."""
+        await self.clear()
+        await self.extend([SessionItem(s) for s in sessions])
+        ids = [s.id for s in sessions]
+        if current in ids:
+            self.index = ids.index(current)
+
+    @property
+    def highlighted_id(self) -> str | None:
+        item = self.highlighted_child
+        return item.info.id if isinstance(item, SessionItem) else None
+
+    def on_list_view_selected(self, event: ListView.Selected) -> None:
+        event.stop()
+        if isinstance(event.item, SessionItem):
+            self.post_message(self.Chosen(event.item.info.id))
+
+    def action_new(self) -> None:
+        self.post_message(self.NewRequested())
+
+    def action_rename(self) -> None:
+        if (sid := self.highlighted_id) is not None:
+            self.post_message(self.RenameRequested(sid))
+
+    def action_delete(self) -> None:
+        if (sid := self.highlighted_id) is not None:
+            self.post_message(self.DeleteRequested(sid))
