@@ -1,0 +1,230 @@
+"""``whalebone serve``: a DeepSeek-compatible HTTP server over any :class:`Engine`.
+
+Endpoints (documented in :mod:`whalebone.engine.openapi`, served at ``GET /openapi.json``):
+
+- ``POST /v1/chat/completions`` — OpenAI/DeepSeek chat: tools, ``tool_choice``, ``thinking``,
+  ``reasoning_effort``; answers carry ``reasoning_content`` and ``tool_calls``; SSE with
+  ``"stream": true``. The conversation is rendered with the V4 codec and the completion parsed
+  with its tolerant parser.
+- ``POST /v1/completions`` — a raw prompt, for DSML-native clients that render it themselves.
+- ``GET /v1/models``, ``GET /health``.
+
+``usage`` carries ``prompt_cache_hit_tokens``/``prompt_cache_miss_tokens`` as DeepSeek's API does,
+from the engine's own prefix-cache accounting. At most ``concurrency`` generations run; ``queue``
+more wait; beyond that requests get 429. A client that disconnects cancels its generation,
+whether it is waiting, prefilling or streaming.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from whalebone.engine.base import (
+    Engine,
+    EngineAuthError,
+    EngineError,
+    EngineRequestError,
+    EngineUnavailable,
+    Finished,
+    GenerationRequest,
+    TextDelta,
+)
+from whalebone.engine.chat_request import read_chat, read_completion
+from whalebone.engine.chat_response import ChatShaper, TextShaper
+from whalebone.engine.http import (
+    Admission,
+    ApiError,
+    EventStream,
+    Ticket,
+    check_bearer,
+    read_json_object,
+    sse,
+    unless_disconnected,
+)
+from whalebone.engine.openapi import openapi_document
+
+log = logging.getLogger(__name__)
+
+
+def engine_error(e: EngineError) -> ApiError:
+    """How an engine's failure reads to the server's client."""
+    if isinstance(e, EngineUnavailable):
+        return ApiError(503, f"the engine is unavailable: {e}", code="engine_unavailable")
+    if isinstance(e, EngineAuthError):
+        # The server's own upstream credentials are wrong: not the client's fault.
+        return ApiError(502, f"the engine refused the server's credentials: {e}",
+                        code="upstream_auth")
+    if isinstance(e, EngineRequestError):
+        return ApiError(400, str(e), code="engine_rejected")
+    return ApiError(500, f"the engine failed: {e}", code="engine_error")
+
+
+class Server:
+    """The server's state: one engine, its admission line, an optional key."""
+
+    def __init__(self, engine: Engine, *, api_key: str | None = None, concurrency: int = 1,
+                 queue: int = 16, model_name: str | None = None) -> None:
+        self.engine = engine
+        self.api_key = api_key or None
+        self.admission = Admission(concurrency, queue)
+        self.model = model_name or engine.model
+        self.served = 0
+        self.cancelled = 0
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _admit(self, request: Request) -> Ticket:
+        check_bearer(request, self.api_key)
+        return self.admission.reserve()
+
+    async def _run(self, ticket: Ticket, request: GenerationRequest,
+                   feed: Any) -> Finished:
+        """Run ``request`` holding the engine; pass each text delta to ``feed``."""
+        async with ticket, aclosing(self.engine.stream(request)) as stream:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    feed(event.text)
+                elif isinstance(event, Finished):
+                    self.served += 1
+                    return event
+        raise ApiError(500, f"the engine {self.engine.name} ended without a result")
+
+    def _stream(self, ticket: Ticket, request: GenerationRequest,
+                shape: Any) -> EventStream:
+        """SSE over a generation: ``shape(text | Finished)`` gives the JSON chunks to send."""
+
+        async def events() -> AsyncIterator[bytes]:
+            finished = False
+            try:
+                for chunk in shape(None):
+                    yield sse(chunk)
+                async with ticket, aclosing(self.engine.stream(request)) as stream:
+                    async for event in stream:
+                        for chunk in shape(event.text if isinstance(event, TextDelta)
+                                           else event):
+                            yield sse(chunk)
+                        if isinstance(event, Finished):
+                            finished = True
+                            self.served += 1
+                if not finished:
+                    raise ApiError(500, f"the engine {self.engine.name} ended without a result")
+                yield sse("[DONE]")
+            except EngineError as e:
+                yield sse(engine_error(e).body())
+            except ApiError as e:
+                yield sse(e.body())
+
+        def closed() -> None:
+            ticket.release()  # a stream that never reached the engine frees its place
+
+        return EventStream(events(), on_close=closed)
+
+    # --- endpoints --------------------------------------------------------------------
+
+    async def chat(self, http: Request) -> Response:
+        body = await read_json_object(http)
+        call = read_chat(body, context_window=self.engine.context_window)
+        ticket = self._admit(http)
+        shaper = ChatShaper(self.model, call.request.thinking_mode, call.tools)
+        if call.stream:
+            def shape(event: str | Finished | None) -> list[dict[str, Any]]:
+                if event is None:
+                    return [shaper.first_chunk(), *shaper.feed(call.prefill)]
+                if isinstance(event, str):
+                    return shaper.feed(event)
+                return shaper.close(event)
+
+            return self._stream(ticket, call.request, shape)
+
+        async def work() -> Finished:
+            shaper.feed(call.prefill)
+            return await self._run(ticket, call.request, shaper.feed)
+
+        finished = await self._guard(http, ticket, work)
+        shaper.close(finished)
+        return JSONResponse(shaper.completion(finished))
+
+    async def completions(self, http: Request) -> Response:
+        body = await read_json_object(http)
+        call = read_completion(body, context_window=self.engine.context_window)
+        ticket = self._admit(http)
+        shaper = TextShaper(self.model)
+        if call.stream:
+            def shape(event: str | Finished | None) -> list[dict[str, Any]]:
+                if event is None:
+                    return []
+                if isinstance(event, str):
+                    return [shaper.chunk(event)]
+                return [shaper.chunk("", event)]
+
+            return self._stream(ticket, call.request, shape)
+        parts: list[str] = []
+        finished = await self._guard(http, ticket,
+                                     lambda: self._run(ticket, call.request, parts.append))
+        return JSONResponse(shaper.chunk("".join(parts), finished))
+
+    async def _guard(self, http: Request, ticket: Ticket, work: Any) -> Finished:
+        try:
+            return await unless_disconnected(http, work)
+        except EngineError as e:
+            raise engine_error(e) from None
+        except ApiError as e:
+            if e.status == 499:
+                self.cancelled += 1
+            raise
+        finally:
+            ticket.release()
+
+    async def models(self, http: Request) -> Response:
+        check_bearer(http, self.api_key)
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.model, "object": "model", "created": 0, "owned_by": "whalebone",
+             "context_window": self.engine.context_window}]})
+
+    async def health(self, http: Request) -> Response:
+        # Unauthenticated on purpose: load balancers probe it; it reveals no conversation.
+        a = self.admission
+        return JSONResponse({"status": "ok", "engine": self.engine.name, "model": self.model,
+                             "running": a.running, "queued": a.waiting,
+                             "queue_limit": a.queue, "served": self.served,
+                             "cancelled": self.cancelled})
+
+    async def openapi(self, http: Request) -> Response:
+        return JSONResponse(openapi_document(self.model))
+
+    def app(self) -> Starlette:
+        async def api_error(_: Request, exc: Exception) -> Response:
+            assert isinstance(exc, ApiError)
+            return exc.response()
+
+        async def http_error(_: Request, exc: Exception) -> Response:
+            assert isinstance(exc, HTTPException)
+            message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
+            return ApiError(exc.status_code, message.get(exc.status_code, str(exc.detail)),
+                            code="not_found" if exc.status_code == 404 else None).response()
+
+        routes = [
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+        app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
+                                                           HTTPException: http_error})
+        app.state.server = self
+        return app
+
+
+def create_app(engine: Engine, **options: Any) -> Starlette:
+    """The ASGI app serving ``engine`` (options as :class:`Server`)."""
+    return Server(engine, **options).app()
