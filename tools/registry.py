@@ -115,6 +115,10 @@ class ToolRegistry:
         self._tools[tool.name] = tool
         return tool
 
+    def add_many(self, tools: Iterable[Tool | Callable[..., Any]]) -> list[Tool]:
+        """Add several tools in order (e.g. an MCP server's ``tools()``)."""
+        return [self.add(t) for t in tools]
+
     def tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Decorator: ``@registry.tool`` or ``@registry.tool(name=…, idempotent=True)``."""
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
