@@ -1,0 +1,356 @@
+"""The bundled engine: a V4 model running in this process, with the prefix cache on disk.
+
+    from whalebone.engine.bundled import BundledEngine
+    eng = BundledEngine.default()                       # the shipped nano checkpoint
+    eng = BundledEngine.from_checkpoint("path/to/ckpt", cache_dir="~/.whalebone/cache")
+    eng = BundledEngine.random("micro", seed=0)        # random weights: tests and benchmarks
+    async for event in eng.stream(GenerationRequest(prompt=rendered, max_tokens=256)): ...
+
+One request: tokenize with the real V4 tokenizer (or take ``prompt_ids``), map ids through the
+checkpoint's :class:`~whalebone.engine.vocab.VocabMap`, restore the longest cached prefix from
+disk, prefill the rest in chunks, then decode one token per forward pass. Every forward pass runs
+in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays free, and the engine
+checks for cancellation between passes. Snapshots are written when the request ends (so they
+never delay the first token): at the last 256-token boundary of the prompt (a shared prefix with
+a different ending hits it), at the end of the prompt (a retry or a different continuation hits
+it) and after the completion (the next turn of an append-only conversation hits it). Usage
+counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import torch
+
+from whalebone.engine.base import (
+    Engine,
+    EngineError,
+    EngineRequestError,
+    Finished,
+    GenerationRequest,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from whalebone.engine.prefix_cache import DEFAULT_BUDGET, PrefixCache, SnapshotIgnored
+from whalebone.engine.progress import Progress
+from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner
+from whalebone.engine.vocab import VocabMap
+
+if TYPE_CHECKING:
+    from whalebone.engine.model import Transformer
+    from whalebone.engine.state import SeqState
+
+SNAPSHOT_ALIGN = 256  # prompt snapshots sit on multiples of this, like DeepSeek's cache blocks
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
+
+
+def whalebone_home() -> Path:
+    return Path(os.environ.get("WHALEBONE_HOME") or "~/.whalebone").expanduser()
+
+
+def default_cache_dir() -> Path:
+    """``$WHALEBONE_HOME/cache`` (``~/.whalebone/cache`` by default)."""
+    return whalebone_home() / "cache"
+
+
+@dataclass
+class RequestStats:
+    """Where one request's time went (seconds), for benchmarks and ``whalebone`` diagnostics."""
+
+    prompt_tokens: int = 0
+    hit_tokens: int = 0
+    restore_s: float = 0.0
+    prefill_s: float = 0.0
+    first_token_s: float = 0.0  # from the start of the request to the first sampled token
+    decode_s: float = 0.0
+    snapshot_s: float = 0.0
+    completion_tokens: int = 0
+    snapshots: list[int] = field(default_factory=list)  # prefix lengths written
+
+
+@dataclass
+class _Run:
+    """One request's mutable state, owned by the worker thread between awaits."""
+
+    ids: list[int]  # V4 ids fed to the model so far
+    state: SeqState
+    logits: torch.Tensor  # (vocab,) logits after ``ids``
+    pending: list[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]
+
+
+class BundledEngine(Engine):
+    """A V4 transformer on this machine's CPU or GPU, with a disk prefix cache."""
+
+    name = "bundled"
+    model = "whalebone-local"
+
+    def __init__(self, transformer: Transformer, *, vocab: VocabMap | None = None,
+                 cache: PrefixCache | None = None, prefill_chunk: int = 1024,
+                 progress: bool | None = None, context_window: int = 1_048_576) -> None:
+        from whalebone.dsml.tokenizer import load_tokenizer
+
+        self.transformer = transformer
+        self.cfg = transformer.cfg
+        self.tokenizer = load_tokenizer()
+        self.vocab = vocab or VocabMap.identity(self.tokenizer.vocab_size)
+        if self.vocab.size != self.cfg.vocab_size:
+            raise EngineError(f"the vocabulary table has {self.vocab.size} ids but the model "
+                              f"has {self.cfg.vocab_size}")
+        self.cache = cache
+        if prefill_chunk < 1:
+            raise EngineError("prefill_chunk must be >= 1")
+        self.prefill_chunk = prefill_chunk
+        self.progress = progress
+        self.context_window = context_window
+        self.eos_model_id = self.vocab.to_model([self.tokenizer.eos_id])[0]
+        self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
+        self.last_stats = RequestStats()
+
+    # -- construction ---------------------------------------------------------------------
+
+    @staticmethod
+    def cache_fingerprint(transformer: Transformer, vocab: VocabMap) -> str:
+        """The prefix cache's model key: weights and config, and the id table (the same
+        weights read through another table see different ids)."""
+        import hashlib
+
+        table = hashlib.sha256(repr((vocab.v4_vocab_size, vocab.model_to_v4)).encode())
+        return f"{transformer.fingerprint()}-{table.hexdigest()[:16]}"
+
+    @classmethod
+    def _with_cache(cls, transformer: Transformer, vocab: VocabMap,
+                    cache_dir: str | Path | None, cache_bytes: int, use_cache: bool,
+                    **kwargs: object) -> BundledEngine:
+        cache = None
+        if use_cache:
+            cache = PrefixCache(cache_dir if cache_dir is not None else default_cache_dir(),
+                                fingerprint=cls.cache_fingerprint(transformer, vocab),
+                                budget_bytes=cache_bytes)
+        return cls(transformer, vocab=vocab, cache=cache, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def random(cls, preset: str = "micro", *, seed: int = 0, cache_dir: str | Path | None = None,
+               cache_bytes: int = DEFAULT_BUDGET, use_cache: bool = True,
+               **kwargs: object) -> BundledEngine:
+        """Random weights of a preset shape (``micro``, ``nano``, …): the same seed gives the
+        same weights, and so the same cache fingerprint, in every process."""
+        from whalebone.engine.config import ModelConfig
+        from whalebone.engine.model import Transformer
+
+        cfg = ModelConfig.preset(preset)
+        transformer = Transformer(cfg, seed=seed)
+        vocab = VocabMap.for_size(cfg.vocab_size)
+        return cls._with_cache(transformer, vocab, cache_dir, cache_bytes, use_cache, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, folder: str | Path, *, cache_dir: str | Path | None = None,
+                        cache_bytes: int = DEFAULT_BUDGET, use_cache: bool = True,
+                        progress: bool | None = None, **kwargs: object) -> BundledEngine:
+        """Load weights (and ``vocab.json`` when the checkpoint has a smaller vocabulary)."""
+        from whalebone.engine.weights import load_checkpoint
+
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise EngineError(f"no checkpoint folder at {folder}")
+        with Progress(1, f"loading {folder.name}", enabled=progress) as bar:
+            transformer = load_checkpoint(folder)
+            bar.update(1)
+        vocab = VocabMap.load(folder)
+        if vocab is None:
+            vocab = VocabMap.identity(transformer.cfg.vocab_size)
+        return cls._with_cache(transformer, vocab, cache_dir, cache_bytes, use_cache,
+                               progress=progress, **kwargs)
+
+    @classmethod
+    def default(cls, cache_dir: str | Path | None = None, **kwargs: object) -> BundledEngine:
+        """The checkpoint shipped with whalebone (``engine/checkpoints/whalebone-nano``)."""
+        if not (CHECKPOINT_DIR / "config.json").exists():
+            raise EngineError(f"no bundled checkpoint is installed (looked in {CHECKPOINT_DIR}); "
+                              "use BundledEngine.from_checkpoint(folder) or a remote engine")
+        return cls.from_checkpoint(CHECKPOINT_DIR, cache_dir=cache_dir, **kwargs)  # type: ignore[arg-type]
+
+    # -- the request ----------------------------------------------------------------------
+
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The request's prompt as V4 token ids, checked."""
+        if request.prompt_ids is not None:
+            ids = list(request.prompt_ids)
+            bad = [i for i in ids if not 0 <= i < self.vocab.v4_vocab_size]
+            if bad:
+                raise EngineRequestError(f"prompt token id {bad[0]} is outside V4's vocabulary")
+        elif request.prompt is not None:
+            ids = self.tokenizer.encode(request.prompt)
+        elif request.messages is not None:
+            from whalebone.dsml.encoder import encode_messages
+
+            ids = self.tokenizer.encode(encode_messages(
+                request.messages, request.thinking_mode, reasoning_effort=request.reasoning_effort))
+        else:
+            raise EngineRequestError("a request needs a prompt, prompt ids or messages")
+        if not ids:
+            raise EngineRequestError("the prompt is empty")
+        if len(ids) + request.max_tokens > self.context_window:
+            raise EngineRequestError(
+                f"prompt of {len(ids)} tokens + max_tokens {request.max_tokens} exceeds the "
+                f"context window of {self.context_window}")
+        return ids
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        started = time.perf_counter()
+        ids = self.prompt_ids(request)
+        run, stats = await self._prepare(ids)
+
+        sampler = Sampler(request.sampling, mask=self.vocab.sampleable_mask())
+        detok = Detokenizer(self.tokenizer.decode)
+        scanner = StopScanner(request.stop)
+        finish = "length"
+        generated = 0
+        decode_start = time.perf_counter()
+        while generated < request.max_tokens:
+            token = sampler(run.logits)
+            generated += 1
+            if generated == 1:
+                stats.first_token_s = time.perf_counter() - started
+            if token == self.eos_model_id:
+                finish = "stop"
+                break
+            v4_id = self.vocab.to_v4([token])[0]
+            shown = scanner.feed(detok.push(v4_id))
+            if shown:
+                yield TextDelta(text=shown)
+            if scanner.stopped:
+                finish = "stop"
+                break
+            if generated == request.max_tokens:
+                break
+            await anyio.to_thread.run_sync(self._advance, run, [v4_id], [token])
+        if not scanner.stopped:
+            tail = scanner.feed(detok.flush()) + scanner.flush()
+            if tail:
+                yield TextDelta(text=tail)
+        stats.decode_s = time.perf_counter() - decode_start
+        stats.completion_tokens = generated
+
+        # The state now holds the prompt and every completion token but the last sampled one.
+        run.pending.append((list(run.ids), {}, run.logits))
+        await anyio.to_thread.run_sync(self._write_snapshots, run, stats)
+        hit = stats.hit_tokens
+        usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
+                      prompt_cache_miss_tokens=len(ids) - hit, completion_tokens=generated)
+        notes = [f"prefix cache: {hit} of {len(ids)} prompt tokens restored"] if hit else []
+        yield Finished(finish_reason=finish, text=scanner.text, usage=usage,  # type: ignore[arg-type]
+                       engine=self.name, model=self.model, notes=notes)
+
+    async def next_logits(self, prompt_ids: list[int], *,
+                          snapshot: bool = True) -> tuple[torch.Tensor, int]:
+        """The next-token logits after ``prompt_ids`` (model ids' order, shape ``(vocab,)``)
+        and how many prompt tokens came from the cache: what ``stream`` samples its first
+        token from (evaluation, scoring, and the bit-exactness check of restores)."""
+        ids = self.prompt_ids(GenerationRequest(prompt_ids=prompt_ids, max_tokens=1))
+        run, stats = await self._prepare(ids)
+        if snapshot:
+            await anyio.to_thread.run_sync(self._write_snapshots, run, stats)
+        return run.logits, stats.hit_tokens
+
+    async def _prepare(self, ids: list[int]) -> tuple[_Run, RequestStats]:
+        """Restore the longest cached prefix of ``ids`` and prefill the rest."""
+        stats = RequestStats(prompt_tokens=len(ids))
+        self.last_stats = stats
+        run = await anyio.to_thread.run_sync(self._restore, ids, stats)
+        await self._prefill(run, ids, stats)
+        return run, stats
+
+    # -- steps, each run in a worker thread -----------------------------------------------
+
+    def _restore(self, ids: list[int], stats: RequestStats) -> _Run:
+        t0 = time.perf_counter()
+        if self.cache is not None:
+            from whalebone.engine.state import SeqState, StateError
+
+            hit = self.cache.lookup(ids)
+            if hit is not None:
+                try:
+                    state = SeqState.from_tensors(self.cfg, hit.state)
+                    if state.pos != hit.length or hit.logits.numel() != self.cfg.vocab_size:
+                        raise StateError(f"snapshot of {hit.length} tokens holds pos "
+                                         f"{state.pos} and {hit.logits.numel()} logits")
+                except StateError as e:
+                    self.cache.discard(hit.digest, f"does not fit this model ({e})")
+                else:
+                    stats.hit_tokens = hit.length
+                    stats.restore_s = time.perf_counter() - t0
+                    return _Run(list(ids[:hit.length]), state, hit.logits.float(), [])
+        stats.restore_s = time.perf_counter() - t0
+        return _Run([], self.transformer.new_state(), torch.empty(0), [])
+
+    def _advance(self, run: _Run, v4_ids: list[int], model_ids: list[int]) -> None:
+        with self._forward_lock:
+            logits = self.transformer.forward(torch.tensor(model_ids, dtype=torch.int64),
+                                              run.state, last_only=True)
+        run.logits = logits[-1]
+        run.ids.extend(v4_ids)
+
+    async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
+        """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the
+        cancellation points), keeping a snapshot of the last 256-aligned boundary."""
+        start = len(run.ids)
+        if start == len(ids):
+            return
+        t0 = time.perf_counter()
+        model_ids = self.vocab.to_model(ids)
+        snap_at = (len(ids) - 1) // SNAPSHOT_ALIGN * SNAPSHOT_ALIGN
+        with Progress(len(ids) - start, "prefill", unit="tok",
+                      enabled=self.progress) as bar:
+            for lo, hi in chunks(start, len(ids), self.prefill_chunk, snap_at):
+                await anyio.to_thread.run_sync(self._advance, run, ids[lo:hi], model_ids[lo:hi])
+                bar.update(hi - lo)
+                if self.cache is not None and hi in (snap_at, len(ids)):
+                    run.pending.append((ids[:hi], run.state.to_tensors(), run.logits))
+        stats.prefill_s = time.perf_counter() - t0
+
+    def _write_snapshots(self, run: _Run, stats: RequestStats) -> None:
+        if self.cache is None:
+            return
+        t0 = time.perf_counter()
+        for ids, tensors, logits in run.pending:
+            if len(ids) <= stats.hit_tokens or self.cache.contains(ids):
+                continue  # restored from it, or another request wrote it first
+            state = tensors or run.state.to_tensors()
+            if self.cache.store(ids, state, logits):
+                stats.snapshots.append(len(ids))
+        stats.snapshot_s = time.perf_counter() - t0
+
+    # -- the rest of the interface --------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    async def aclose(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+def chunks(start: int, end: int, size: int, split: int | None = None) -> list[tuple[int, int]]:
+    """``[start, end)`` cut into pieces of at most ``size`` tokens on absolute multiples of
+    ``size`` (so two prefills of one prompt cut it alike), also cut at ``split``."""
+    cuts = {end}
+    cuts.update(range((start // size + 1) * size, end, size))
+    if split is not None and start < split < end:
+        cuts.add(split)
+    out, lo = [], start
+    for hi in sorted(cuts):
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+__all__ = ["BundledEngine", "RequestStats", "SnapshotIgnored", "chunks", "default_cache_dir"]
