@@ -1,1 +1,36 @@
-"""Filesystem-scoped memory: confined to its scope, audited, searchable."""
+"""Filesystem-scoped memory: confined to its scope, audited, searchable.
+
+A scope is a directory of plain files (per user, per project, per agent) that a person can read
+and edit. A model reaches it only through the one ``memory`` tool (Anthropic's commands: view,
+create, str_replace, insert, delete, rename; plus search), whose every path is confined by
+:mod:`whalebone.tools.confine`, whose every call is audited, and whose results are neutralised
+and framed as data::
+
+    from whalebone.memory import MemoryHome, memory_tool
+    home = MemoryHome()                      # $WHALEBONE_HOME/memory
+    scope = home.scope("project:whalebone", max_scope_bytes=8 << 20)
+    registry.add(memory_tool(scope, audit=home.audit, who="agent:triage"))
+"""
+
+from whalebone.memory.audit import AuditEntry, AuditLog
+from whalebone.memory.home import MemoryHome, check_scope_name, default_home
+from whalebone.memory.index import Hit, SearchIndex, SyncReport
+from whalebone.memory.scope import ALIAS, MemoryLimitError, MemoryScope, Outcome
+from whalebone.memory.tool import MemoryCall, memory_tool
+
+__all__ = [
+    "ALIAS",
+    "AuditEntry",
+    "AuditLog",
+    "Hit",
+    "MemoryCall",
+    "MemoryHome",
+    "MemoryLimitError",
+    "MemoryScope",
+    "Outcome",
+    "SearchIndex",
+    "SyncReport",
+    "check_scope_name",
+    "default_home",
+    "memory_tool",
+]
