@@ -1,0 +1,222 @@
+"""V4 attention: window KV, the two compressors, the lightning indexer, one softmax with a sink.
+
+Shapes: T new tokens of one sequence starting at position ``pos``; H query heads of D channels
+(the last R of them rotary); one D-vector per token serves as both key and value (MQA); the
+compressor of ratio r turns every complete block of r tokens into one entry.
+
+A query at position t attends to (one softmax over all of them, plus a per-head sink that only
+adds to the denominator):
+
+- the window: keys of positions t-W+1 … t (itself included);
+- ratio 128 (any ratio but 4): every complete entry, j < (t+1) // r;
+- ratio 4: the indexer's top-k complete entries by score Σ_h ReLU(q_h·k_j) · w_h(x).
+
+Any chunk works the same way as a prefill from 0 or a single decode step: the state holds the
+ring and the compressors' pending rows (see :mod:`whalebone.engine.state`), and queries are
+processed in blocks so that a 32K-token prefill never builds a T×N matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from whalebone.engine.config import ModelConfig
+from whalebone.engine.layers import RMSNorm, apply_rope, rope_freqs, rope_table
+from whalebone.engine.state import CompressorState, LayerState
+
+QUERY_BLOCK = 256  # queries per attention block in a prefill (bounds memory, not results)
+
+
+class Compressor(nn.Module):
+    """Gated pooling of each complete block of ``ratio`` tokens into one ``width``-vector.
+
+    Ratio 4 overlaps: entry j pools 8 rows, the 4 tokens of block j-1 through the first half of
+    the projection channels and the 4 tokens of block j through the second half.
+    """
+
+    def __init__(self, cfg: ModelConfig, ratio: int, width: int) -> None:
+        super().__init__()
+        self.ratio, self.width = ratio, width
+        self.overlap = ratio == 4
+        coff = 2 if self.overlap else 1
+        self.ape = nn.Parameter(torch.zeros(ratio, coff * width))  # gate bias by pos mod ratio
+        self.wkv = nn.Linear(cfg.dim, coff * width, bias=False)
+        self.wgate = nn.Linear(cfg.dim, coff * width, bias=False)
+        self.norm = RMSNorm(width, cfg.norm_eps)
+
+    def forward(self, x: torch.Tensor, cs: CompressorState, pos: int, freqs: torch.Tensor) -> None:
+        """Feed the rows of positions pos … pos+T-1 (x: (T, dim)); append complete entries."""
+        r, d = self.ratio, self.width
+        t = x.size(0)
+        kv = self.wkv(x)  # (T, coff*d)
+        score = self.wgate(x) + self.ape[torch.arange(pos, pos + t) % r]  # (T, coff*d)
+        rows_kv = torch.cat((cs.cur_kv, kv))  # (c+T, coff*d), starting at a block boundary
+        rows_score = torch.cat((cs.cur_score, score))
+        first_block = (pos - cs.cur_kv.size(0)) // r
+        n_blocks = rows_kv.size(0) // r
+        cut = n_blocks * r
+        if n_blocks:
+            blk_kv = rows_kv[:cut].view(n_blocks, r, -1)  # (nb, r, coff*d)
+            blk_score = rows_score[:cut].view(n_blocks, r, -1)
+            if self.overlap:
+                assert cs.prev_kv is not None and cs.prev_score is not None
+                # the first-half channels of the previous block join each block's second half
+                prev_kv = torch.cat((cs.prev_kv[None], blk_kv[:-1, :, :d]))  # (nb, r, d)
+                prev_score = torch.cat((cs.prev_score[None], blk_score[:-1, :, :d]))
+                pool_kv = torch.cat((prev_kv, blk_kv[:, :, d:]), dim=1)  # (nb, 2r, d)
+                pool_score = torch.cat((prev_score, blk_score[:, :, d:]), dim=1)
+                cs.prev_kv = blk_kv[-1, :, :d].clone()
+                cs.prev_score = blk_score[-1, :, :d].clone()
+            else:
+                pool_kv, pool_score = blk_kv, blk_score
+            entries = (pool_kv * pool_score.softmax(dim=1)).sum(dim=1)  # (nb, d)
+            entries = self.norm(entries)
+            cos, sin = rope_table(freqs, torch.arange(first_block, first_block + n_blocks) * r)
+            cs.entries.append(apply_rope(entries, cos, sin))
+        cs.cur_kv = rows_kv[cut:].clone()
+        cs.cur_score = rows_score[cut:].clone()
+
+
+class Indexer(nn.Module):
+    """The lightning indexer of ratio-4 layers: its own compressor at ``index_head_dim`` and a
+    multi-head ReLU score. (The release's Hadamard rotation is orthogonal on both sides and
+    changes no score without its FP4 step, so it is left out.)"""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = cfg.index_n_heads, cfg.index_head_dim
+        self.wq_b = nn.Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, bias=False)
+        self.weights_proj = nn.Linear(cfg.dim, self.n_heads, bias=False)
+        self.compressor = Compressor(cfg, 4, self.head_dim)
+
+    def queries(
+        self, x: torch.Tensor, qr: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index queries (T, Hi, Di) and head weights (T, Hi)."""
+        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
+        q = apply_rope(q, cos[:, None], sin[:, None])
+        w = self.weights_proj(x) * (self.head_dim**-0.5 * self.n_heads**-0.5)
+        return q, w
+
+    @staticmethod
+    def scores(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """score[t, j] = Σ_h ReLU(q[t,h]·keys[j]) · w[t,h]: (Tq, N)."""
+        return torch.einsum("thd,nd->thn", q, keys).relu_().mul_(w[:, :, None]).sum(dim=1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ratio = cfg.ratio(layer)
+        h, d = cfg.n_heads, cfg.head_dim
+        self.attn_sink = nn.Parameter(torch.zeros(h))
+        self.wq_a = nn.Linear(cfg.dim, cfg.q_lora_rank, bias=False)
+        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps)
+        self.wq_b = nn.Linear(cfg.q_lora_rank, h * d, bias=False)
+        self.wkv = nn.Linear(cfg.dim, d, bias=False)
+        self.kv_norm = RMSNorm(d, cfg.norm_eps)
+        self.wo_a = nn.Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, bias=False)
+        self.wo_b = nn.Linear(cfg.o_groups * cfg.o_lora_rank, cfg.dim, bias=False)
+        self.compressor = Compressor(cfg, self.ratio, d) if self.ratio else None
+        self.indexer = Indexer(cfg) if self.ratio == 4 else None
+        freqs = rope_freqs(cfg, compressed=bool(self.ratio))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.scale = d**-0.5
+
+    def forward(self, x: torch.Tensor, st: LayerState, pos: int) -> torch.Tensor:
+        """x: (T, dim) normalised input of positions pos … pos+T-1 -> (T, dim)."""
+        cfg = self.cfg
+        t, h, d, win = x.size(0), cfg.n_heads, cfg.head_dim, cfg.window_size
+        cos, sin = rope_table(self.freqs, torch.arange(pos, pos + t))  # (T, R/2)
+
+        qr = self.q_norm(self.wq_a(x))  # (T, q_lora)
+        q = self.wq_b(qr).unflatten(-1, (h, d))  # (T, H, D)
+        q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + cfg.norm_eps)  # weightless
+        q = apply_rope(q, cos[:, None], sin[:, None])
+
+        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)  # (T, D): key and value
+        n_old = min(pos, win - 1)
+        local = torch.cat((st.recent(pos, n_old), kv))  # (n_old+T, D), from pos-n_old
+        st.remember(pos, kv)
+
+        entries = index_q = index_w = index_keys = None
+        if self.compressor is not None:
+            assert st.compressor is not None
+            self.compressor(x, st.compressor, pos, self.freqs)
+            entries = st.compressor.entries.view()  # (N, D)
+        if self.indexer is not None:
+            assert st.indexer is not None
+            self.indexer.compressor(x, st.indexer, pos, self.freqs)
+            index_keys = st.indexer.entries.view()  # (N, Di)
+            index_q, index_w = self.indexer.queries(x, qr, cos, sin)
+
+        out = torch.empty(t, h, d)
+        for a in range(0, t, QUERY_BLOCK):
+            b = min(a + QUERY_BLOCK, t)
+            qpos = torch.arange(pos + a, pos + b)  # (Tq,) absolute query positions
+            # window keys that any query of this block can see
+            k_lo, k_hi = max(0, a + n_old - win + 1), b + n_old
+            kpos = torch.arange(k_lo, k_hi) + (pos - n_old)
+            keys = local[k_lo:k_hi]  # (Kl, D)
+            seen = (kpos[None] <= qpos[:, None]) & (kpos[None] > qpos[:, None] - win)
+            s_local = torch.einsum("thd,kd->thk", q[a:b], keys) * self.scale
+            s_local = s_local.masked_fill(~seen[:, None], float("-inf"))
+            parts, values = [s_local], [keys]
+            if entries is not None:
+                s_comp, v_comp = self._compressed_scores(
+                    q[a:b], qpos, entries, index_q, index_w, index_keys, a, b
+                )
+                parts.append(s_comp)
+                values.append(v_comp)
+            sink = self.attn_sink.view(1, h, 1).expand(b - a, h, 1)
+            probs = torch.cat((*parts, sink), dim=-1).softmax(dim=-1)  # (Tq, H, K+1)
+            o = torch.einsum("thk,kd->thd", probs[..., : keys.size(0)], keys)
+            if entries is not None:
+                p_comp = probs[..., keys.size(0) : -1]
+                v = values[1]
+                o = o + (torch.einsum("thk,tkd->thd", p_comp, v) if v.dim() == 3
+                         else torch.einsum("thk,kd->thd", p_comp, v))
+            out[a:b] = o
+
+        out = apply_rope(out, cos[:, None], sin[:, None], inverse=True)
+        g = cfg.o_groups
+        out = out.view(t, g, -1)  # (T, G, H*D/G)
+        wo_a = self.wo_a.weight.view(g, cfg.o_lora_rank, -1)  # (G, o_lora, H*D/G)
+        out = torch.einsum("tgd,grd->tgr", out, wo_a)  # (T, G, o_lora)
+        return self.wo_b(out.flatten(1))
+
+    def _compressed_scores(
+        self,
+        q: torch.Tensor,
+        qpos: torch.Tensor,
+        entries: torch.Tensor,
+        index_q: torch.Tensor | None,
+        index_w: torch.Tensor | None,
+        index_keys: torch.Tensor | None,
+        a: int,
+        b: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (Tq, H, K) of the compressed keys this query block sees, and those keys:
+        (K, D) shared by the block, or (Tq, K, D) when the indexer picks per query."""
+        r = self.ratio
+        visible = (qpos + 1) // r  # (Tq,) entries complete at each query
+        n_vis = int(visible[-1])
+        if index_q is None or index_w is None or index_keys is None:
+            keys = entries[:n_vis]  # (K, D)
+            s = torch.einsum("thd,kd->thk", q, keys) * self.scale
+            mask = torch.arange(n_vis)[None] >= visible[:, None]  # (Tq, K)
+            return s.masked_fill(mask[:, None], float("-inf")), keys
+        k = min(self.cfg.index_topk, n_vis)
+        if k == 0:
+            return q.new_empty(q.size(0), q.size(1), 0), entries[:0]
+        score = Indexer.scores(index_q[a:b], index_w[a:b], index_keys[:n_vis])  # (Tq, N)
+        score = score.masked_fill(torch.arange(n_vis)[None] >= visible[:, None], float("-inf"))
+        # ReLU scores tie exactly (at 0) when every head is negative; a stable sort breaks ties
+        # toward the older entry, so a query picks the same entries in any chunking
+        picked = score.sort(dim=-1, descending=True, stable=True).indices[:, :k]  # (Tq, k)
+        keys = entries[picked]  # (Tq, k, D)
+        s = torch.einsum("thd,tkd->thk", q, keys) * self.scale
+        # a query with fewer than k complete entries picked some masked ones: drop those
+        return s.masked_fill((picked >= visible[:, None])[:, None], float("-inf")), keys

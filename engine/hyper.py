@@ -1,0 +1,63 @@
+"""Manifold-constrained hyper-connections (mHC): the residual is ``hc_mult`` streams.
+
+Around each sub-layer f, ``(2 + hc) * hc`` mixing numbers come from the RMS-normalised
+concatenation of the streams (one linear map ``fn``, a per-group ``scale`` and a ``base``):
+
+- ``pre`` (hc): sigmoid + eps, mixes the streams into f's input;
+- ``post`` (hc): 2·sigmoid, scales f's output into each stream;
+- ``comb`` (hc×hc): softmax over rows, then Sinkhorn row/column normalisation, remixes the old
+  streams: ``new_j = post_j · f(x) + Σ_k comb[k, j] · old_k``.
+
+The head mixes the streams with ``pre``-style sigmoid weights only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _mixes(h: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
+    """h (T, hc, dim), fn (m, hc*dim) -> (T, m): the linear map of the RMS-normalised streams."""
+    flat = h.flatten(1)  # (T, hc*dim)
+    rsqrt = torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
+    return (flat @ fn.T) * rsqrt
+
+
+def sinkhorn_split(
+    mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, hc: int, iters: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mixes (T, (2+hc)*hc) -> pre (T, hc), post (T, hc), comb (T, hc, hc)."""
+    pre = torch.sigmoid(mixes[:, :hc] * scale[0] + base[:hc]) + eps
+    post = 2 * torch.sigmoid(mixes[:, hc : 2 * hc] * scale[1] + base[hc : 2 * hc])
+    comb = mixes[:, 2 * hc :].unflatten(-1, (hc, hc)) * scale[2] + base[2 * hc :].view(hc, hc)
+    comb = comb.softmax(dim=-1) + eps
+    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)
+        comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    return pre, post, comb
+
+
+def hc_pre(
+    h: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
+    iters: int, norm_eps: float, hc_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Streams h (T, hc, dim) -> sub-layer input (T, dim), post (T, hc), comb (T, hc, hc)."""
+    pre, post, comb = sinkhorn_split(_mixes(h, fn, norm_eps), scale, base, h.size(1), iters, hc_eps)
+    return (pre.unsqueeze(-1) * h).sum(dim=1), post, comb
+
+
+def hc_post(
+    out: torch.Tensor, h: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
+) -> torch.Tensor:
+    """Sub-layer output (T, dim) and old streams (T, hc, dim) -> new streams (T, hc, dim)."""
+    return post.unsqueeze(-1) * out.unsqueeze(1) + torch.einsum("tkj,tkd->tjd", comb, h)
+
+
+def hc_head(
+    h: torch.Tensor, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
+    norm_eps: float, hc_eps: float,
+) -> torch.Tensor:
+    """Streams (T, hc, dim) -> one hidden state (T, dim) for the LM head."""
+    pre = torch.sigmoid(_mixes(h, fn, norm_eps) * scale + base) + hc_eps
+    return (pre.unsqueeze(-1) * h).sum(dim=1)

@@ -1,0 +1,74 @@
+"""Small building blocks shared by attention and the MoE: RMSNorm and V4's rotary embedding.
+
+V4 rotates *interleaved* pairs (dims 2i, 2i+1) of the last ``rope_head_dim`` channels. Window-only
+layers use plain RoPE (``rope_theta``); compressed layers use ``compress_rope_theta`` with YaRN
+frequency interpolation and no attention-scale correction. Angles are ``float32(pos) * freq`` in
+float32, as the reference's precomputed table has them, so positions give the same rotation
+whether they arrive in a prefill, a chunk or a single decode step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from whalebone.engine.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * (x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps))
+
+
+def rope_freqs(cfg: ModelConfig, compressed: bool) -> torch.Tensor:
+    """Inverse frequencies (rope_head_dim // 2,) for a layer; YaRN-stretched when compressed."""
+    dim = cfg.rope_head_dim
+    base = cfg.compress_rope_theta if compressed else cfg.rope_theta
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim))
+    if compressed and cfg.original_seq_len > 0:
+        # YaRN: interpolate the slow (long-wavelength) dims by rope_factor, keep the fast ones,
+        # with a linear ramp between the beta_fast and beta_slow correction dims.
+        def correction_dim(rotations: float) -> float:
+            return dim * math.log(cfg.original_seq_len / (rotations * 2 * math.pi)) / (
+                2 * math.log(base)
+            )
+
+        low = max(math.floor(correction_dim(cfg.beta_fast)), 0)
+        high = min(math.ceil(correction_dim(cfg.beta_slow)), dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.arange(dim // 2, dtype=torch.float32, device="cpu")
+        ramp = ((ramp - low) / (high - low)).clamp(0, 1)
+        smooth = 1 - ramp
+        freqs = freqs / cfg.rope_factor * (1 - smooth) + freqs * smooth
+    return freqs
+
+
+def rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, rope_head_dim // 2) for integer ``positions`` (T,)."""
+    angles = torch.outer(positions.to(torch.float32), freqs)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False
+) -> torch.Tensor:
+    """Rotate the last ``2 * cos.size(-1)`` channels of x (…, T, [H,] C) in interleaved pairs.
+
+    ``cos``/``sin`` must broadcast against x's leading dims: (T, R) for x (T, C),
+    (T, 1, R) for x (T, H, C). ``inverse`` un-rotates (V4 does this to the attention output).
+    """
+    rd = 2 * cos.size(-1)
+    if inverse:
+        sin = -sin
+    rot = x[..., -rd:]
+    x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+    return torch.cat((x[..., :-rd], rotated), dim=-1)

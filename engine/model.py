@@ -1,0 +1,181 @@
+"""The DeepSeek V4 transformer in PyTorch, readable in one sitting.
+
+    from whalebone.engine.config import ModelConfig
+    from whalebone.engine.model import Transformer
+
+    model = Transformer(ModelConfig.preset("nano"))  # random weights, seeded, FP32, CPU
+    state = model.new_state()
+    logits = model.forward(torch.tensor(prompt_ids), state, last_only=True)  # prefill: (1, V)
+    logits = model.forward(torch.tensor([next_id]), state)                   # decode: (1, V)
+
+``forward`` takes any number of new tokens and appends them at ``state.pos``: a prefill from 0,
+a chunk continuing a restored prefix, or one token; the results agree (tests hold them to
+1e-4 in FP32). One token's trip: embed -> copy into ``hc_mult`` streams -> per layer
+[hc_pre -> RMSNorm -> attention -> hc_post, hc_pre -> RMSNorm -> MoE -> hc_post] -> hc_head ->
+RMSNorm -> LM head. Modules and parameters carry V4's inference names (``layers.3.attn.wq_a``,
+``layers.0.ffn.gate.tid2eid``, ``hc_head_fn``, …) so that checkpoints map one to one.
+MTP is not run (its weights are skipped on load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.attention import Attention
+from whalebone.engine.config import ModelConfig
+from whalebone.engine.hyper import hc_head, hc_post, hc_pre
+from whalebone.engine.layers import RMSNorm
+from whalebone.engine.moe import MoE
+from whalebone.engine.state import SeqState, StateError
+
+
+class ModelInputError(WhaleboneError, ValueError):
+    """Token ids the model cannot take (empty, not 1-D integers, outside the vocabulary)."""
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.attn = Attention(cfg, layer)
+        self.ffn = MoE(cfg, layer)
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        mix, width = cfg.mix_hc, cfg.hc_mult * cfg.dim
+        self.hc_attn_fn = nn.Parameter(torch.zeros(mix, width))
+        self.hc_ffn_fn = nn.Parameter(torch.zeros(mix, width))
+        self.hc_attn_base = nn.Parameter(torch.zeros(mix))
+        self.hc_ffn_base = nn.Parameter(torch.zeros(mix))
+        self.hc_attn_scale = nn.Parameter(torch.ones(3))
+        self.hc_ffn_scale = nn.Parameter(torch.ones(3))
+
+    def forward(self, h: torch.Tensor, st: Any, pos: int, ids: torch.Tensor) -> torch.Tensor:
+        """Streams h (T, hc, dim) of positions pos … pos+T-1 -> new streams (T, hc, dim)."""
+        c = self.cfg
+        x, post, comb = hc_pre(h, self.hc_attn_fn, self.hc_attn_scale, self.hc_attn_base,
+                               c.hc_sinkhorn_iters, c.norm_eps, c.hc_eps)
+        h = hc_post(self.attn(self.attn_norm(x), st, pos), h, post, comb)
+        x, post, comb = hc_pre(h, self.hc_ffn_fn, self.hc_ffn_scale, self.hc_ffn_base,
+                               c.hc_sinkhorn_iters, c.norm_eps, c.hc_eps)
+        return hc_post(self.ffn(self.ffn_norm(x), ids), h, post, comb)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, *, seed: int = 0, init: bool = True) -> None:
+        """A V4 model of shape ``cfg``. ``init`` fills random weights from ``seed`` (the same
+        seed gives the same weights everywhere); loaders pass ``init=False``."""
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.hc_head_fn = nn.Parameter(torch.zeros(cfg.hc_mult, cfg.hc_mult * cfg.dim))
+        self.hc_head_base = nn.Parameter(torch.zeros(cfg.hc_mult))
+        self.hc_head_scale = nn.Parameter(torch.ones(1))
+        self._fingerprint: str | None = None
+        if init:
+            self.init_random(seed)
+        self.eval()
+        self.requires_grad_(False)
+
+    # -- the forward pass ----------------------------------------------------------------
+
+    def new_state(self) -> SeqState:
+        return SeqState.new(self.cfg)
+
+    def forward(
+        self, ids: torch.Tensor | Sequence[int], state: SeqState, last_only: bool = False
+    ) -> torch.Tensor:
+        """Append tokens ``ids`` (T,) at ``state.pos``; logits (T, vocab), or (1, vocab) for
+        the last position only. Advances ``state``; on bad input raises before touching it."""
+        ids = self._check_ids(ids)
+        if state.cfg != self.cfg:
+            raise StateError("state belongs to a model with a different config")
+        pos, t = state.pos, ids.size(0)
+        with torch.inference_mode():
+            h = self.embed(ids).unsqueeze(1).repeat(1, self.cfg.hc_mult, 1)  # (T, hc, dim)
+            for layer, st in zip(self.layers, state.layers, strict=True):
+                h = layer(h, st, pos, ids)
+            if last_only:
+                h = h[-1:]
+            x = hc_head(h, self.hc_head_fn, self.hc_head_scale, self.hc_head_base,
+                        self.cfg.norm_eps, self.cfg.hc_eps)  # (T, dim)
+            logits = self.head(self.norm(x))  # (T, vocab)
+        state.pos = pos + t
+        return logits
+
+    def _check_ids(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        if not isinstance(ids, torch.Tensor):
+            try:
+                ids = torch.tensor(list(ids), dtype=torch.int64)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ModelInputError(f"token ids must be integers: {exc}") from None
+        if ids.dim() != 1 or ids.numel() == 0:
+            raise ModelInputError(
+                f"token ids must be a non-empty 1-D tensor, got shape {tuple(ids.shape)}"
+            )
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ModelInputError(f"token ids must be integers, got {ids.dtype}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= self.cfg.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ModelInputError(
+                f"token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})"
+            )
+        return ids.to(torch.int64)
+
+    # -- weights -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_random(self, seed: int = 0) -> None:
+        """Random weights that keep activations O(1) through the layers (for tests/benches)."""
+        g = torch.Generator().manual_seed(seed)
+
+        def normal(p: torch.Tensor, std: float, mean: float = 0.0) -> None:
+            p.copy_(torch.randn(p.shape, generator=g) * std + mean)
+
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if name.endswith("norm.weight"):
+                normal(p, 0.1, 1.0)
+            elif name == "embed.weight":
+                normal(p, 1.0)
+            elif leaf in ("attn_sink", "ape") or name.endswith("gate.bias"):
+                normal(p, 0.5)
+            elif leaf.endswith("_scale"):
+                normal(p, 0.1, 1.0)
+            elif leaf.endswith("_base"):
+                normal(p, 0.5)
+            else:  # linear maps and hc_*_fn: unit-variance outputs
+                normal(p, p.shape[-1] ** -0.5)
+        for name, buf in self.named_buffers():
+            if name.endswith("tid2eid"):
+                e, k = self.cfg.n_routed_experts, self.cfg.n_activated_experts
+                table = torch.rand(buf.size(0), e, generator=g).argsort(dim=-1)[:, :k]
+                buf.copy_(table.to(torch.int32))
+        self._fingerprint = None
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self._fingerprint = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def fingerprint(self) -> str:
+        """A stable hex hash of the config and every weight (the prefix cache's model key).
+        Computed once; loading weights through ``load_state_dict`` resets it."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            digest.update(json.dumps(self.cfg.to_json(), sort_keys=True, default=str).encode())
+            for name, t in sorted(self.state_dict().items()):
+                t = t.detach().contiguous()
+                digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                digest.update(t.view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint

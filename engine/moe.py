@@ -1,0 +1,99 @@
+"""V4's mixture of experts: sqrt-softplus routing, hash-routed first layers, clamped SwiGLU.
+
+- Scores are ``sqrt(softplus(x·Wᵀ))`` in FP32 (``score_func`` may also name V3's softmax or
+  sigmoid). A learned per-expert ``bias`` shifts the scores *for choosing* the top-k experts
+  only; the chosen experts are weighted by their unbiased scores.
+- The first ``n_hash_layers`` layers choose no experts at all: a fixed table
+  ``tid2eid[token_id]`` names them.
+- Weights are renormalised to sum to 1 (not for softmax), then multiplied by ``route_scale``.
+- Experts are SwiGLU with clamps (up-projection to ±swiglu_limit, gate ≤ swiglu_limit);
+  one shared expert sees every token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from whalebone.engine.config import ModelConfig
+
+
+class Gate(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.hashed = layer < cfg.n_hash_layers
+        self.weight = nn.Parameter(torch.zeros(cfg.n_routed_experts, cfg.dim))
+        if self.hashed:
+            table = torch.zeros(cfg.vocab_size, cfg.n_activated_experts, dtype=torch.int32)
+            self.register_buffer("tid2eid", table)
+            self.bias = None
+        else:
+            self.bias = nn.Parameter(torch.zeros(cfg.n_routed_experts))
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (T, dim), ids (T,) -> routing weights (T, k) and expert indices (T, k)."""
+        logits = x.float() @ self.weight.float().T  # (T, E)
+        func = self.cfg.score_func
+        if func == "softmax":
+            scores = logits.softmax(dim=-1)
+        elif func == "sigmoid":
+            scores = logits.sigmoid()
+        else:
+            scores = F.softplus(logits).sqrt()
+        if self.hashed:
+            indices = self.tid2eid[ids].long()
+        else:
+            assert self.bias is not None
+            indices = (scores + self.bias).topk(self.cfg.n_activated_experts, dim=-1).indices
+        weights = scores.gather(1, indices)  # the bias chose; it does not weigh
+        if func != "softmax":
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * self.cfg.route_scale, indices
+
+
+class Expert(nn.Module):
+    def __init__(self, dim: int, inter_dim: int, limit: float) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, inter_dim, bias=False)  # gate
+        self.w2 = nn.Linear(inter_dim, dim, bias=False)  # down
+        self.w3 = nn.Linear(dim, inter_dim, bias=False)  # up
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        gate, up = self.w1(x), self.w3(x)
+        if self.limit > 0:
+            up = up.clamp(-self.limit, self.limit)
+            gate = gate.clamp(max=self.limit)
+        h = F.silu(gate) * up
+        if weights is not None:
+            h = h * weights
+        return self.w2(h)
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.gate = Gate(cfg, layer)
+        self.experts = nn.ModuleList(
+            Expert(cfg.dim, cfg.moe_inter_dim, cfg.swiglu_limit)
+            for _ in range(cfg.n_routed_experts)
+        )
+        self.shared_experts = (
+            Expert(cfg.dim, cfg.moe_inter_dim, cfg.swiglu_limit) if cfg.n_shared_experts else None
+        )
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """x (T, dim), ids (T,) token ids (for hash routing) -> (T, dim)."""
+        weights, indices = self.gate(x, ids)  # (T, k), (T, k)
+        y = torch.zeros_like(x)
+        counts = torch.bincount(indices.flatten(), minlength=len(self.experts)).tolist()
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            rows, slot = torch.where(indices == e)
+            y.index_add_(0, rows, self.experts[e](x[rows], weights[rows, slot, None]))
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x)
+        return y

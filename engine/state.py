@@ -1,0 +1,231 @@
+"""What one sequence carries between forward passes, and nothing more.
+
+Per layer (V4 architecture, "the state a sequence carries"):
+
+- ``window``: the ring of the last ``window_size`` KV vectors, slot = pos mod window_size;
+- on compressed layers, the main compressor's ``entries`` (⌊pos/r⌋ × head_dim) and its pending
+  rows: ``cur_kv``/``cur_score`` for the incomplete block (pos mod r rows of the projections,
+  gate bias already added), plus on ratio-4 layers ``prev_kv``/``prev_score``, the first half of
+  the previous complete block's rows, which the next entry pools (-inf scores before block 0);
+- on ratio-4 layers the lightning indexer's compressor, the same fields at ``index_head_dim``
+  (its ``entries`` are the indexer keys).
+
+Hyper-connections and the MoE keep nothing. Saving exactly this at prefix length P restores the
+sequence bit-exactly: :meth:`SeqState.to_tensors` gives a flat ``dict[str, Tensor]`` ready for
+``safetensors.torch.save_file``; :meth:`SeqState.from_tensors` checks every shape against the
+config before trusting it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.config import ModelConfig
+
+
+class StateError(WhaleboneError, ValueError):
+    """A saved state that does not fit the model (missing tensor, wrong shape, wrong config)."""
+
+
+class EntryBuffer:
+    """An append-only (n, width) tensor with amortised O(1) appends (capacity doubles)."""
+
+    def __init__(self, width: int, data: torch.Tensor | None = None) -> None:
+        self.width = width
+        self._data = torch.empty(0, width) if data is None else data.clone()
+        self.n = self._data.size(0)
+
+    def append(self, rows: torch.Tensor) -> None:
+        need = self.n + rows.size(0)
+        if need > self._data.size(0):
+            grown = torch.empty(max(need, 2 * self._data.size(0), 16), self.width)
+            grown[: self.n] = self._data[: self.n]
+            self._data = grown
+        self._data[self.n : need] = rows
+        self.n = need
+
+    def view(self) -> torch.Tensor:
+        return self._data[: self.n]
+
+    def clone(self) -> EntryBuffer:
+        return EntryBuffer(self.width, self.view())
+
+
+@dataclass
+class CompressorState:
+    ratio: int
+    entries: EntryBuffer  # (n_entries, width), normalised and rotated
+    cur_kv: torch.Tensor  # (pos mod ratio, coff * width)
+    cur_score: torch.Tensor  # (pos mod ratio, coff * width), gate + ape
+    prev_kv: torch.Tensor | None  # ratio 4 only: (ratio, width)
+    prev_score: torch.Tensor | None  # ratio 4 only: (ratio, width), -inf before block 0
+
+    @classmethod
+    def empty(cls, ratio: int, width: int) -> CompressorState:
+        overlap = ratio == 4
+        coff = 2 if overlap else 1
+        return cls(
+            ratio=ratio,
+            entries=EntryBuffer(width),
+            cur_kv=torch.empty(0, coff * width),
+            cur_score=torch.empty(0, coff * width),
+            prev_kv=torch.zeros(ratio, width) if overlap else None,
+            prev_score=torch.full((ratio, width), float("-inf")) if overlap else None,
+        )
+
+    def clone(self) -> CompressorState:
+        return CompressorState(
+            ratio=self.ratio,
+            entries=self.entries.clone(),
+            cur_kv=self.cur_kv.clone(),
+            cur_score=self.cur_score.clone(),
+            prev_kv=None if self.prev_kv is None else self.prev_kv.clone(),
+            prev_score=None if self.prev_score is None else self.prev_score.clone(),
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"entries": self.entries.view(), "cur_kv": self.cur_kv, "cur_score": self.cur_score}
+        if self.prev_kv is not None and self.prev_score is not None:
+            out["prev_kv"], out["prev_score"] = self.prev_kv, self.prev_score
+        return out
+
+
+@dataclass
+class LayerState:
+    window: torch.Tensor  # (window_size, head_dim) ring, slot = pos mod window_size
+    compressor: CompressorState | None
+    indexer: CompressorState | None
+
+    def recent(self, pos: int, count: int) -> torch.Tensor:
+        """The window vectors of positions pos-count … pos-1, oldest first: (count, head_dim)."""
+        slots = torch.arange(pos - count, pos) % self.window.size(0)
+        return self.window[slots]
+
+    def remember(self, pos: int, kv: torch.Tensor) -> None:
+        """Write the KV of positions pos … pos+T-1 into the ring (only the last W survive)."""
+        w, t = self.window.size(0), kv.size(0)
+        keep = min(t, w)
+        slots = torch.arange(pos + t - keep, pos + t) % w
+        self.window[slots] = kv[t - keep :]
+
+    def clone(self) -> LayerState:
+        return LayerState(
+            window=self.window.clone(),
+            compressor=None if self.compressor is None else self.compressor.clone(),
+            indexer=None if self.indexer is None else self.indexer.clone(),
+        )
+
+
+class SeqState:
+    """The KV state of one sequence after ``pos`` tokens."""
+
+    def __init__(self, cfg: ModelConfig, pos: int, layers: list[LayerState]) -> None:
+        self.cfg = cfg
+        self.pos = pos
+        self.layers = layers
+
+    @classmethod
+    def new(cls, cfg: ModelConfig) -> SeqState:
+        layers = []
+        for i in range(cfg.n_layers):
+            r = cfg.ratio(i)
+            layers.append(
+                LayerState(
+                    window=torch.zeros(cfg.window_size, cfg.head_dim),
+                    compressor=CompressorState.empty(r, cfg.head_dim) if r else None,
+                    indexer=CompressorState.empty(r, cfg.index_head_dim) if r == 4 else None,
+                )
+            )
+        return cls(cfg, 0, layers)
+
+    def clone(self) -> SeqState:
+        return SeqState(self.cfg, self.pos, [layer.clone() for layer in self.layers])
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of the state by name, plus ``pos`` as a one-element int64 tensor."""
+        out: dict[str, torch.Tensor] = {"pos": torch.tensor([self.pos], dtype=torch.int64)}
+        for i, layer in enumerate(self.layers):
+            out[f"layers.{i}.window"] = layer.window
+            for part in ("compressor", "indexer"):
+                cs: CompressorState | None = getattr(layer, part)
+                if cs is not None:
+                    for name, t in cs.tensors().items():
+                        out[f"layers.{i}.{part}.{name}"] = t
+        return {k: v.contiguous().clone() for k, v in out.items()}
+
+    @classmethod
+    def from_tensors(cls, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> SeqState:
+        """Rebuild a state saved by :meth:`to_tensors`; raises :class:`StateError` on misfit."""
+        pos_t = tensors.get("pos")
+        if pos_t is None or pos_t.numel() != 1 or pos_t.dtype != torch.int64:
+            raise StateError("state has no 'pos' (one int64 value)")
+        pos = int(pos_t.item())
+        if pos < 0:
+            raise StateError(f"state pos must be >= 0, got {pos}")
+        template = cls.new(cfg)
+        expected = _expected_shapes(cfg, pos)
+        unknown = sorted(set(tensors) - set(expected) - {"pos"})
+        if unknown:
+            raise StateError(f"state has tensors this model does not keep: {unknown[:5]}")
+        for name, shape in expected.items():
+            t = tensors.get(name)
+            if t is None:
+                raise StateError(f"state is missing {name!r} (a different model config?)")
+            if tuple(t.shape) != shape:
+                raise StateError(f"state tensor {name!r} has shape {tuple(t.shape)}, "
+                                 f"expected {shape} at pos {pos}")
+            if not t.is_floating_point():
+                raise StateError(f"state tensor {name!r} must be floating point, got {t.dtype}")
+
+        def get(name: str) -> torch.Tensor:
+            return tensors[name].to(torch.float32).clone()
+
+        for i, layer in enumerate(template.layers):
+            layer.window = get(f"layers.{i}.window")
+            for part in ("compressor", "indexer"):
+                cs: CompressorState | None = getattr(layer, part)
+                if cs is None:
+                    continue
+                key = f"layers.{i}.{part}."
+                cs.entries = EntryBuffer(cs.entries.width, get(key + "entries"))
+                cs.cur_kv, cs.cur_score = get(key + "cur_kv"), get(key + "cur_score")
+                if cs.prev_kv is not None:
+                    cs.prev_kv, cs.prev_score = get(key + "prev_kv"), get(key + "prev_score")
+        template.pos = pos
+        return template
+
+    def nbytes(self) -> int:
+        """Bytes of the KV state as saved: window rings, compressed entries, indexer keys and
+        pending rows (the fixed-size ring is counted whole)."""
+        total = 0
+        for layer in self.layers:
+            total += layer.window.numel() * layer.window.element_size()
+            for cs in (layer.compressor, layer.indexer):
+                if cs is not None:
+                    total += sum(t.numel() * t.element_size() for t in cs.tensors().values())
+        return total
+
+
+def _expected_shapes(cfg: ModelConfig, pos: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(cfg.n_layers):
+        shapes[f"layers.{i}.window"] = (cfg.window_size, cfg.head_dim)
+        r = cfg.ratio(i)
+        if not r:
+            continue
+        parts = [("compressor", cfg.head_dim)]
+        if r == 4:
+            parts.append(("indexer", cfg.index_head_dim))
+        for part, width in parts:
+            coff = 2 if r == 4 else 1
+            key = f"layers.{i}.{part}."
+            shapes[key + "entries"] = (pos // r, width)
+            shapes[key + "cur_kv"] = (pos % r, coff * width)
+            shapes[key + "cur_score"] = (pos % r, coff * width)
+            if r == 4:
+                shapes[key + "prev_kv"] = (r, width)
+                shapes[key + "prev_score"] = (r, width)
+    return shapes
