@@ -262,6 +262,13 @@ class Session:
                 self._next_seq += 1
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, self.id))
 
+    def set_config(self, config: dict[str, Any]) -> None:
+        """Replace the session's stored configuration (what a resumed run starts from)."""
+        self._check()
+        with self.store._tx() as db:
+            db.execute("UPDATE sessions SET config = ? WHERE id = ?",
+                       (json.dumps(config, ensure_ascii=False), self.id))
+
     def set_status(self, status: str) -> None:
         self._check()
         with self.store._tx() as db:
