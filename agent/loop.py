@@ -304,6 +304,9 @@ class Run:
         """One metered engine call: cleared by the budget guard first, settled after."""
         engine = self.agent.engine
         model = getattr(engine, "model", "unknown")
+        # Never ask for more than the window leaves (an engine would refuse the whole call).
+        room = getattr(engine, "context_window", 1_048_576) - self.estimate
+        max_tokens = max(1, min(max_tokens, room))
         hits = 0 if self.last is None else self.last.prompt_tokens + self.last.completion_tokens
         ticket = await self.budget.before(kind=kind, model=model, prompt_tokens=self.estimate,
                                           cached_tokens=hits, max_tokens=max_tokens)
