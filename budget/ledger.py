@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS limits (
     max_usd REAL,
     max_tokens INTEGER
 );
+CREATE TABLE IF NOT EXISTS default_limits (
+    key TEXT PRIMARY KEY,
+    max_usd REAL,
+    max_tokens INTEGER
+);
 CREATE TABLE IF NOT EXISTS spend (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     scope TEXT NOT NULL,
@@ -117,7 +122,8 @@ class Ledger:
         self.db.executescript(SCHEMA)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: writers in every process serialise on it."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -126,6 +132,8 @@ class Ledger:
             raise
         self.db.execute("COMMIT")
 
+    _tx = transaction
+
     def set_limit(self, limit: Limit) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO limits (scope, max_usd, max_tokens) VALUES (?, ?, ?) "
@@ -133,16 +141,51 @@ class Ledger:
                        "max_tokens = excluded.max_tokens",
                        (limit.scope, limit.max_usd, limit.max_tokens))
 
+    def ensure_limit(self, limit: Limit) -> None:
+        """Set a scope's limit unless it already has one (a default never overrides a limit
+        set by a person or raised by an extension)."""
+        if limit.max_usd is None and limit.max_tokens is None:
+            return
+        with self._tx() as db:
+            db.execute("INSERT INTO limits (scope, max_usd, max_tokens) VALUES (?, ?, ?) "
+                       "ON CONFLICT(scope) DO NOTHING",
+                       (limit.scope, limit.max_usd, limit.max_tokens))
+
+    def set_default(self, limit: Limit) -> None:
+        """The limit new scopes of a family get (``limit.scope`` names the family: "run",
+        "session", "agent", "agent:<name>", "global"); it wins over a guard's policy."""
+        with self._tx() as db:
+            db.execute("INSERT INTO default_limits (key, max_usd, max_tokens) VALUES (?, ?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET max_usd = excluded.max_usd, "
+                       "max_tokens = excluded.max_tokens",
+                       (limit.scope, limit.max_usd, limit.max_tokens))
+
+    def default(self, key: str) -> Limit | None:
+        row = self.db.execute("SELECT max_usd, max_tokens FROM default_limits WHERE key = ?",
+                              (key,)).fetchone()
+        return None if row is None else Limit(scope=key, max_usd=row[0], max_tokens=row[1])
+
+    def limit(self, scope: str) -> Limit | None:
+        row = self.db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
+                              (scope,)).fetchone()
+        return None if row is None else Limit(scope=scope, max_usd=row[0], max_tokens=row[1])
+
     def extend(self, scope: str, *, usd: float = 0.0, tokens: int = 0) -> None:
         """Raise a scope's limit (after an approved extension)."""
         with self._tx() as db:
-            row = db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
-                             (scope,)).fetchone()
-            if row is None:
-                raise WhaleboneError(f"scope {scope!r} has no limit to extend")
-            db.execute("UPDATE limits SET max_usd = ?, max_tokens = ? WHERE scope = ?",
-                       (None if row[0] is None else row[0] + usd,
-                        None if row[1] is None else row[1] + tokens, scope))
+            self.extend_in(db, scope, usd=usd, tokens=tokens)
+
+    @staticmethod
+    def extend_in(db: sqlite3.Connection, scope: str, *, usd: float = 0.0,
+                  tokens: float = 0) -> None:
+        """:meth:`extend` inside a transaction the caller holds."""
+        row = db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
+                         (scope,)).fetchone()
+        if row is None:
+            raise WhaleboneError(f"scope {scope!r} has no limit to extend")
+        db.execute("UPDATE limits SET max_usd = ?, max_tokens = ? WHERE scope = ?",
+                   (None if row[0] is None else row[0] + usd,
+                    None if row[1] is None else row[1] + int(tokens), scope))
 
     def _totals(self, db: sqlite3.Connection, scope: str) -> tuple[float, int, float, int]:
         spent = db.execute("SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(tokens), 0) FROM spend "
@@ -179,11 +222,17 @@ class Ledger:
                            (rid, scope, usd, tokens, os.getpid(), now + self.lease_seconds))
         return rid
 
-    def settle(self, reservation: str, actual: Actual) -> None:
-        """Replace a reservation by what the call actually cost (in the same scopes)."""
+    def settle(self, reservation: str, actual: Actual,
+               scopes: Sequence[str] | None = None) -> None:
+        """Replace a reservation by what the call actually cost (in the same scopes).
+
+        ``scopes`` (those the reservation was made in) are charged when the reservation is
+        gone, its lease having expired during a long call: spend is never dropped.
+        """
         with self._tx() as db:
-            scopes = [r[0] for r in db.execute("SELECT scope FROM reservations WHERE id = ?",
-                                               (reservation,))]
+            held = [r[0] for r in db.execute("SELECT scope FROM reservations WHERE id = ?",
+                                             (reservation,))]
+            scopes = held or list(scopes or ())
             db.execute("DELETE FROM reservations WHERE id = ?", (reservation,))
             for scope in scopes:
                 self._insert_spend(db, scope, actual)
@@ -217,6 +266,12 @@ class Ledger:
         return ScopeState(scope=scope, max_usd=row[0], max_tokens=row[1], spent_usd=spent_usd,
                           spent_tokens=spent_tok, reserved_usd=held_usd,
                           reserved_tokens=held_tok, saved_usd=saved)
+
+    def spend_by_kind(self, scope: str) -> dict[str, float]:
+        """USD spent in a scope, by kind of call (turn, retry, compaction, auditor, …)."""
+        rows = self.db.execute("SELECT kind, SUM(usd) FROM spend WHERE scope = ? GROUP BY kind "
+                               "ORDER BY kind", (scope,))
+        return {r[0]: r[1] for r in rows}
 
     def scopes(self) -> list[str]:
         rows = self.db.execute("SELECT scope FROM limits UNION SELECT scope FROM spend "
