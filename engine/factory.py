@@ -1,0 +1,157 @@
+"""Open an engine from a one-line spec: what ``--engine`` takes on the command line and what an
+agent's configuration names.
+
+=====================================  ============================================================
+spec                                   engine
+=====================================  ============================================================
+``bundled``                            the shipped checkpoint in this process (the default)
+``bundled:PATH``                       a checkpoint folder in this process
+``random[:PRESET]``                    random weights of a preset shape (``micro``…): tests, benches
+``deepseek[:MODEL]``                   DeepSeek's API (``DEEPSEEK_API_KEY``, ``DEEPSEEK_BASE_URL``);
+                                       MODEL defaults to ``deepseek-v4-flash``
+``vllm:URL`` / ``sglang:URL``          raw completions on vLLM / SGLang (whalebone renders prompts)
+``whalebone:URL``                      raw completions on another ``whalebone serve``
+``openai:URL``                         any OpenAI-compatible chat endpoint (premium tier); URL
+                                       includes ``/v1``; needs ``model=``; key from ``api_key=`` or
+                                       ``OPENAI_API_KEY``
+``router:PATH``                        a :class:`Router` from a TOML file (below)
+=====================================  ============================================================
+
+Options go to the engine's constructor (``model=``, ``api_key=``, ``retry=``, ``name=``,
+``context_window=``…). A router file::
+
+    default_tier = "bulk"
+    first_delta_timeout = 30            # seconds to first output before failing over
+
+    [tiers]
+    bulk = ["deepseek:deepseek-v4-flash", "vllm:http://gpu1:8000"]
+    standard = ["deepseek:deepseek-v4-pro"]
+    premium = [{ spec = "openai:https://api.openai.com/v1", model = "gpt-5",
+                 api_key_env = "OPENAI_API_KEY" }]
+
+An engine named in several tiers (same spec and options) is one engine, so a session keeps its
+cache when its calls move between those tiers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from whalebone.engine.base import Engine, EngineRequestError
+
+
+class EngineSpecError(EngineRequestError):
+    """An engine spec or router file that cannot be understood."""
+
+
+KINDS = ("bundled", "random", "deepseek", "vllm", "sglang", "whalebone", "openai", "router")
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    kind, sep, arg = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind not in KINDS:
+        raise EngineSpecError(f"unknown engine {spec!r}: the spec starts with one of "
+                              f"{', '.join(KINDS)}")
+    return kind, (arg if sep and arg else None)
+
+
+def open_engine(spec: str = "bundled", **options: Any) -> Engine:
+    """The engine ``spec`` names (see the module's table), built with ``options``."""
+    kind, arg = split_spec(spec)
+    try:
+        return _open(kind, arg, spec, options)
+    except TypeError as e:  # an option the engine does not take
+        raise EngineSpecError(f"engine {spec!r}: {e}") from None
+
+
+def _url(arg: str | None, spec: str) -> str:
+    if not arg or not arg.startswith(("http://", "https://")):
+        raise EngineSpecError(f"engine {spec!r} needs an http(s) URL after the colon")
+    return arg
+
+
+def _open(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Engine:
+    if kind == "bundled":
+        from whalebone.engine.bundled import BundledEngine
+
+        if arg is None:
+            return BundledEngine.default(**options)
+        return BundledEngine.from_checkpoint(arg, **options)
+    if kind == "random":
+        from whalebone.engine.bundled import BundledEngine
+
+        return BundledEngine.random(arg or "micro", **options)
+    if kind == "deepseek":
+        from whalebone.engine.clients.deepseek import DeepSeekEngine
+
+        if arg:
+            options.setdefault("model", arg)
+        return DeepSeekEngine(**options)
+    if kind in ("vllm", "sglang", "whalebone"):
+        from whalebone.engine.clients.raw import RawCompletionEngine
+
+        return RawCompletionEngine(_url(arg, spec), flavour=kind, **options)
+    if kind == "openai":
+        from whalebone.engine.clients.deepseek import ChatEngine
+
+        if not options.get("model"):
+            raise EngineSpecError(f"engine {spec!r} needs model= (the endpoint's model name)")
+        options.setdefault("api_key", os.environ.get("OPENAI_API_KEY"))
+        return ChatEngine(_url(arg, spec), flavour="openai", **options)
+    if arg is None:
+        raise EngineSpecError("router needs a file: router:PATH.toml")
+    return open_router(arg, **options)
+
+
+def _entry(raw: Any, where: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(raw, str):
+        return raw, {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("spec"), str):
+        raise EngineSpecError(f"{where} must be a spec string or a table with spec = \"…\"")
+    options = {k: v for k, v in raw.items() if k not in ("spec", "api_key_env")}
+    if "api_key_env" in raw:
+        key = os.environ.get(str(raw["api_key_env"]))
+        if not key:
+            raise EngineSpecError(f"{where}: the environment variable {raw['api_key_env']} "
+                                  "holds no API key")
+        options["api_key"] = key
+    return raw["spec"], options
+
+
+def open_router(path: str | Path, **options: Any) -> Engine:
+    """A :class:`Router` from a TOML file (format in the module docstring)."""
+    from whalebone.engine.router import Router
+
+    file = Path(path).expanduser()
+    try:
+        config = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise EngineSpecError(f"cannot read the router file {file}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise EngineSpecError(f"the router file {file} is not valid TOML: {e}") from None
+    tiers_raw = config.get("tiers")
+    if not isinstance(tiers_raw, dict) or not tiers_raw:
+        raise EngineSpecError(f"{file}: [tiers] must map tier names to lists of engines")
+    built: dict[str, Engine] = {}  # one engine per distinct entry, shared across tiers
+    tiers: dict[str, list[Engine]] = {}
+    for tier, entries in tiers_raw.items():
+        if not isinstance(entries, list) or not entries:
+            raise EngineSpecError(f"{file}: tier {tier!r} must be a non-empty list")
+        tiers[tier] = []
+        for i, raw in enumerate(entries):
+            spec, opts = _entry(raw, f"{file}: tiers.{tier}[{i}]")
+            if split_spec(spec)[0] == "router":
+                raise EngineSpecError(f"{file}: a router cannot contain a router")
+            key = json.dumps([spec, opts], sort_keys=True, default=str)
+            if key not in built:
+                built[key] = open_engine(spec, **opts)
+            tiers[tier].append(built[key])
+    timeout = config.get("first_delta_timeout", options.pop("first_delta_timeout", None))
+    return Router(tiers, default_tier=config.get("default_tier"),
+                  first_delta_timeout=float(timeout) if timeout is not None else None,
+                  **options)
