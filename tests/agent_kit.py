@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from whalebone.agent import Agent, AgentConfig
 from whalebone.dsml import emit_completion
 from whalebone.engine.scripted import ScriptedEngine
@@ -39,6 +41,14 @@ def file_tools(root: Path) -> ToolRegistry:
         return len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else 0
 
     return reg
+
+
+def events_of(a: Agent, task: str | None = None, **options: Any) -> list[Any]:
+    """Run ``a`` to the end and return every event it yielded."""
+    async def collect() -> list[Any]:
+        return [e async for e in a.stream(task, **options)]
+
+    return anyio.run(collect)
 
 
 def agent(engine: ScriptedEngine, tmp_path: Path, tools: ToolRegistry | None = None,
