@@ -160,11 +160,15 @@ async def until_disconnect(receive: Receive) -> None:
 async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work``; cancel it if the client disconnects first (then raise 499)."""
     result: list[T] = []
+    failure: list[BaseException] = []
 
     async with anyio.create_task_group() as tg:
 
         async def run() -> None:
-            result.append(await work())
+            try:
+                result.append(await work())
+            except Exception as e:  # re-raised bare below, not wrapped in an ExceptionGroup
+                failure.append(e)
             tg.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -173,6 +177,8 @@ async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]
 
         tg.start_soon(run)
         tg.start_soon(watch)
+    if failure:
+        raise failure[0]
     if not result:
         raise ApiError(499, "the client closed the request")
     return result[0]
