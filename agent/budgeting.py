@@ -58,3 +58,12 @@ class BudgetHook:
     def release(self, ticket: Any | None) -> None:
         if ticket is not None:
             self.guard.release(ticket)
+
+    def outcome(self, status: str) -> None:
+        """Tell the guard how the run ended (its base rates for later extension requests)."""
+        if self.guard is None or not hasattr(self.guard, "record_outcome"):
+            return
+        outcome = {"done": "finished", "budget": "budget", "error": "failed"}.get(status,
+                                                                                 "stopped")
+        self.guard.record_outcome(self.run_id, session_id=self.session_id, agent=self.agent,
+                                  outcome=outcome)

@@ -103,6 +103,7 @@ class Done(BaseModel):
     reason: StopReason
     answer: str = ""
     session_id: str = ""
+    run_id: str = ""  # the budget guard's run scope is ``run:<run_id>``
     message: str = ""
     steps: int = 0
     prompt_tokens: int = 0  # over this run

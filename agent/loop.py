@@ -128,6 +128,7 @@ class Run:
         finally:
             with anyio.CancelScope(shield=True):
                 self.session.set_status(status)
+                self.budget.outcome(status)
 
     async def _steps(self) -> AsyncIterator[AgentEvent]:
         retries = 0
@@ -223,7 +224,7 @@ class Run:
 
     def _done(self, reason: StopReason, *, answer: str = "", message: str = "") -> Done:
         return Done(reason=reason, answer=answer, message=message, session_id=self.session.id,
-                    steps=self.steps, prompt_tokens=self.totals[0],
+                    run_id=self.run_id, steps=self.steps, prompt_tokens=self.totals[0],
                     cache_hit_tokens=self.totals[1],
                     price=sum(u.price for u in self.session.store.usage(self.session.id)))
 
