@@ -91,3 +91,71 @@ def sse_events(lines: Iterator[str]) -> list[Any]:
             data = line[6:]
             out.append(data if data == "[DONE]" else json.loads(data))
     return out
+
+
+@contextmanager
+def replaying(replies: list[tuple[int, dict[str, str], bytes]]) -> Iterator[tuple[str, list]]:
+    """A real HTTP server that answers each POST with the next canned reply (status, headers,
+    body) — the shapes other servers send (DeepSeek's quirks, 429s, 5xx). Yields (base URL,
+    the JSON bodies it received)."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[Any] = []
+    queue = list(replies)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            received.append(json.loads(self.rfile.read(length) or b"null"))
+            status, headers, body = queue.pop(0) if queue else (500, {}, b"no reply left")
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", received
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def sse_body(*events: Any) -> bytes:
+    import json
+
+    return b"".join(f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode()
+                    for e in events)
+
+
+@contextmanager
+def silent_port() -> Iterator[str]:
+    """A port that accepts connections and never answers (a hung server)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+def dead_port() -> str:
+    """A loopback URL where nothing listens (connection refused)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
