@@ -155,7 +155,7 @@ class ToolRegistry:
 def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel], bool]:
     """The pydantic model of a function's arguments, and whether it takes one model."""
     sig = inspect.signature(fn)
-    hints = get_type_hints(fn)
+    hints = get_type_hints(fn, include_extras=True)  # keep Annotated[..., Field(...)]
     params = [p for p in sig.parameters.values() if p.name not in ("self", "cls")]
     if len(params) == 1 and isinstance(hints.get(params[0].name), type) and issubclass(
         hints[params[0].name], BaseModel
