@@ -108,8 +108,11 @@ class Agent:
             session_id = self.store.create(title=title, agent=config.name,
                                            config=config.model_dump(mode="json"))
         with self.store.open(session_id) as session:
-            async for event in Run(self, session, config).go(task):
-                yield event
+            # Closed before the session is: a consumer that stops early (a cancelled step)
+            # must not leave the run to be finalised after its session lock is gone.
+            async with aclosing(Run(self, session, config).go(task)) as events:
+                async for event in events:
+                    yield event
 
 
 class _PriceFnTable(PriceTable):
