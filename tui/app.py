@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import aclosing
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -193,34 +194,38 @@ class ChatApp(App[None]):
                                       exit_on_error=False)
 
     async def run_turn(self, text: str) -> None:
-        figures, transcript = self.figures, self.transcript
-        figures.state = "running"
+        self.figures.state = "running"
         self.status.show()
         listed = self.runner.session_id
         try:
-            async for event in self.runner.turn(text):
-                if listed != self.runner.session_id:  # a new session was just created
-                    listed = self.runner.session_id
-                    await self.refresh_sessions()
-                if isinstance(event, ev.StepStarted):
-                    figures.step_started(time.monotonic())
-                elif isinstance(event, ev.UsageReport):
-                    figures.usage(event, time.monotonic())
-                    self.refresh_scopes()
-                elif isinstance(event, ev.Done):
-                    figures.state = "idle" if event.reason == "answer" else event.reason
-                await transcript.feed(event)
-                self.status.show()
+            async with aclosing(self.runner.turn(text)) as events:
+                async for event in events:
+                    if listed != self.runner.session_id:  # a new session was just created
+                        listed = self.runner.session_id
+                        await self.refresh_sessions()
+                    await self.show_event(event)
         except asyncio.CancelledError:
-            figures.state = "cancelled"
-            await transcript.interrupted("■ cancelled: the session is kept; send a message "
-                                         "to go on")
+            self.figures.state = "cancelled"
+            await self.transcript.interrupted("■ cancelled: the session is kept; send a "
+                                              "message to go on")
         except WhaleboneError as e:
-            figures.state = "error"
-            await transcript.interrupted(f"✖ {type(e).__name__}: {e}", "error")
+            self.figures.state = "error"
+            await self.transcript.interrupted(f"✖ {type(e).__name__}: {e}", "error")
         finally:
             self.status.show()
             await self.refresh_sessions()
+
+    async def show_event(self, event: Any) -> None:
+        figures = self.figures
+        if isinstance(event, ev.StepStarted):
+            figures.step_started(time.monotonic())
+        elif isinstance(event, ev.UsageReport):
+            figures.usage(event, time.monotonic())
+            self.refresh_scopes()
+        elif isinstance(event, ev.Done):
+            figures.state = "idle" if event.reason == "answer" else event.reason
+        await self.transcript.feed(event)
+        self.status.show()
 
     def action_cancel(self) -> None:
         if self.running and self.worker is not None:
@@ -235,6 +240,8 @@ class ChatApp(App[None]):
         return await self.ask(ShellApproval(command, str(self.runner.workspace)))
 
     async def ask(self, modal: Any) -> Decision:
+        """Show an approval modal and wait for its decision. If the step is cancelled while
+        it is open, the modal goes away with it (a cancelled step decides nothing)."""
         answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
 
         def decided(decision: Decision | None) -> None:
@@ -245,8 +252,8 @@ class ChatApp(App[None]):
         try:
             return await answer
         finally:
-            if not answer.done() and modal.is_current:  # cancelled while asking
-                modal.dismiss(Decision(approved=False, reason="the step was cancelled"))
+            if answer.cancelled() and modal.is_current:
+                modal.dismiss(None)
 
     # --- palette actions -------------------------------------------------------------------
 

@@ -98,8 +98,11 @@ class StatusFigures:
         self.session_spend += event.price
         self.context_used = event.prompt_tokens + event.completion_tokens
         self.last_hit_rate = event.hit_rate if event.prompt_tokens else None
-        if self._step_started is not None and now > self._step_started:
-            self.tokens_per_s = event.completion_tokens / (now - self._step_started)
+        seconds = getattr(event, "engine_seconds", 0.0)  # the engine's own time, if reported
+        if not seconds and self._step_started is not None:
+            seconds = now - self._step_started
+        if seconds > 0:
+            self.tokens_per_s = event.completion_tokens / seconds
         self._step_started = None
 
     def set_scopes(self, states: Iterable[Any]) -> None:

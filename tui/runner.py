@@ -7,14 +7,13 @@ without a screen.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from whalebone.agent.events import AgentEvent
-from whalebone.agent.loop import Agent, AgentConfig
-from whalebone.agent.store import SessionStore
-from whalebone.engine.prices import PriceTable, UnknownPrice
+from whalebone.agent import Agent, AgentConfig, AgentEvent, SessionStore
+from whalebone.engine.prices import PriceTable
 from whalebone.tools.registry import ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
@@ -38,6 +37,7 @@ class ChatRunner:
         shell_policy: ShellPolicy | None = None,
         approvals: ApprovalLog | None = None,
         ledger: Any | None = None,
+        guard: Any | None = None,
         scopes: list[str] | None = None,
         prices: PriceTable | None = None,
         open_engine: Callable[[str], Any] = open_chat_engine,
@@ -55,14 +55,14 @@ class ChatRunner:
         self.workspace = Path(workspace)
         self.shell_policy = shell_policy or ShellPolicy()
         self.approvals = approvals
-        self.ledger = ledger
+        self.guard = guard  # a budget.guard.BudgetGuard: asked before every model call
+        self.ledger = ledger if ledger is not None else getattr(guard, "ledger", None)
         self.scopes = list(scopes or [])
         self.prices = prices or PriceTable()
         self.ask_person: AskPerson | None = None  # set by the app: opens the approval modal
         self.session_id: str | None = None
         self.tools = ToolRegistry()
         self.tools.add(self.shell, name="shell")
-        self.unpriced: str | None = None  # a model the price table does not know
 
     # --- the shell tool --------------------------------------------------------------------
 
@@ -118,18 +118,6 @@ class ChatRunner:
                                   f"{', '.join(THINKING_MODES)})")
         self.config = self.config.model_copy(update={"thinking": mode})
 
-    def price(self, usage: Mapping[str, int]) -> float:
-        model = getattr(self.engine, "model", "unknown")
-        try:
-            usd = self.prices.cost(model, cache_hit_tokens=usage["cache_hit_tokens"],
-                                   cache_miss_tokens=usage["cache_miss_tokens"],
-                                   completion_tokens=usage["completion_tokens"])
-        except UnknownPrice:
-            self.unpriced = model  # shown, not hidden: spend for this model reads $0
-            return 0.0
-        self.unpriced = None
-        return usd
-
     def scope_states(self) -> list[Any]:
         if self.ledger is None:
             return []
@@ -140,7 +128,7 @@ class ChatRunner:
 
     def agent(self) -> Agent:
         return Agent(self.engine, tools=self.tools, store=self.store, config=self.config,
-                     price=self.price)
+                     prices=self.prices, budget=self.guard)
 
     def new_session(self, title: str = "") -> str:
         self.session_id = self.store.create(title=title[:80], agent=self.config.name)
@@ -153,8 +141,11 @@ class ChatRunner:
             self.new_session(title)
         elif not self.store.info(self.session_id).title:
             self.store.rename(self.session_id, title[:80])
-        async for event in self.agent().stream(text, session_id=self.session_id):
-            yield event
+        # Closed explicitly, so a cancelled turn releases the session at once (not whenever the
+        # garbage collector finalises the generator).
+        async with aclosing(self.agent().stream(text, session_id=self.session_id)) as events:
+            async for event in events:
+                yield event
 
     # --- memory and compaction -------------------------------------------------------------
 
