@@ -1,0 +1,127 @@
+"""open_engine specs, router files, and the 'whalebone serve' command in a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from serving import CALL_WEATHER, WEATHER_TOOLS, serving
+
+from whalebone.engine.base import EngineAuthError, GenerationRequest
+from whalebone.engine.clients import ChatEngine, DeepSeekEngine, RawCompletionEngine
+from whalebone.engine.factory import EngineSpecError, open_engine
+from whalebone.engine.router import Router
+from whalebone.engine.scripted import ScriptedEngine
+
+
+def test_remote_specs_build_the_right_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test")
+    monkeypatch.delenv("DEEPSEEK_BASE_URL", raising=False)
+    ds = open_engine("deepseek:deepseek-v4-pro")
+    assert isinstance(ds, DeepSeekEngine) and ds.model == "deepseek-v4-pro"
+    assert ds.name == "deepseek" and not ds.accepts_prompt
+    assert open_engine("deepseek").model == "deepseek-v4-flash"
+    for kind in ("vllm", "sglang", "whalebone"):
+        raw = open_engine(f"{kind}:http://gpu1:8000/v1", model="v4")
+        assert isinstance(raw, RawCompletionEngine) and raw.flavour == kind
+        assert raw.name == f"{kind}@http://gpu1:8000" and raw.accepts_prompt
+    oa = open_engine("openai:https://example.test/v1", model="gpt-x", api_key="k")
+    assert isinstance(oa, ChatEngine) and oa.flavour == "openai" and oa.model == "gpt-x"
+
+
+@pytest.mark.parametrize(("spec", "options", "words"), [
+    ("llama:x", {}, "unknown engine"),
+    ("vllm", {}, "needs an http(s) URL"),
+    ("vllm:gpu1:8000", {}, "needs an http(s) URL"),
+    ("openai:https://example.test/v1", {}, "needs model="),
+    ("router", {}, "router needs a file"),
+    ("whalebone:http://h:1", {"colour": "red"}, "colour"),
+])
+def test_bad_specs_say_what_is_wrong(spec: str, options: dict[str, str], words: str) -> None:
+    with pytest.raises(EngineSpecError) as e:
+        open_engine(spec, **options)
+    assert words in str(e.value)
+
+
+def test_deepseek_spec_without_a_key_is_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    with pytest.raises(EngineAuthError):
+        open_engine("deepseek")
+
+
+def test_router_file_builds_tiers_and_shares_engines(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test")
+    monkeypatch.setenv("PREMIUM_KEY", "pk")
+    path = tmp_path / "router.toml"
+    path.write_text('default_tier = "standard"\nfirst_delta_timeout = 30\n[tiers]\n'
+                    'bulk = ["deepseek:deepseek-v4-flash", "vllm:http://gpu1:8000"]\n'
+                    'standard = ["deepseek:deepseek-v4-pro", "deepseek:deepseek-v4-flash"]\n'
+                    'premium = [{ spec = "openai:https://example.test/v1", model = "gpt-x",'
+                    ' api_key_env = "PREMIUM_KEY" }]\n')
+    router = open_engine(f"router:{path}")
+    assert isinstance(router, Router)
+    assert router.default_tier == "standard" and router.first_delta_timeout == 30
+    assert router.tiers["bulk"][0] is router.tiers["standard"][1]  # one Flash engine
+    assert router.tiers["premium"][0].transport.client.headers["authorization"] == "Bearer pk"
+    assert router.accepts_prompt is False  # chat engines inside: callers send messages too
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("tiers = 3", "[tiers]"),
+    ("[tiers]\nbulk = []", "non-empty list"),
+    ("[tiers]\nbulk = [{ model = 'x' }]", "spec ="),
+    ("[tiers]\nbulk = [{ spec = 'openai:https://h/v1', model = 'x', api_key_env = 'NOPE_1' }]",
+     "NOPE_1"),
+    ("[tiers\nbulk", "not valid TOML"),
+    ("[tiers]\nbulk = ['router:x.toml']", "cannot contain a router"),
+])
+def test_bad_router_files_are_refused_clearly(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(EngineSpecError) as e:
+        open_engine(f"router:{path}")
+    assert words in str(e.value)
+    with pytest.raises(EngineSpecError, match="cannot read"):
+        open_engine(f"router:{tmp_path / 'missing.toml'}")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from whalebone.agent.cli import main; "
+            "sys.exit(main())", *args]
+
+
+def test_serve_command_proxies_another_server_and_reports_where_it_listens() -> None:
+    upstream = ScriptedEngine([CALL_WEATHER])
+    with serving(upstream) as (base, _):
+        env = {**os.environ, "WHALEBONE_API_KEY": "cli-key"}
+        proc = subprocess.Popen(_cli("serve", "--engine", f"whalebone:{base}", "--port", "0"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("listening on http://127.0.0.1:"), proc.stderr.read()
+            url = line.split()[2]
+            # A chat request to the proxy is rendered there and completed upstream, raw.
+            client = ChatEngine(url + "/v1", model="m", api_key="cli-key")
+            fin = anyio.run(client.generate, GenerationRequest(
+                messages=[{"role": "user", "content": "Paris?"}], tools=WEATHER_TOOLS))
+            assert "get_weather" in fin.text
+            assert upstream.requests[0].prompt is not None  # upstream got the rendered prompt
+            assert httpx.get(url + "/v1/models").status_code == 401
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_serve_command_refuses_a_bad_engine_spec() -> None:
+    done = subprocess.run(_cli("serve", "--engine", "llama:x"), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "unknown engine 'llama:x'" in done.stderr
