@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import aclosing
+from functools import partial
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -25,7 +26,7 @@ from whalebone.dsml.errors import WhaleboneError
 from whalebone.tui.approvals import Decision
 from whalebone.tui.commands import ChatCommands
 from whalebone.tui.figures import StatusFigures
-from whalebone.tui.modals import ConfirmQuestion, ShellApproval, TextQuestion
+from whalebone.tui.modals import BudgetApproval, ConfirmQuestion, ShellApproval, TextQuestion
 from whalebone.tui.prompt import PromptInput
 from whalebone.tui.runner import ChatRunner
 from whalebone.tui.sessions import SessionList
@@ -59,8 +60,12 @@ class ChatApp(App[None]):
         self.figures = StatusFigures(engine=getattr(engine, "name", "engine"),
                                      model=getattr(engine, "model", "?"),
                                      window=getattr(engine, "context_window", 0),
-                                     thinking=runner.config.thinking)
+                                     thinking=runner.config.thinking,
+                                     memory=runner.memory_scope)
         self.worker: Worker[None] | None = None
+        self.budget_poll_s = 1.0  # how often the ledger is asked for requests awaiting a person
+        self._asked: set[str] = set()  # extension requests already put to the person
+        self._asking_budget = False
 
     # --- layout ----------------------------------------------------------------------------
 
@@ -92,6 +97,8 @@ class ChatApp(App[None]):
     async def on_mount(self) -> None:
         self.runner.ask_person = self.ask_shell
         self.set_interval(5.0, self.refresh_scopes)  # other processes spend from the ledger
+        if self.runner.ledger is not None:
+            self.set_interval(self.budget_poll_s, self.check_extensions)
         if self.initial_session is not None:
             await self.open_session(self.initial_session)
         else:
@@ -255,6 +262,39 @@ class ChatApp(App[None]):
             if answer.cancelled() and modal.is_current:
                 modal.dismiss(None)
 
+    def check_extensions(self) -> None:
+        """Put the next extension request that waits for a person to the person, one at a
+        time (a frozen run, here or in another process, is waiting on the ledger for it)."""
+        if self._asking_budget:
+            return
+        try:
+            pending = self.runner.pending_extensions()
+        except WhaleboneError as e:
+            self.notify(f"budget ledger: {e}", severity="error")
+            return
+        for record in pending:
+            if record.id not in self._asked:
+                self._asked.add(record.id)
+                self._asking_budget = True
+                self.push_screen(BudgetApproval(record), partial(self.extension_decided, record))
+                return
+
+    def extension_decided(self, record: Any, decision: Decision | None) -> None:
+        self._asking_budget = False
+        decision = decision or Decision(approved=False)
+        try:
+            applied = self.runner.decide_extension(record, decision)
+        except WhaleboneError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        verb = "approved" if decision.approved else "denied"
+        if applied:
+            self.notify(f"Budget extension for {record.scope} {verb}.")
+        else:
+            self.notify(f"The request for {record.scope} was already decided; yours is logged.",
+                        severity="warning")
+        self.refresh_scopes()
+
     # --- palette actions -------------------------------------------------------------------
 
     async def action_switch_engine(self, spec: str) -> None:
@@ -285,7 +325,10 @@ class ChatApp(App[None]):
                 except WhaleboneError as e:
                     self.notify(str(e), severity="error", timeout=8)
                     return
-                self.notify(f"Memory scope attached: {scope}")
+                self.figures.memory = scope
+                self.status.show()
+                self.notify(f"Memory scope {scope} attached: sessions started from now on get "
+                            "the memory tool (a session's tool list is fixed when it starts).")
 
         self.push_screen(TextQuestion("Memory scope to attach:"), attach)
 

@@ -18,13 +18,15 @@ class Decision(BaseModel):
 
     approved: bool
     reason: str = ""
+    amount: float | None = None  # a budget extension's size (None: the policy's maximum step)
 
 
 class ApprovalRecord(BaseModel):
     kind: Literal["shell", "budget"]
-    subject: str  # the command, or "scope +$amount"
+    subject: str  # the command, or the budget request's scope and amount
     approved: bool
     reason: str = ""
+    amount: float | None = None
     session: str = ""
     time: float = Field(default_factory=time.time)
 

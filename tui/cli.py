@@ -44,9 +44,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--thinking", choices=THINKING, default="thinking")
     p.add_argument("--theme", choices=("dark", "light"), default="dark")
     p.add_argument("--budget", metavar="LEDGER", type=Path,
-                   help="a budget ledger whose scopes the status bar shows")
+                   help="a budget ledger: every model call is reserved in it first, its "
+                        "scopes show in the status bar, and extension requests that wait for "
+                        "a person open as modals")
+    p.add_argument("--on-cap", choices=("human", "deny"), default="human",
+                   help="at a cap, ask a person (default) or deny at once")
     p.add_argument("--scope", action="append", default=[], metavar="SCOPE",
                    help="a budget scope to show (default: every scope in the ledger)")
+    p.add_argument("--memory", metavar="SCOPE",
+                   help="give new sessions the memory tool over this scope")
     p.add_argument("--approvals", metavar="FILE", type=Path,
                    help="where approval decisions are logged (default: approvals.jsonl "
                         "beside the session database)")
@@ -77,11 +83,11 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     store = SessionStore(sessions)
     if args.session is not None:
         store.info(args.session)  # a clear error now, not an empty screen later
-    ledger = None
+    guard = None
     if args.budget is not None:
-        from whalebone.budget.ledger import Ledger
+        from whalebone.budget.guard import BudgetGuard, BudgetPolicy
 
-        ledger = Ledger(args.budget)
+        guard = BudgetGuard(args.budget, policy=BudgetPolicy(on_cap=args.on_cap))
     runner = ChatRunner(
         store,
         engine_specs=args.engine or ["bundled"],
@@ -89,7 +95,9 @@ def build_app(args: argparse.Namespace) -> ChatApp:
         workspace=args.workspace,
         shell_policy=ShellPolicy(allow=args.allow),
         approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
-        ledger=ledger,
+        guard=guard,
         scopes=args.scope,
     )
+    if args.memory:
+        runner.attach_memory(args.memory)
     return ChatApp(runner, session_id=args.session, theme=args.theme)

@@ -63,6 +63,7 @@ class StatusFigures:
     model: str
     window: int
     thinking: str = "thinking"
+    memory: str | None = None  # the attached memory scope
     state: str = "idle"
     context_used: int = 0
     last_hit_rate: float | None = None
@@ -114,7 +115,8 @@ class StatusFigures:
     def lines(self) -> tuple[str, str]:
         """The two lines of the status bar."""
         used = self.context_used / self.window if self.window else 0.0
-        first = (f"{self.engine}·{self.model}  {self.thinking}  [{self.state}]  "
+        memory = f"  mem:{self.memory}" if self.memory else ""
+        first = (f"{self.engine}·{self.model}  {self.thinking}{memory}  [{self.state}]  "
                  f"ctx {gauge(used)} {compact(self.context_used)}/{compact(self.window)} "
                  f"{used * 100:.0f}%")
         tps = "— tok/s" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f} tok/s"

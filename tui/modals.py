@@ -7,7 +7,7 @@ back to the model. Escape denies: when in doubt, the answer is no.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text as RichText
 from textual.app import ComposeResult
@@ -41,10 +41,15 @@ class ApprovalModal(ModalScreen[Decision]):
             yield Static(RichText(self.subject), id="dialog-subject")
             for line in self.details:
                 yield Label(line, classes="dialog-detail", markup=False)
+            yield from self.compose_fields()
             yield Input(placeholder="reason (optional, logged)", id="reason")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Approve  ^Y", variant="success", id="approve")
                 yield Button("Deny  ^D", variant="error", id="deny")
+
+    def compose_fields(self) -> ComposeResult:
+        """Inputs a kind of approval asks for besides the reason."""
+        yield from ()
 
     def on_mount(self) -> None:
         self.query_one("#reason", Input).focus()
@@ -74,7 +79,50 @@ class ShellApproval(ApprovalModal):
 
 
 class BudgetApproval(ApprovalModal):
+    """A frozen run's extension request (a ``budget.records.RequestRecord``): the blocked
+    scope, its spend, and the objective facts the auditor would see. No narrative from the
+    worker reaches this screen."""
+
     kind = "budget-approval"
+
+    def __init__(self, record: Any) -> None:
+        self.record = record
+        r = record.request
+        unit = "$" if r.unit == "usd" else ""
+        tail = "" if r.unit == "usd" else " tokens"
+
+        def amount(x: float) -> str:
+            return f"{unit}{x:.4f}{tail}" if r.unit == "usd" else f"{x:,.0f}{tail}"
+
+        facts = r.facts
+        details = [
+            f"session {r.session_id} · run {r.run_id} · agent {r.agent} · {r.kind} call",
+            f"limit {amount(r.limit)} · spent {amount(r.spent)} · in flight "
+            f"{amount(r.in_flight)} · this call needs {amount(r.needed)}",
+            f"extensions so far {r.extensions_so_far} · one extension adds at most "
+            f"{amount(r.max_step)}",
+            "facts: " + ", ".join(f"{k}={v}" for k, v in _facts(facts).items())[:300],
+        ]
+        super().__init__("Extend this budget?", f"{r.scope}", details)
+        self.max_step = r.max_step
+
+    def compose_fields(self) -> ComposeResult:
+        yield Label("amount to add (at most one step):", classes="dialog-detail")
+        yield Input(value=f"{self.max_step:g}", id="amount", type="number")
+
+    def _amount(self) -> float | None:
+        try:
+            return float(self.query_one("#amount", Input).value)
+        except (ValueError, LookupError):
+            return None
+
+    def action_approve(self) -> None:
+        self.dismiss(Decision(approved=True, reason=self._reason(), amount=self._amount()))
+
+
+def _facts(facts: Any) -> dict[str, Any]:
+    data = facts.model_dump() if hasattr(facts, "model_dump") else dict(facts)
+    return {k: v for k, v in data.items() if v not in (None, [], {}, "")}
 
 
 class TextQuestion(ModalScreen[str | None]):

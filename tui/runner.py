@@ -40,6 +40,7 @@ class ChatRunner:
         guard: Any | None = None,
         scopes: list[str] | None = None,
         prices: PriceTable | None = None,
+        memory_home: Any | None = None,
         open_engine: Callable[[str], Any] = open_chat_engine,
     ) -> None:
         self.store = store
@@ -63,6 +64,9 @@ class ChatRunner:
         self.session_id: str | None = None
         self.tools = ToolRegistry()
         self.tools.add(self.shell, name="shell")
+        self.memory_home = memory_home
+        self.memory_scope: str | None = None
+        self._book: Any | None = None
 
     # --- the shell tool --------------------------------------------------------------------
 
@@ -131,7 +135,8 @@ class ChatRunner:
                      prices=self.prices, budget=self.guard)
 
     def new_session(self, title: str = "") -> str:
-        self.session_id = self.store.create(title=title[:80], agent=self.config.name)
+        self.session_id = self.store.create(title=title[:80], agent=self.config.name,
+                                            config=self.config.model_dump(mode="json"))
         return self.session_id
 
     async def turn(self, text: str) -> AsyncIterator[AgentEvent]:
@@ -147,16 +152,59 @@ class ChatRunner:
             async for event in events:
                 yield event
 
+    # --- budget extensions awaiting a person ------------------------------------------------
+
+    def pending_extensions(self) -> list[Any]:
+        """Extension requests of any session that wait for a decision (the guard of a frozen
+        run, here or in another process, is polling the ledger for one)."""
+        book = self._decision_book()
+        return [] if book is None else book.pending()
+
+    def decide_extension(self, request: Any, decision: Decision) -> bool:
+        """Record a person's decision on a pending request. False if another decider (the
+        auditor, another person) got there first; the decision is logged either way."""
+        from whalebone.budget.guard import clamp_amount
+        from whalebone.budget.policy import Verdict
+
+        book = self._decision_book()
+        if book is None:
+            raise ChatEngineError("no budget ledger is open")
+        amount = clamp_amount(decision.amount, request.max_step) if decision.approved else 0.0
+        verdict = Verdict(decision="approve" if decision.approved else "deny", amount=amount,
+                          reason=decision.reason or "(no reason given)", decider="human")
+        applied = book.resolve(request.id, verdict)
+        self.log("budget", f"{request.scope} +{amount:g} {request.unit} "
+                 f"(request {request.id})", decision.model_copy(update={"amount": amount}))
+        return applied
+
+    def _decision_book(self) -> Any | None:
+        if self.ledger is None:
+            return None
+        if self._book is None:
+            from whalebone.budget.records import DecisionBook
+
+            self._book = DecisionBook(self.ledger)
+        return self._book
+
     # --- memory and compaction -------------------------------------------------------------
 
     def attach_memory(self, scope: str) -> None:
-        raise ChatEngineError("memory scopes cannot be attached yet: the memory room is not "
-                              f"built in this version (asked for {scope!r})")
+        """Give sessions created from now on the ``memory`` tool over ``scope``. A session's
+        tool list is fixed when it starts (it is part of the cached prompt prefix), so a
+        running session keeps the tools it was started with."""
+        from whalebone.memory import MemoryHome, memory_tool
+
+        home = self.memory_home if self.memory_home is not None else MemoryHome()
+        opened = home.scope(scope)
+        tools = ToolRegistry()
+        tools.add(self.shell, name="shell")
+        tools.add(memory_tool(opened, audit=home.audit, who="agent:chat"))
+        self.memory_home, self.memory_scope, self.tools = home, scope, tools
 
     async def compact(self) -> None:
         agent = self.agent()
         compact = getattr(agent, "compact", None)
         if compact is None:
             raise ChatEngineError("this version's agent cannot compact on demand; it compacts "
-                                  "by itself near the context window")
+                                  "by itself as a session nears the context window")
         await compact(session_id=self.session_id)

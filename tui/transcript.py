@@ -196,6 +196,12 @@ class TranscriptView(VerticalScroll):
             panel = self.panels.get(event.call_id)
             if panel is not None:
                 panel.finish(event.content, is_error=event.is_error, seconds=event.seconds)
+        elif isinstance(event, ev.Compacted):
+            await self.close_turn()
+            await self.notice(f"⇣ compacted: {event.messages_before} → {event.messages_after} "
+                              f"messages, {event.tokens_saved} tokens saved; cache hits "
+                              f"{event.hit_rate_before:.0%} before, {event.hit_rate_after:.0%} "
+                              "after", "info")
         elif isinstance(event, ev.Warning):
             await self.notice(f"⚠ {event.kind}: {event.message}", "warning")
         elif isinstance(event, ev.Done):
@@ -227,6 +233,9 @@ class TranscriptView(VerticalScroll):
                 blocks.append((UserTurn(str(msg.get("content") or "")), []))
             elif role == "assistant":
                 blocks.append((AssistantTurn(), self._stored_turn(msg)))
+            elif role == "compaction":
+                blocks.append((Notice("⇣ compacted: older turns were replaced by a summary"),
+                               []))
             elif role == "tool":
                 results[str(msg.get("tool_call_id", ""))] = str(msg.get("content") or "")
         await self.mount_all([block for block, _ in blocks])
