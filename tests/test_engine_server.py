@@ -38,8 +38,8 @@ def conforms(value: Any, schema: str) -> None:
 
 
 def chat(base: str, body: dict[str, Any], **kw: Any) -> httpx.Response:
-    return httpx.post(base + "/v1/chat/completions", json={"model": "m", **body}, timeout=10,
-                      **kw)
+    kw.setdefault("timeout", 10)
+    return httpx.post(base + "/v1/chat/completions", json={"model": "m", **body}, **kw)
 
 
 def stream_chat(base: str, body: dict[str, Any]) -> list[Any]:
@@ -350,3 +350,25 @@ def test_engine_failure_mid_stream_arrives_as_an_error_event() -> None:
     assert events[-1]["error"]["message"].endswith("the GPU fell over")
     conforms(events[-1], "Error")
     assert plain.status_code == 503 and plain.json()["error"]["code"] == "engine_unavailable"
+
+
+@pytest.mark.slow
+def test_second_turn_reports_cache_hits_on_the_bundled_engine(tmp_path: Any) -> None:
+    """The same claim on the real engine (random micro weights, disk prefix cache): a random
+    model cannot call tools, but its prefix cache must report the first turn as hits."""
+    from whalebone.engine.bundled import BundledEngine
+
+    engine = BundledEngine.random("micro", cache_dir=tmp_path)
+    opts = {"thinking": {"type": "disabled"}, "max_tokens": 4, "temperature": 0}
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are terse."},
+                                      {"role": "user", "content": "Name three rivers. " * 8}]
+    with serving(engine) as (base, _):
+        first = chat(base, {"messages": messages, **opts}, timeout=120).json()
+        assert first["usage"]["prompt_cache_hit_tokens"] == 0
+        messages += [first["choices"][0]["message"], {"role": "user", "content": "More."}]
+        second = chat(base, {"messages": messages, **opts}, timeout=120).json()
+    conforms(second, "ChatCompletion")
+    usage = second["usage"]
+    assert usage["prompt_cache_hit_tokens"] >= first["usage"]["prompt_tokens"]
+    assert usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"] == \
+        usage["prompt_tokens"]
