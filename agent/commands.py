@@ -1,0 +1,324 @@
+"""``whalebone run`` and ``whalebone sessions``: agents from the command line.
+
+    whalebone run "TASK" [--engine SPEC] [--workspace DIR] [--thinking MODE] [--json]
+    whalebone sessions list
+    whalebone sessions show ID
+    whalebone sessions resume ID ["TASK"]
+
+``run`` streams a readable transcript (reasoning, text, tool calls and results, warnings) and
+ends with a usage line: tokens, cache hit rate, price and the session id. ``--json`` prints the
+events as JSON lines instead. Settings come from flags, the environment and a TOML file (see
+:mod:`whalebone.agent.settings`); the default engine is the bundled one.
+
+Exit codes (also in ``whalebone run --help``):
+    0  the agent answered
+    1  the run failed (an engine error mid-run; the session can be resumed)
+    2  bad usage: arguments, config file or unknown session
+    3  stopped by a limit: max steps, a doom loop, or malformed output past the retry limit
+    4  stopped by the budget guard
+    5  no engine: the engine cannot be opened (no checkpoint, missing extra, bad spec, no key)
+    6  the session is being written by another process
+    130  interrupted (Ctrl-C); the session can be resumed
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+from typing import Any, TextIO
+
+from whalebone.dsml.errors import WhaleboneError
+
+EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
+              "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "cancelled": 130}
+
+EXIT_HELP = """exit codes:
+  0    the agent answered
+  1    the run failed (engine error mid-run; resume the session)
+  2    bad usage: arguments, config file or unknown session
+  3    stopped by a limit: max steps, a doom loop, malformed output past the retries
+  4    stopped by the budget guard
+  5    no engine: it cannot be opened (no checkpoint, missing extra, bad spec, no key)
+  6    the session is being written by another process
+  130  interrupted (Ctrl-C); resume the session"""
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Model and tool text for a terminal: control characters (escape sequences, bidi
+    overrides) shown escaped instead of acted on."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="run an agent on a task",
+                         description="Run an agent on TASK in a new session, streaming what it "
+                         "does, and end with a usage line.", epilog=EXIT_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("task", help="what the agent should do")
+    _run_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    sessions = sub.add_parser("sessions", help="list, show or resume agent sessions",
+                              epilog=EXIT_HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    ssub = sessions.add_subparsers(dest="sessions_command", metavar="ACTION")
+    ls = ssub.add_parser("list", help="sessions, most recent first")
+    _store_options(ls)
+    ls.set_defaults(handler=cmd_list)
+    show = ssub.add_parser("show", help="a session's messages and usage")
+    show.add_argument("session")
+    _store_options(show)
+    show.set_defaults(handler=cmd_show)
+    resume = ssub.add_parser("resume", help="continue a session (after a stop or a crash)",
+                             epilog=EXIT_HELP,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    resume.add_argument("session")
+    resume.add_argument("task", nargs="?", help="a new message for the agent (optional)")
+    _run_options(resume)
+    resume.set_defaults(handler=cmd_resume)
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings TOML (default: "
+                   "$WHALEBONE_HOME/config.toml or ~/.whalebone/config.toml)")
+    p.add_argument("--store", metavar="DB", help="session database (default: "
+                   "~/.whalebone/sessions.db)")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    _store_options(p)
+    p.add_argument("--engine", metavar="SPEC", help="bundled (default) | bundled:PATH | "
+                   "deepseek[:MODEL] | vllm:URL | sglang:URL | whalebone:URL | openai:URL | "
+                   "router:FILE.toml | random:PRESET | scripted:FILE.json "
+                   "(or $WHALEBONE_ENGINE, or engine = … in the config)")
+    p.add_argument("--model", help="model name, for engines that need one (openai:URL)")
+    p.add_argument("--workspace", metavar="DIR", help="the directory the file and shell tools "
+                   "work in (default: the current one)")
+    p.add_argument("--thinking", choices=["chat", "thinking", "max"], help="thinking mode")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N model turns")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="output tokens per turn")
+    p.add_argument("--no-tools", action="store_true", help="give the agent no tools")
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p.add_argument("--quiet", action="store_true", help="print only the answer and usage line")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"whalebone: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(args, args.task, session_id=None)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _run(args, args.task, session_id=args.session)
+
+
+def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> int:
+    import anyio
+
+    from whalebone.agent.agent import Agent
+    from whalebone.agent.config import AgentConfig
+    from whalebone.agent.settings import load_settings, open_budget, open_engine_spec
+    from whalebone.agent.store import SessionBusy, SessionError, SessionStore
+    from whalebone.agent.tools import default_tools
+    from whalebone.engine.base import EngineError
+
+    try:
+        settings = load_settings(args.config)
+        store = SessionStore(args.store or settings.store_path)
+        base = dict(settings.agent)
+        if session_id is not None:
+            stored = store.config(session_id)  # raises SessionError for an unknown id
+            base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
+        for key in ("thinking", "max_steps", "max_tokens"):
+            if getattr(args, key) is not None:
+                base[key] = getattr(args, key)
+        config = AgentConfig.model_validate(base)
+        workspace = args.workspace or settings.workspace
+        from whalebone.tools.shell import ShellPolicy
+
+        tools = None if args.no_tools else default_tools(
+            workspace, shell_policy=ShellPolicy.model_validate(settings.shell),
+            approve=_approver())
+        budget = open_budget(settings)
+    except (WhaleboneError, ValueError) as e:
+        return _fail(str(e), EXIT_CODES["usage"])
+    spec = args.engine or settings.engine
+    options = dict(settings.engine_options)
+    if args.model:
+        options["model"] = args.model
+    try:
+        engine = open_engine_spec(spec, options)
+    except EngineError as e:
+        return _fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
+    agent = Agent(engine, tools=tools, store=store, config=config, budget=budget)
+    printer = _Printer(sys.stdout, json_lines=args.json, quiet=args.quiet)
+
+    async def main() -> Any:
+        try:
+            async for event in agent.stream(task, session_id=session_id):
+                printer.show(event)
+        finally:
+            await engine.aclose()
+        return printer.done
+
+    try:
+        done = anyio.run(main)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return _fail("interrupted; resume with: whalebone sessions resume "
+                     f"{printer.session_id or session_id or '<id>'}", EXIT_CODES["cancelled"])
+    except SessionBusy as e:
+        return _fail(str(e), EXIT_CODES["busy"])
+    except SessionError as e:
+        return _fail(str(e), EXIT_CODES["usage"])
+    except EngineError as e:
+        return _fail(str(e), EXIT_CODES["no_engine"])
+    if done is None:
+        return EXIT_CODES["error"]
+    return EXIT_CODES.get(done.reason, 1)
+
+
+def _approver() -> Any:
+    """Ask a person at the terminal about shell commands the policy marks "ask"; with no
+    terminal, asking means no."""
+    if not sys.stdin.isatty():
+        return None
+    import anyio
+
+    async def approve(command: str) -> bool:
+        answer = await anyio.to_thread.run_sync(
+            lambda: input(f"\nallow shell command {safe(command)!r}? [y/N] "))
+        return answer.strip().lower() in ("y", "yes")
+
+    return approve
+
+
+class _Printer:
+    """Events as a readable transcript (or JSON lines)."""
+
+    def __init__(self, out: TextIO, *, json_lines: bool, quiet: bool) -> None:
+        self.out = out
+        self.json_lines = json_lines
+        self.quiet = quiet
+        self.done: Any = None
+        self.session_id = ""
+        self.mode = ""  # what the last delta was: reasoning or text
+        self.prompt = self.hits = self.completion = 0
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def show(self, event: Any) -> None:
+        kind = event.type
+        if kind == "usage":
+            self.prompt += event.prompt_tokens
+            self.hits += event.cache_hit_tokens
+            self.completion += event.completion_tokens
+        if kind == "done":
+            self.done, self.session_id = event, event.session_id
+        if self.json_lines:
+            self._write(event.model_dump_json() + "\n")
+            return
+        if kind == "done":
+            self._end(event)
+        elif self.quiet:
+            return
+        elif kind in ("reasoning", "text"):
+            if self.mode != kind:
+                self._write("\n[thinking] " if kind == "reasoning" else "\n")
+                self.mode = kind
+            self._write(safe(event.text))
+        elif kind == "tool_call":
+            self.mode = ""
+            args = json.dumps(event.arguments, ensure_ascii=False)
+            self._write(f"\n→ {event.name}({safe(_clip(args, 300))})\n")
+        elif kind == "tool_result":
+            lines = event.content.splitlines() or [""]
+            more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
+            flag = "error: " if event.is_error else ""
+            self._write(f"← {event.name}: {flag}{safe(_clip(lines[0], 200))}{more}\n")
+        elif kind == "warning":
+            print(f"\n! {event.kind}: {safe(event.message)}", file=sys.stderr)
+        elif kind == "compacted":
+            self._write(f"\n[compacted: {event.tokens_before} → {event.tokens_after} prompt "
+                        f"tokens, cache hits {event.hit_rate_before:.0%} → "
+                        f"{event.hit_rate_after:.0%}]\n")
+
+    def _end(self, done: Any) -> None:
+        if self.quiet and done.answer:
+            self._write(safe(done.answer))
+        rate = self.hits / self.prompt if self.prompt else 0.0
+        stop = "" if done.reason == "answer" else f"stopped ({done.reason}): "
+        if done.message and done.reason != "answer":
+            self._write(f"\n{stop}{safe(done.message)}")
+        self._write(f"\n— {done.steps} steps · {self.prompt:,} prompt tokens, {rate:.1%} "
+                    f"cached · {self.completion:,} completion tokens · ${done.price:.6f} · "
+                    f"session {done.session_id}\n")
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if store is None:
+        return EXIT_CODES["usage"]
+    for info in store.list():
+        when = dt.datetime.fromtimestamp(info.updated).strftime("%Y-%m-%d %H:%M")
+        print(f"{info.id}  {when}  {info.status:<10} {info.messages:>5} msgs  "
+              f"{safe(info.title)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from whalebone.agent.compaction import effective_history
+    from whalebone.agent.store import SessionError
+
+    store = _store(args)
+    if store is None:
+        return EXIT_CODES["usage"]
+    try:
+        info = store.info(args.session)
+    except SessionError as e:
+        return _fail(str(e), EXIT_CODES["usage"])
+    print(f"session {info.id} · {safe(info.title)} · {info.status} · agent {info.agent}")
+    for _, msg in effective_history(store.messages(info.id)):
+        role = msg.get("role")
+        if role == "system":
+            continue
+        if msg.get("reasoning_content"):
+            print(f"[thinking] {safe(_clip(msg['reasoning_content'], 500))}")
+        if msg.get("content"):
+            print(f"{role}: {safe(_clip(str(msg['content']), 2000))}")
+        for tc in msg.get("tool_calls") or ():
+            print(f"→ {tc['function']['name']}({safe(_clip(tc['function']['arguments'], 300))})")
+    usage = store.usage(info.id)
+    prompt = sum(u.prompt_tokens for u in usage)
+    hits = sum(u.cache_hit_tokens for u in usage)
+    rate = hits / prompt if prompt else 0.0
+    print(f"— {len(usage)} model calls · {prompt:,} prompt tokens, {rate:.1%} cached · "
+          f"{sum(u.completion_tokens for u in usage):,} completion tokens · "
+          f"${sum(u.price for u in usage):.6f}")
+    return 0
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from whalebone.agent.settings import load_settings
+    from whalebone.agent.store import SessionStore
+
+    try:
+        settings = load_settings(args.config)
+        return SessionStore(args.store or settings.store_path)
+    except WhaleboneError as e:
+        _fail(str(e), EXIT_CODES["usage"])
+        return None

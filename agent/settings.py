@@ -1,0 +1,118 @@
+"""Settings for the ``whalebone`` command: a TOML file, environment variables and flags.
+
+Precedence, highest first: command-line flags, environment (``WHALEBONE_ENGINE``,
+``WHALEBONE_HOME``; engines read their own: ``DEEPSEEK_API_KEY``, ``DEEPSEEK_BASE_URL``, …), the
+TOML file (``--config PATH``, else ``$WHALEBONE_HOME/config.toml``, else
+``~/.whalebone/config.toml``), built-in defaults (the bundled engine). A config file::
+
+    engine = "deepseek:deepseek-v4-flash"     # any spec open_engine() takes
+    store = "~/.whalebone/sessions.db"
+    workspace = "."
+
+    [agent]                                     # AgentConfig fields
+    thinking = "thinking"
+    max_steps = 80
+
+    [shell]                                     # ShellPolicy fields
+    allow = ["ls *", "git status", "pytest*"]
+
+    [budget]                                    # BudgetPolicy fields, plus the ledger file
+    ledger = "~/.whalebone/budget.db"
+    run_usd = 0.50
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.base import Engine, EngineError
+
+
+class SettingsError(WhaleboneError):
+    """A config file or flag that cannot be used."""
+
+
+def home() -> Path:
+    return Path(os.environ.get("WHALEBONE_HOME") or "~/.whalebone").expanduser()
+
+
+class Settings(BaseModel):
+    engine: str = "bundled"
+    store: str = ""
+    workspace: str = "."
+    agent: dict[str, Any] = {}
+    shell: dict[str, Any] = {}
+    budget: dict[str, Any] = {}
+    engine_options: dict[str, Any] = {}
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store).expanduser() if self.store else home() / "sessions.db"
+
+
+def load_settings(config: str | None = None) -> Settings:
+    """The settings file (if any) with the environment applied on top."""
+    path = Path(config).expanduser() if config else home() / "config.toml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise SettingsError(f"cannot read the config file {path}: {e}") from None
+    elif config:
+        raise SettingsError(f"no config file at {path}")
+    if os.environ.get("WHALEBONE_ENGINE"):
+        data["engine"] = os.environ["WHALEBONE_ENGINE"]
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise SettingsError(f"the config file {path} is invalid: {e}") from None
+
+
+def open_engine_spec(spec: str, options: dict[str, Any] | None = None) -> Engine:
+    """Open an engine by spec. ``scripted:FILE`` (a JSON list of completions) replays fixed
+    completions (demos, tests); every other spec goes to ``whalebone.engine.factory``."""
+    options = dict(options or {})
+    if spec.startswith("scripted:"):
+        from whalebone.engine.scripted import ScriptedEngine
+
+        path = Path(spec.partition(":")[2]).expanduser()
+        try:
+            script = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise EngineError(f"cannot read the script {path}: {e}") from None
+        if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
+            raise EngineError(f"the script {path} must be a JSON list of completion strings")
+        return ScriptedEngine(script, **options)
+    try:
+        from whalebone.engine.factory import open_engine
+    except ImportError as e:  # pragma: no cover - the factory ships with whalebone
+        raise EngineError(f"no engine factory is installed: {e}") from None
+    try:
+        return open_engine(spec, **options)
+    except ImportError as e:
+        raise EngineError(f"engine {spec!r} needs a dependency that is not installed "
+                          f"({e.name}); for the bundled engine: pip install "
+                          "'whalebone[engine]'") from None
+
+
+def open_budget(settings: Settings) -> Any | None:
+    """A budget guard when the settings name a ledger or any limit, else None."""
+    if not settings.budget:
+        return None
+    from whalebone.budget.guard import BudgetGuard, BudgetPolicy
+
+    options = dict(settings.budget)
+    ledger = Path(str(options.pop("ledger", home() / "budget.db"))).expanduser()
+    try:
+        policy = BudgetPolicy.model_validate(options)
+    except ValidationError as e:
+        raise SettingsError(f"the [budget] settings are invalid: {e}") from None
+    return BudgetGuard(ledger, policy=policy)
