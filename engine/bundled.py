@@ -74,6 +74,7 @@ class RequestStats:
     decode_s: float = 0.0
     snapshot_s: float = 0.0
     completion_tokens: int = 0
+    completion_ids: list[int] = field(default_factory=list)  # V4 ids sampled, EOS included
     snapshots: list[int] = field(default_factory=list)  # prefix lengths written
 
 
@@ -114,6 +115,7 @@ class BundledEngine(Engine):
         self.eos_model_id = self.vocab.to_model([self.tokenizer.eos_id])[0]
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
+        self.forward_passes = 0  # over the engine's life: cancellation stops it growing
 
     # -- construction ---------------------------------------------------------------------
 
@@ -215,24 +217,24 @@ class BundledEngine(Engine):
         finish = "length"
         generated = 0
         decode_start = time.perf_counter()
+        unfed: tuple[int, int] | None = None  # the last sampled token (V4 id, model id)
         while generated < request.max_tokens:
-            token = sampler(run.logits)
+            token = await anyio.to_thread.run_sync(self._step, run, sampler, unfed)
             generated += 1
             if generated == 1:
                 stats.first_token_s = time.perf_counter() - started
+            v4_id = self.vocab.to_v4([token])[0]
+            stats.completion_ids.append(v4_id)
             if token == self.eos_model_id:
                 finish = "stop"
                 break
-            v4_id = self.vocab.to_v4([token])[0]
             shown = scanner.feed(detok.push(v4_id))
             if shown:
                 yield TextDelta(text=shown)
             if scanner.stopped:
                 finish = "stop"
                 break
-            if generated == request.max_tokens:
-                break
-            await anyio.to_thread.run_sync(self._advance, run, [v4_id], [token])
+            unfed = (v4_id, token)
         if not scanner.stopped:
             tail = scanner.feed(detok.flush()) + scanner.flush()
             if tail:
@@ -292,12 +294,26 @@ class BundledEngine(Engine):
         stats.restore_s = time.perf_counter() - t0
         return _Run([], self.transformer.new_state(), torch.empty(0), [])
 
-    def _advance(self, run: _Run, v4_ids: list[int], model_ids: list[int]) -> None:
+    # Every torch call of a request runs in the worker thread, sampling included: torch ops
+    # issued from two threads start two OpenMP pools that spin against each other (20x slower
+    # decode on a busy 2-core machine, measured).
+
+    def _advance(self, run: _Run, v4_ids: list[int], model_ids: list[int],
+                 snapshot: bool = False) -> None:
         with self._forward_lock:
             logits = self.transformer.forward(torch.tensor(model_ids, dtype=torch.int64),
                                               run.state, last_only=True)
+            self.forward_passes += 1
         run.logits = logits[-1]
         run.ids.extend(v4_ids)
+        if snapshot:
+            run.pending.append((list(run.ids), run.state.to_tensors(), run.logits))
+
+    def _step(self, run: _Run, sampler: Sampler, unfed: tuple[int, int] | None) -> int:
+        """Feed the last sampled token (if any), then sample the next one."""
+        if unfed is not None:
+            self._advance(run, [unfed[0]], [unfed[1]])
+        return sampler(run.logits)
 
     async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
         """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the
@@ -311,10 +327,10 @@ class BundledEngine(Engine):
         with Progress(len(ids) - start, "prefill", unit="tok",
                       enabled=self.progress) as bar:
             for lo, hi in chunks(start, len(ids), self.prefill_chunk, snap_at):
-                await anyio.to_thread.run_sync(self._advance, run, ids[lo:hi], model_ids[lo:hi])
+                keep = self.cache is not None and hi in (snap_at, len(ids))
+                await anyio.to_thread.run_sync(self._advance, run, ids[lo:hi],
+                                               model_ids[lo:hi], keep)
                 bar.update(hi - lo)
-                if self.cache is not None and hi in (snap_at, len(ids)):
-                    run.pending.append((ids[:hi], run.state.to_tensors(), run.logits))
         stats.prefill_s = time.perf_counter() - t0
 
     def _write_snapshots(self, run: _Run, stats: RequestStats) -> None:
