@@ -7,12 +7,54 @@ The public surface is small and grows room by room:
 - ``whalebone.agent``  the persistent agent loop and the ``whalebone`` command
 - ``whalebone.tools``, ``whalebone.memory``, ``whalebone.budget``, ``whalebone.tui``
 
-Importing ``whalebone`` never imports torch: the engine extra is loaded only when used.
+The names most programs need are here::
+
+    from whalebone import Agent, AgentConfig, open_engine
+    agent = Agent(open_engine("deepseek"), store="sessions.db")
+    done = agent.run_sync("summarise README.md")
+
+Importing ``whalebone`` never imports torch: names other than the error types are loaded on
+first use (the engine extra only when an engine that needs it is opened).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from whalebone.dsml.errors import EncodeError, ParseError, PrefixBreakError, WhaleboneError
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Agent": "whalebone.agent.agent",
+    "AgentConfig": "whalebone.agent.config",
+    "AgentEvent": "whalebone.agent.events",
+    "StepStarted": "whalebone.agent.events",
+    "Reasoning": "whalebone.agent.events",
+    "Text": "whalebone.agent.events",
+    "ToolCalled": "whalebone.agent.events",
+    "ToolFinished": "whalebone.agent.events",
+    "UsageReport": "whalebone.agent.events",
+    "Warning": "whalebone.agent.events",
+    "Compacted": "whalebone.agent.events",
+    "Done": "whalebone.agent.events",
+    "SessionStore": "whalebone.agent.store",
+    "SessionInfo": "whalebone.agent.store",
+    "SessionError": "whalebone.agent.store",
+    "SessionBusy": "whalebone.agent.store",
+    "BudgetStopped": "whalebone.agent.budgeting",
+    "default_tools": "whalebone.agent.tools",
+    "ToolRegistry": "whalebone.tools.registry",
+    "Tool": "whalebone.tools.registry",
+    "ToolError": "whalebone.tools.registry",
+    "open_engine": "whalebone.engine.factory",
+    "Engine": "whalebone.engine.base",
+    "EngineError": "whalebone.engine.base",
+    "EngineUnavailable": "whalebone.engine.base",
+    "EngineRequestError": "whalebone.engine.base",
+    "EngineAuthError": "whalebone.engine.base",
+}
 
 __all__ = [
     "EncodeError",
@@ -20,4 +62,18 @@ __all__ = [
     "PrefixBreakError",
     "WhaleboneError",
     "__version__",
+    *sorted(_EXPORTS),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'whalebone' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup skips this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
