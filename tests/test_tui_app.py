@@ -47,7 +47,7 @@ async def test_a_typed_message_is_answered_and_stored(tmp_path: Path) -> None:
 
 
 async def test_the_answer_streams_onto_the_screen_while_running(tmp_path: Path) -> None:
-    runner = make_runner(tmp_path, [answer("First part. " + "more " * 150 + "THE END")],
+    runner = make_runner(tmp_path, [answer("First part. " + "more " * 60 + "THE END")],
                          delay=0.01)
     app = ChatApp(runner)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -53,4 +53,4 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 1
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("timed out; the screen was:\n" + screen_text(pilot.app))
-        await pilot.pause(0.02)
+        await pilot.pause(0.05)

@@ -8,12 +8,15 @@ scopes are read back from the ledger, which other processes may be spending from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from whalebone.agent.events import UsageReport
 from whalebone.agent.store import UsageRecord
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def compact(n: float) -> str:
@@ -49,7 +52,9 @@ class ScopeFigure:
     max_tokens: int | None = None
 
     def text(self) -> str:
-        name = self.scope.split(":")[0] if self.scope.count(":") >= 2 else self.scope
+        head, _, last = self.scope.rpartition(":")
+        # A per-day scope (``agent:coder:2026-11-23``) is shown as today's.
+        name = f"{head} today" if head and _DAY.fullmatch(last) else self.scope
         if self.max_usd is not None:
             return f"{name} {money(self.spent_usd)}/{money(self.max_usd)}"
         if self.max_tokens is not None:
