@@ -80,3 +80,5 @@ def test_large_files_are_skipped_and_output_is_neutralised(ws: Path) -> None:
     assert out.splitlines()[0].startswith("trap.txt:1:needle ")
     assert out.splitlines()[-1] == "[skipped: 1 over 1000 bytes]"
     assert not contains_special(out)
+    with pytest.raises(ToolError, match=r"huge\.log is 70000 bytes, over grep's cap of 1000"):
+        grep_root(Root(ws), ("huge.log",), "needle", max_file_bytes=1_000)

@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import Field
 
 from whalebone.dsml.untrusted import neutralise
-from whalebone.tools.confine import Entry, Parts, PathError, Root, display
+from whalebone.tools.confine import Entry, Parts, Root, display
 from whalebone.tools.grep import grep_root
 from whalebone.tools.registry import Tool, ToolError
 
@@ -242,12 +242,9 @@ class FileTools:
 
     def _mode(self, parts: Parts) -> int | None:
         """The permission bits of an existing regular file (kept across rewrites), or None."""
-        try:
-            st = self.root.stat(parts)
-        except PathError as e:
-            if "does not exist" in str(e):
-                return None
-            raise
+        if not self.root.exists(parts):
+            return None
+        st = self.root.stat(parts)
         return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
 
     def _entries(self, parts: Parts, depth: int,

@@ -43,11 +43,17 @@ def grep_root(root: Root, base: Parts, pattern: str, *, fixed_string: bool = Fal
     hits: list[str] = []
     skipped: Counter[str] = Counter()
     timed_out = False
-    for parts in _files(root, base, skip_dirs):
+    for parts, size in _files(root, base, skip_dirs):
         rel = display(parts)
         if glob and not fnmatch.fnmatchcase(rel if "/" in glob else parts[-1], glob):
             continue
-        text = _read(root, parts, max_file_bytes, skipped, named=parts == base)
+        named = parts == base
+        if size > max_file_bytes:
+            if named:
+                raise ToolError(f"{rel} is {size} bytes, over grep's cap of {max_file_bytes}")
+            skipped[f"over {max_file_bytes} bytes"] += 1
+            continue
+        text = _read(root, parts, max_file_bytes, skipped, named=named)
         if text is None:
             continue
         try:
@@ -77,11 +83,12 @@ def grep_root(root: Root, base: Parts, pattern: str, *, fixed_string: bool = Fal
     return neutralise("\n".join(hits + notes))
 
 
-def _files(root: Root, base: Parts, skip_dirs: frozenset[str]) -> Iterator[Parts]:
-    """Regular files under ``base`` (or ``base`` itself), depth-first in name order."""
+def _files(root: Root, base: Parts, skip_dirs: frozenset[str]) -> Iterator[tuple[Parts, int]]:
+    """(parts, size) of regular files under ``base`` (or ``base`` itself), depth-first in
+    name order."""
     st = root.stat(base)
     if stat.S_ISREG(st.st_mode):
-        yield base
+        yield base, st.st_size
         return
     if not stat.S_ISDIR(st.st_mode):
         kind = "a symbolic link (not followed)" if stat.S_ISLNK(st.st_mode) else "not a file"
@@ -93,7 +100,7 @@ def _files(root: Root, base: Parts, skip_dirs: frozenset[str]) -> Iterator[Parts
     for entry in entries:
         child = (*base, entry.name)
         if entry.kind == "file":
-            yield child
+            yield child, entry.size
         elif entry.kind == "dir" and entry.name not in skip_dirs:
             yield from _files(root, child, skip_dirs)
 
@@ -109,10 +116,10 @@ def _read(root: Root, parts: Parts, max_bytes: int, skipped: Counter[str],
             raise
         skipped["refused (hard links or special files)"] += 1
         return None
-    except PathError as e:
+    except PathError:  # removed, grown past the cap or made unreadable since it was listed
         if named:
             raise
-        skipped[f"over {max_bytes} bytes" if "over the cap" in str(e) else "unreadable"] += 1
+        skipped["unreadable"] += 1
         return None
     if b"\0" in data[:SNIFF_BYTES]:
         if named:
