@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import anyio
 import torch
 
+from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import (
     Engine,
     EngineError,
@@ -43,7 +44,8 @@ from whalebone.engine.base import (
 from whalebone.engine.prefix_cache import DEFAULT_BUDGET, PrefixCache, SnapshotIgnored
 from whalebone.engine.progress import Progress
 from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner
-from whalebone.engine.vocab import VocabMap
+from whalebone.engine.vocab import FILENAME as VOCAB_FILE
+from whalebone.engine.vocab import V4_VOCAB_SIZE, VocabMap
 
 if TYPE_CHECKING:
     from whalebone.engine.model import Transformer
@@ -164,11 +166,18 @@ class BundledEngine(Engine):
         if not folder.is_dir():
             raise EngineError(f"no checkpoint folder at {folder}")
         with Progress(1, f"loading {folder.name}", enabled=progress) as bar:
-            transformer = load_checkpoint(folder)
+            try:
+                transformer = load_checkpoint(folder)
+            except WhaleboneError as e:
+                raise EngineError(f"cannot load the checkpoint in {folder}: {e}") from e
             bar.update(1)
         vocab = VocabMap.load(folder)
         if vocab is None:
-            vocab = VocabMap.identity(transformer.cfg.vocab_size)
+            if transformer.cfg.vocab_size != V4_VOCAB_SIZE:
+                raise EngineError(f"the checkpoint in {folder} has {transformer.cfg.vocab_size} "
+                                  f"token ids, not V4's {V4_VOCAB_SIZE}, and no {VOCAB_FILE} "
+                                  "to map them")
+            vocab = VocabMap.identity()
         return cls._with_cache(transformer, vocab, cache_dir, cache_bytes, use_cache,
                                progress=progress, **kwargs)
 

@@ -328,3 +328,27 @@ def test_prefill_chunks_sit_on_absolute_multiples_and_the_snapshot_boundary() ->
     assert chunks(300, 700, 256, 512) == [(300, 512), (512, 700)]
     assert chunks(100, 120, 256, 0) == [(100, 120)]
     assert len(chunks(0, 1_000_000, 1024)) == 977
+
+
+def test_a_saved_checkpoint_loads_into_the_same_engine(tmp_path: Path) -> None:
+    from whalebone.engine.weights import save_checkpoint
+
+    made = BundledEngine.random("micro", seed=3, use_cache=False)
+    folder = tmp_path / "ckpt"
+    save_checkpoint(made.transformer, folder)
+    with pytest.raises(EngineError, match=r"no vocab\.json"):
+        BundledEngine.from_checkpoint(folder, use_cache=False)
+    made.vocab.save(folder)
+    loaded = BundledEngine.from_checkpoint(folder, cache_dir=tmp_path / "cache")
+    assert loaded.vocab == made.vocab
+    assert loaded.transformer.fingerprint() == made.transformer.fingerprint()
+    ids = prompt(60)
+    assert run(loaded, req(ids, max_tokens=6))[1].text == run(made, req(ids, max_tokens=6))[1].text
+
+
+def test_a_missing_or_broken_checkpoint_is_an_engine_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="no checkpoint folder"):
+        BundledEngine.from_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(EngineError, match="cannot load"):
+        BundledEngine.from_checkpoint(tmp_path, use_cache=False)
