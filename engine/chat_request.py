@@ -40,8 +40,7 @@ class ChatCall:
     request: GenerationRequest
     prefill: str  # completion text forced by tool_choice, fed to the parser before the model's
     tools: list[dict[str, Any]] | None  # the tools the model was shown, for argument checks
-    stream: bool
-    include_usage: bool
+    stream: bool  # usage always rides on the last chunk, as DeepSeek sends it
 
 
 @dataclass
@@ -238,8 +237,7 @@ def read_sampling(body: dict[str, Any], context_window: int) -> dict[str, Any]:
     sampling = SamplingParams(temperature=_number(body, "temperature", float, 0.0, 0.0, 2.0),
                               top_p=_number(body, "top_p", float, 1.0, 1e-9, 1.0),
                               seed=_number(body, "seed", int, None, -(2**63), 2**63 - 1))
-    return {"max_tokens": max_tokens, "stop": stop, "stream": stream, "sampling": sampling,
-            "include_usage": bool(options.get("include_usage", False))}
+    return {"max_tokens": max_tokens, "stop": stop, "stream": stream, "sampling": sampling}
 
 
 def read_chat(body: dict[str, Any], *, context_window: int) -> ChatCall:
@@ -283,8 +281,7 @@ def read_chat(body: dict[str, Any], *, context_window: int) -> ChatCall:
         thinking_mode=mode, reasoning_effort=effort,  # type: ignore[arg-type]
         max_tokens=common["max_tokens"], stop=common["stop"], sampling=common["sampling"],
         session_id=body.get("user") if isinstance(body.get("user"), str) else None)
-    return ChatCall(request=request, prefill=prefill, tools=shown, stream=common["stream"],
-                    include_usage=common["include_usage"])
+    return ChatCall(request=request, prefill=prefill, tools=shown, stream=common["stream"])
 
 
 def read_completion(body: dict[str, Any], *, context_window: int) -> CompletionCall:

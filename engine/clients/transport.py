@@ -67,14 +67,15 @@ class Transport:
             deadline.check(self.where)
             yielded = False
             self.attempts_made += 1
+            timeout = self._timeout(deadline)
             try:
                 async with self.client.stream("POST", path, json=payload,
-                                              timeout=self._timeout(deadline)) as resp:
+                                              timeout=timeout) as resp:
                     if resp.status_code != 200:
                         body = await resp.aread()
                         raise status_error(resp.status_code, body, self.where,
                                            resp.headers.get("retry-after"))
-                    async for event in self._sse(resp, deadline):
+                    async for event in self._sse(resp, deadline, timeout.read or 0.0):
                         yielded = True
                         yield event
                     return
@@ -93,13 +94,18 @@ class Transport:
                 raise type(error)(f"{error} (no time left to retry before the deadline)")
             await anyio.sleep(wait)
 
-    async def _sse(self, resp: httpx.Response, deadline: Deadline
+    async def _sse(self, resp: httpx.Response, deadline: Deadline, read_bound: float
                    ) -> AsyncIterator[dict[str, Any]]:
         lines = resp.aiter_lines()
+        # httpx bounds each read by the read timeout fixed when the request was sent; only
+        # when the deadline is nearer than that does a read need its own (costlier) scope.
         while True:
             left = deadline.left()
             try:
-                with anyio.fail_after(left if left is not None else None):
+                if left is not None and left < read_bound:
+                    with anyio.fail_after(left):
+                        line = await lines.__anext__()
+                else:
                     line = await lines.__anext__()
             except StopAsyncIteration:
                 raise EngineUnavailable(f"{self.where}: the stream ended without [DONE]"
