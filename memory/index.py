@@ -30,7 +30,8 @@ import sqlite_utils
 from whalebone.tools.confine import Parts, PathError, Root, display
 
 RACY_NS = 2_000_000_000
-MAX_INDEXED_LINE = 2_000  # characters of one line kept in the index (the file keeps them all)
+MAX_INDEXED_LINE = 2_000  # characters of one line kept in the index (the file keeps all)
+CANDIDATES = 300  # matching lines scored per query (see _match)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -72,6 +73,8 @@ class SearchIndex:
         conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
         conn.execute("pragma journal_mode=wal")
         conn.execute("pragma synchronous=normal")
+        conn.execute("pragma cache_size=-32768")  # 32 MiB: the hot part of a 100K-line index
+        conn.execute("pragma mmap_size=268435456")
         self.db = sqlite_utils.Database(conn)
         self._create()
 
@@ -206,13 +209,25 @@ class SearchIndex:
             return hits
 
     def _match(self, fts_query: str, under: Parts, limit: int) -> list[Hit]:
-        where, args = "", {"query": fts_query}
+        # BM25 is computed for at most CANDIDATES matching lines, the newest first, and only
+        # the best `limit` of them are read back: exact ranking whenever a query matches
+        # fewer lines, and a bounded cost (no scoring of half the index) when it names a word
+        # found everywhere.
+        args = {"query": fts_query, "cap": CANDIDATES, "limit": limit}
+        within = ""
         if under:
-            where = "(original.path = :under or original.path like :prefix escape '\\')"
+            within = ("and rowid in (select id from entries where path = :under "
+                      "or path like :prefix escape '\\')")
             args |= {"under": display(under), "prefix": _like_prefix(display(under))}
-        sql = self.db["entries"].search_sql(columns=["path", "line", "text"], limit=limit,
-                                           where=where or None, include_rank=True)
-        rows = self.db.execute(sql, args).fetchall()
+        rows = self.db.execute(
+            f"""with scored as materialized (
+                    select rowid as id, bm25(entries_fts) as score from entries_fts
+                    where entries_fts match :query {within}
+                    order by rowid desc limit :cap),
+                best as materialized (select id, score from scored order by score limit :limit)
+                select e.path, e.line, e.text, best.score
+                from best join entries e on e.id = best.id order by best.score""",
+            args).fetchall()
         return [Hit(path=r[0], line=r[1], text=r[2], rank=r[3]) for r in rows]
 
     def total_bytes(self) -> int:
