@@ -82,8 +82,7 @@ class Server:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    def _admit(self, request: Request) -> Ticket:
-        check_bearer(request, self.api_key)
+    def _admit(self) -> Ticket:
         return self.admission.reserve()
 
     async def _run(self, ticket: Ticket, request: GenerationRequest,
@@ -131,9 +130,10 @@ class Server:
     # --- endpoints --------------------------------------------------------------------
 
     async def chat(self, http: Request) -> Response:
+        check_bearer(http, self.api_key)  # before reading the body: strangers learn nothing
         body = await read_json_object(http)
         call = read_chat(body, context_window=self.engine.context_window)
-        ticket = self._admit(http)
+        ticket = self._admit()
         shaper = ChatShaper(self.model, call.request.thinking_mode, call.tools)
         if call.stream:
             def shape(event: str | Finished | None) -> list[dict[str, Any]]:
@@ -154,9 +154,10 @@ class Server:
         return JSONResponse(shaper.completion(finished))
 
     async def completions(self, http: Request) -> Response:
+        check_bearer(http, self.api_key)
         body = await read_json_object(http)
         call = read_completion(body, context_window=self.engine.context_window)
-        ticket = self._admit(http)
+        ticket = self._admit()
         shaper = TextShaper(self.model)
         if call.stream:
             def shape(event: str | Finished | None) -> list[dict[str, Any]]:

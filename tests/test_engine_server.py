@@ -247,6 +247,7 @@ def test_bearer_key_guards_everything_but_health() -> None:
     body = {"messages": [{"role": "user", "content": "x"}]}
     with serving(engine, api_key="s3cret") as (base, _):
         assert chat(base, body).status_code == 401
+        assert chat(base, {"messages": "junk"}).status_code == 401  # key checked first
         wrong = chat(base, body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(base + "/v1/models").status_code == 401
