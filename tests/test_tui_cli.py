@@ -1,0 +1,90 @@
+"""``whalebone chat``: argument errors, and one smoke test of the real command in tmux (a real
+terminal: the screen is read back with ``tmux capture-pane``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from whalebone.agent.cli import main
+from whalebone.agent.store import SessionStore
+from whalebone.dsml import emit_completion
+
+
+def test_an_unknown_session_is_a_clear_error(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["chat", "--sessions", str(tmp_path / "s.db"), "--session", "nope",
+                 "--engine", "scripted:/dev/null"])
+    assert code == 2
+    assert "whalebone chat: no session 'nope'" in capsys.readouterr().err
+
+
+def test_an_unreadable_script_is_a_clear_error(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["chat", "--sessions", str(tmp_path / "s.db"),
+                 "--engine", f"scripted:{tmp_path / 'absent.jsonl'}"])
+    assert code == 2
+    assert "cannot read the script" in capsys.readouterr().err
+
+
+def whalebone_command() -> list[str]:
+    script = Path(sys.executable).with_name("whalebone")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "whalebone.agent.cli"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed "
+                    "(apt-get install -y tmux)")
+def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
+    script = tmp_path / "demo.jsonl"
+    script.write_text(json.dumps(emit_completion(
+        "The answer is **forty-two**.", reasoning="The user asks a question.")) + "\n",
+        encoding="utf-8")
+    db = tmp_path / "sessions.db"
+    socket = f"whalebone-test-{os.getpid()}"
+    tmux = ["tmux", "-L", socket]
+    command = [*whalebone_command(), "chat", "--engine", f"scripted:{script}?delay=0.005",
+               "--sessions", str(db), "--workspace", str(tmp_path)]
+    env = {**os.environ, "WHALEBONE_HOME": str(tmp_path / "home"), "TERM": "xterm-256color"}
+
+    def screen() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "chat"], capture_output=True,
+                              text=True, check=True).stdout
+
+    def wait_for(*texts: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = screen()
+            if all(text in shown for text in texts):
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"{texts!r} never appeared; the screen was:\n{screen()}")
+
+    subprocess.run([*tmux, "new-session", "-d", "-s", "chat", "-x", "80", "-y", "24",
+                    *command], check=True, env=env, cwd=tmp_path)
+    try:
+        wait_for("Enter sends")
+        subprocess.run([*tmux, "send-keys", "-t", "chat", "what is the answer"], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", "chat", "Enter"], check=True)
+        shown = wait_for("The answer is forty-two.", "[idle]")
+        assert "what is the answer" in shown  # the user's turn, and the session's title
+        assert "Reasoning (25 chars)" in shown  # folded
+        assert "scripted·whalebone-local" in shown
+        subprocess.run([*tmux, "send-keys", "-t", "chat", "C-q"], check=True)
+        deadline = time.monotonic() + 20
+        while subprocess.run([*tmux, "has-session", "-t", "chat"],
+                             capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "the app did not quit on Ctrl+Q"
+            time.sleep(0.2)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    store = SessionStore(db)
+    (info,) = store.list()
+    assert info.title == "what is the answer"
+    assert store.messages(info.id)[-1]["content"] == "The answer is **forty-two**."
