@@ -4,15 +4,15 @@ This is the one place in whalebone where a path from outside (a model's tool cal
 command) becomes a file operation. :class:`Root` owns a directory; its methods take the
 caller's path as text and work on it in two steps:
 
-1. :meth:`Root.resolve` checks the *text*: no NUL or control characters, no backslashes, no
-   ``..``, no absolute path (except the root's own alias, e.g. ``/memories``), no
-   percent-escapes, no Unicode look-alikes of ``.``, ``/`` or ``\\`` (anything NFKC folds into
-   one, plus the slash-like signs NFKC leaves alone), no invisible format characters. It
-   returns the path's components.
+1. :meth:`Root.resolve` checks the *text* (:mod:`whalebone.tools.pathcheck`): no NUL or
+   control characters, no backslashes, no ``..``, no absolute path (except the root's own
+   alias, e.g. ``/memories``), no percent-escapes, no Unicode look-alikes of ``.``, ``/`` or
+   ``\\`` (anything NFKC folds into one, plus the slash-like signs NFKC leaves alone), no
+   invisible format characters. It returns the path's components.
 2. Every operation then walks those components from an open file descriptor of the root with
    ``openat(…, O_NOFOLLOW | O_DIRECTORY)``, one component at a time, so a symbolic link is
    refused wherever it appears, including one swapped in between a check and its use: the
-   kernel, not a earlier look at the path, decides what each name is when it is opened. Only
+   kernel, not an earlier look at the path, decides what each name is when it is opened. Only
    regular files and directories are ever opened (never devices, FIFOs or sockets), and a
    regular file with more than one hard link is refused unless ``allow_hardlinks``, since its
    other name may lie outside the root.
@@ -26,41 +26,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 import secrets
 import shutil
 import stat
-import unicodedata
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from whalebone.tools.registry import ToolError
+from whalebone.tools.pathcheck import Parts, PathError, PathRefused, display, split_path
 
-Parts = tuple[str, ...]
-
-MAX_PATH_CHARS = 4096
-MAX_NAME_BYTES = 255
-MAX_DEPTH = 64
+__all__ = ["Entry", "Parts", "PathError", "PathRefused", "Root", "display", "split_path"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-# Signs that read as a slash, backslash or dot but that NFKC leaves as they are; a name holding
-# one is a trick on the person reading a listing, never a name anyone needs.
-_LOOKALIKES = frozenset(
-    "\u2215\u2044\u29f8\u29f9\u29f5\u2216\u2571\u2572"  # slashes and backslashes
-    "\u3002\uff61\u2027"  # full stops and dots
-)
-_SEPARATORS = frozenset("/\\.%\x00")
-
-
-class PathError(ToolError):
-    """A confined file operation failed: not found, already exists, not a directory, too big."""
-
-
-class PathRefused(PathError):
-    """The path would leave the root, or names something a confined operation may not touch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +49,6 @@ class Entry:
     kind: str  # "file", "dir", "symlink" or "other"
     size: int
     mtime_ns: int
-
-
-def display(parts: Parts) -> str:
-    """The components as one relative path ("" for the root itself)."""
-    return "/".join(parts)
 
 
 class Root:
@@ -109,36 +82,10 @@ class Root:
         """The components of ``user_path`` relative to the root, or :class:`PathRefused`.
 
         ``""``, ``"."`` and the alias name the root itself (``()``). Already-resolved parts
-        pass through unchanged after the same checks.
+        pass through unchanged after the same checks. See :func:`~whalebone.tools.pathcheck.
+        split_path` for what is refused.
         """
-        if isinstance(user_path, tuple):
-            for name in user_path:
-                _check_name(name, display(user_path))
-            return user_path
-        if not isinstance(user_path, str):
-            raise PathRefused(f"a path must be text, not {type(user_path).__name__}")
-        shown = _shown(user_path)
-        if len(user_path) > MAX_PATH_CHARS:
-            raise PathRefused(f"path {shown} is longer than {MAX_PATH_CHARS} characters")
-        text = user_path
-        if text.startswith("/"):
-            if self.alias and (text == self.alias or text.startswith(self.alias + "/")):
-                text = text[len(self.alias):]
-            else:
-                where = f" under {self.alias}" if self.alias else " relative to the root"
-                raise PathRefused(f"path {shown} is absolute; give a path{where}")
-        if text.startswith("~"):
-            raise PathRefused(f"path {shown}: '~' is not expanded; give a path inside the root")
-        if "\\" in text:
-            raise PathRefused(f"path {shown} holds a backslash")
-        if _PERCENT.search(text):
-            raise PathRefused(f"path {shown} holds a percent-escape; write the character itself")
-        parts = tuple(p for p in text.split("/") if p not in ("", "."))
-        if len(parts) > MAX_DEPTH:
-            raise PathRefused(f"path {shown} is deeper than {MAX_DEPTH} directories")
-        for name in parts:
-            _check_name(name, shown)
-        return parts
+        return split_path(user_path, self.alias)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -420,34 +367,6 @@ class Root:
         if truncate:
             os.ftruncate(fd, 0)
         return fd
-
-
-def _check_name(name: str, shown: str) -> None:
-    if not isinstance(name, str) or not name or name in (".", ".."):
-        raise PathRefused(f"path {shown} leaves the root or names no file ({name!r})")
-    if "/" in name or "\\" in name:
-        raise PathRefused(f"path {shown}: a component holds a separator")
-    for ch in name:
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise PathRefused(f"path {shown} holds the control or invisible character "
-                              f"U+{ord(ch):04X}")
-        if ch in _LOOKALIKES:
-            raise PathRefused(f"path {shown} holds U+{ord(ch):04X}, which looks like "
-                              "a separator or a dot")
-        if ord(ch) > 127 and _SEPARATORS & set(unicodedata.normalize("NFKC", ch)):
-            raise PathRefused(f"path {shown} holds U+{ord(ch):04X}, a look-alike of "
-                              f"{unicodedata.normalize('NFKC', ch)!r}")
-    try:
-        encoded = os.fsencode(name)
-    except UnicodeError:
-        raise PathRefused(f"path {shown} cannot be encoded as a file name") from None
-    if len(encoded) > MAX_NAME_BYTES:
-        raise PathRefused(f"path {shown}: a name is longer than {MAX_NAME_BYTES} bytes")
-
-
-def _shown(user_path: str) -> str:
-    return repr(user_path if len(user_path) <= 120 else user_path[:117] + "...")
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
