@@ -24,11 +24,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.weights import load_checkpoint
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FidelityError(WhaleboneError, ValueError):
@@ -40,6 +41,10 @@ def reference_logits(
 ) -> list[torch.Tensor]:
     """Logits (vocab,) of the prefill's last position, then of each following single-token
     step: ``len(token_ids) - prefill_len + 1`` tensors."""
+    import torch  # here, so that argument errors on the command line answer at once
+
+    from whalebone.engine.weights import load_checkpoint
+
     ids = list(token_ids)
     if not 1 <= prefill_len <= len(ids):
         raise FidelityError(
@@ -75,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WhaleboneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    import torch
     from safetensors.torch import save_file
 
     save_file(

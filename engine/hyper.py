@@ -30,11 +30,14 @@ def sinkhorn_split(
     pre = torch.sigmoid(mixes[:, :hc] * scale[0] + base[:hc]) + eps
     post = 2 * torch.sigmoid(mixes[:, hc : 2 * hc] * scale[1] + base[hc : 2 * hc])
     comb = mixes[:, 2 * hc :].unflatten(-1, (hc, hc)) * scale[2] + base[2 * hc :].view(hc, hc)
-    comb = comb.softmax(dim=-1) + eps
-    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    # eps as a tensor: a Python scalar is re-wrapped on every one of the 40 tiny ops below,
+    # which dominates a one-token decode step
+    e = torch.full((), eps)
+    comb = comb.softmax(dim=-1) + e
+    comb = comb / (comb.sum(dim=-2, keepdim=True) + e)
     for _ in range(iters - 1):
-        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)
-        comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+        comb = comb / (comb.sum(dim=-1, keepdim=True) + e)
+        comb = comb / (comb.sum(dim=-2, keepdim=True) + e)
     return pre, post, comb
 
 
