@@ -7,6 +7,7 @@ spec                                   engine
 ``bundled``                            the shipped checkpoint in this process (the default)
 ``bundled:PATH``                       a checkpoint folder in this process
 ``random[:PRESET]``                    random weights of a preset shape (``micro``…): tests, benches
+``scripted:FILE``                      replays a JSON list of completions (demos, tests)
 ``deepseek[:MODEL]``                   DeepSeek's API (``DEEPSEEK_API_KEY``, ``DEEPSEEK_BASE_URL``);
                                        MODEL defaults to ``deepseek-v4-flash``
 ``vllm:URL`` / ``sglang:URL``          raw completions on vLLM / SGLang (whalebone renders prompts)
@@ -48,7 +49,8 @@ class EngineSpecError(EngineRequestError):
     """An engine spec or router file that cannot be understood."""
 
 
-KINDS = ("bundled", "random", "deepseek", "vllm", "sglang", "whalebone", "openai", "router")
+KINDS = ("bundled", "random", "scripted", "deepseek", "vllm", "sglang", "whalebone", "openai",
+         "router")
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -86,6 +88,8 @@ def _open(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Eng
         from whalebone.engine.bundled import BundledEngine
 
         return BundledEngine.random(arg or "micro", **options)
+    if kind == "scripted":
+        return _scripted(arg, spec, options)
     if kind == "deepseek":
         from whalebone.engine.clients.deepseek import DeepSeekEngine
 
@@ -106,6 +110,21 @@ def _open(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Eng
     if arg is None:
         raise EngineSpecError("router needs a file: router:PATH.toml")
     return open_router(arg, **options)
+
+
+def _scripted(arg: str | None, spec: str, options: dict[str, Any]) -> Engine:
+    from whalebone.engine.scripted import ScriptedEngine
+
+    if not arg:
+        raise EngineSpecError(f"engine {spec!r} needs a file: scripted:FILE.json")
+    path = Path(arg).expanduser()
+    try:
+        script = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EngineSpecError(f"cannot read the script {path}: {e}") from None
+    if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
+        raise EngineSpecError(f"the script {path} must be a JSON list of completion strings")
+    return ScriptedEngine(script, **options)
 
 
 def _entry(raw: Any, where: str) -> tuple[str, dict[str, Any]]:

@@ -121,6 +121,10 @@ class Server:
                 yield sse(engine_error(e).body())
             except ApiError as e:
                 yield sse(e.body())
+            except Exception as e:  # the headers are sent: report in-band, keep serving
+                log.exception("whalebone serve: unhandled error mid-stream")
+                yield sse(ApiError(500, f"internal error: {type(e).__name__}",
+                                   code="internal_error").body())
 
         def closed() -> None:
             ticket.release()  # a stream that never reached the engine frees its place
@@ -213,6 +217,11 @@ class Server:
             return ApiError(exc.status_code, message.get(exc.status_code, str(exc.detail)),
                             code="not_found" if exc.status_code == 404 else None).response()
 
+        async def internal(_: Request, exc: Exception) -> Response:
+            log.exception("whalebone serve: unhandled error", exc_info=exc)
+            return ApiError(500, f"internal error: {type(exc).__name__}",
+                            code="internal_error").response()
+
         routes = [
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
@@ -221,7 +230,8 @@ class Server:
             Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
         app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
-                                                           HTTPException: http_error})
+                                                           HTTPException: http_error,
+                                                           Exception: internal})
         app.state.server = self
         return app
 

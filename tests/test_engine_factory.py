@@ -12,7 +12,7 @@ import httpx
 import pytest
 from serving import CALL_WEATHER, WEATHER_TOOLS, serving
 
-from whalebone.engine.base import EngineAuthError, GenerationRequest
+from whalebone.engine.base import EngineAuthError, EngineError, GenerationRequest
 from whalebone.engine.clients import ChatEngine, DeepSeekEngine, RawCompletionEngine
 from whalebone.engine.factory import EngineSpecError, open_engine
 from whalebone.engine.router import Router
@@ -46,6 +46,27 @@ def test_bad_specs_say_what_is_wrong(spec: str, options: dict[str, str], words: 
     with pytest.raises(EngineSpecError) as e:
         open_engine(spec, **options)
     assert words in str(e.value)
+
+
+def test_scripted_spec_replays_a_json_file(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text('["Hello.<｜end▁of▁sentence｜>"]', encoding="utf-8")
+    engine = open_engine(f"scripted:{script}")
+    fin = anyio.run(engine.generate, GenerationRequest(prompt="p"))
+    assert (fin.text, fin.finish_reason) == ("Hello.", "stop")
+    (tmp_path / "bad.json").write_text('{"not": "a list"}')
+    with pytest.raises(EngineSpecError, match="JSON list"):
+        open_engine(f"scripted:{tmp_path / 'bad.json'}")
+    with pytest.raises(EngineSpecError, match="cannot read"):
+        open_engine(f"scripted:{tmp_path / 'missing.json'}")
+
+
+@pytest.mark.slow
+def test_random_spec_builds_the_bundled_engine_with_random_weights(tmp_path: Path) -> None:
+    engine = open_engine("random:micro", cache_dir=tmp_path)
+    assert type(engine).__name__ == "BundledEngine" and engine.name == "bundled"
+    with pytest.raises(EngineError, match="no checkpoint folder"):
+        open_engine(f"bundled:{tmp_path / 'nothing'}")
 
 
 def test_deepseek_spec_without_a_key_is_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -373,3 +373,21 @@ def test_second_turn_reports_cache_hits_on_the_bundled_engine(tmp_path: Any) -> 
     assert usage["prompt_cache_hit_tokens"] >= first["usage"]["prompt_tokens"]
     assert usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"] == \
         usage["prompt_tokens"]
+
+
+def test_an_engine_bug_is_a_500_in_error_json_and_the_server_keeps_serving() -> None:
+    def script(request: Any) -> str:
+        if request.max_tokens == 13:
+            raise RuntimeError("bug")
+        return "fine" + T.EOS
+
+    with serving(ScriptedEngine(script)) as (base, _):
+        body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 13}
+        plain = chat(base, body)
+        events = stream_chat(base, body)
+        after = chat(base, {**body, "max_tokens": 14})
+    assert plain.status_code == 500
+    conforms(plain.json(), "Error")
+    assert plain.json()["error"]["message"] == "internal error: RuntimeError"
+    assert events[-1]["error"]["code"] == "internal_error"
+    assert after.status_code == 200
