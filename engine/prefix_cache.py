@@ -71,7 +71,12 @@ class PrefixCacheError(EngineError):
     """The cache folder cannot be used at all (not writable, not a cache)."""
 
 
-class SnapshotIgnored(UserWarning):
+class PrefixCacheWarning(UserWarning):
+    """The cache could not be read or written (disk full, database locked too long): the
+    request goes on without it; a cache is an optimisation, never a reason to fail."""
+
+
+class SnapshotIgnored(PrefixCacheWarning):
     """A snapshot was corrupt, foreign or vanished: it was not loaded (the prompt is prefilled
     instead) and its index row was dropped."""
 
@@ -139,6 +144,14 @@ class PrefixCache:
 
     def lookup(self, ids: Sequence[int], *, max_length: int | None = None) -> CachedPrefix | None:
         """The longest cached, verified prefix of ``ids`` (at most ``max_length`` tokens)."""
+        try:
+            return self._lookup(ids, max_length)
+        except sqlite3.Error as e:
+            warnings.warn(f"prefix cache: lookup failed, prefilling instead: {e}",
+                          PrefixCacheWarning, stacklevel=2)
+            return None
+
+    def _lookup(self, ids: Sequence[int], max_length: int | None) -> CachedPrefix | None:
         limit = len(ids) if max_length is None else min(max_length, len(ids))
         if limit <= 0:
             return None
@@ -221,10 +234,20 @@ class PrefixCache:
 
     def store(self, ids: Sequence[int], state: Mapping[str, torch.Tensor],
               logits: torch.Tensor) -> bool:
-        """Snapshot the state after ``ids``; False when it is already cached or could never
-        fit the budget. Evicts least recently used snapshots to stay within the budget."""
+        """Snapshot the state after ``ids``; False when it is already cached, could never fit
+        the budget, or could not be written (a :class:`PrefixCacheWarning` says why). Evicts
+        least recently used snapshots to stay within the budget."""
         if not ids:
             return False
+        try:
+            return self._store(ids, state, logits)
+        except (OSError, sqlite3.Error) as e:
+            warnings.warn(f"prefix cache: snapshot of {len(ids)} tokens not written: {e}",
+                          PrefixCacheWarning, stacklevel=2)
+            return False
+
+    def _store(self, ids: Sequence[int], state: Mapping[str, torch.Tensor],
+               logits: torch.Tensor) -> bool:
         digest = self.digest(ids)
         if self.contains(ids):
             self._touch(digest)

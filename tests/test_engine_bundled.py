@@ -28,7 +28,7 @@ from whalebone.engine.base import (
 )
 from whalebone.engine.bundled import BundledEngine, chunks
 from whalebone.engine.config import ModelConfig
-from whalebone.engine.prefix_cache import SnapshotIgnored
+from whalebone.engine.prefix_cache import PrefixCacheWarning, SnapshotIgnored
 from whalebone.engine.vocab import VocabMap
 
 
@@ -352,3 +352,12 @@ def test_a_missing_or_broken_checkpoint_is_an_engine_error(tmp_path: Path) -> No
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(EngineError, match="cannot load"):
         BundledEngine.from_checkpoint(tmp_path, use_cache=False)
+
+
+def test_a_cache_that_cannot_be_written_never_fails_a_request(engine: BundledEngine) -> None:
+    assert engine.cache is not None
+    shutil.rmtree(engine.cache.files)
+    engine.cache.files.write_text("not a folder any more")
+    with pytest.warns(PrefixCacheWarning):
+        _, fin = run(engine, req(prompt(300), max_tokens=3))
+    assert fin.usage.completion_tokens == 3 and engine.last_stats.snapshots == []

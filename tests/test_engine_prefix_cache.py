@@ -14,6 +14,7 @@ import torch
 from whalebone.engine.prefix_cache import (
     PrefixCache,
     PrefixCacheError,
+    PrefixCacheWarning,
     SnapshotIgnored,
 )
 
@@ -221,3 +222,13 @@ def test_processes_share_one_cache_and_its_budget(tmp_path: Path) -> None:
                 assert torch.equal(hit.state["w"], torch.full((64, 64), float(k * 100 + i)))
     assert found == 6
     assert cache.lookup([1, 11] * 128) is not None or cache.lookup([0, 11] * 128) is not None
+
+
+def test_a_snapshot_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    cache = PrefixCache(tmp_path, fingerprint="m1")
+    shutil.rmtree(cache.files)
+    cache.files.write_text("not a folder any more")  # e.g. a disk gone read-only or full
+    with pytest.warns(PrefixCacheWarning, match="not written"):
+        assert not put(cache, 256)
+    assert cache.stats().snapshots == 0
+    assert cache.lookup(IDS) is None
