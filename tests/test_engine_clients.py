@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from serving import (
     ANSWER_SUNNY,
@@ -261,3 +262,21 @@ def test_deepseek_needs_a_key_and_openai_flavour_sends_no_thinking_switch(
     assert "thinking" not in received[0]
     assert all("reasoning_content" not in m for m in received[0]["messages"])
     assert json.dumps(received[0]).count("secret") == 0
+
+
+def test_a_chat_engine_can_itself_be_served_and_its_answer_survives_the_round_trip() -> None:
+    """serve --engine openai:URL: the chat client's re-emitted V4 text is parsed back by the
+    outer server into the same OpenAI answer the inner server gave."""
+    inner_engine = ScriptedEngine([CALL_WEATHER])
+    with serving(inner_engine) as (inner, _):
+        chat_engine = ChatEngine(inner + "/v1", model="inner-model", retry=FAST)
+        with serving(chat_engine) as (outer, _):
+            r = httpx.post(outer + "/v1/chat/completions", timeout=10, json={
+                "model": "m", "tools": WEATHER_TOOLS,
+                "messages": [{"role": "user", "content": "Weather in Paris?"}]})
+    assert r.status_code == 200, r.text
+    msg = r.json()["choices"][0]["message"]
+    assert msg["reasoning_content"] == "I should look the weather up."
+    assert json.loads(msg["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    assert r.json()["model"] == "inner-model"
+    assert r.json()["choices"][0]["finish_reason"] == "tool_calls"
