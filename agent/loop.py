@@ -79,6 +79,7 @@ class Run:
         self.seqs: list[int] = []  # the stored index of each history message
         self.loops = LoopDetector(config.loop_limit, config.loop_max_cycle)
         self.runner = ToolRunner(agent.tools, session, config)
+        self.schemas = agent.tools.schemas()  # once a run: schema building is not free
         self.task = ""
         self.steps = 0
         self.totals = [0, 0]  # prompt tokens, cache-hit tokens, over the run
@@ -238,8 +239,8 @@ class Run:
         except jinja2.TemplateError as e:
             raise EncodeError(f"the system prompt template does not render: {e}") from None
         message: dict[str, Any] = {"role": "system", "content": system}
-        if len(self.agent.tools):
-            message["tools"] = self.agent.tools.schemas()
+        if self.schemas:
+            message["tools"] = self.schemas
         return message
 
     def _user_text(self, task: str) -> str:
@@ -280,7 +281,7 @@ class Run:
         if self.estimate + self.cfg.max_tokens >= self.cfg.compact_at * window:
             async for event in self._compact():
                 yield event
-        parser = CompletionParser(self.cfg.mode, tools=self.agent.tools.schemas())
+        parser = CompletionParser(self.cfg.mode, tools=self.schemas)
         gen = Generation()
         async for event in self._generate(kind, self.cfg.max_tokens, gen):
             for ev in parser.feed(event):
@@ -325,15 +326,24 @@ class Run:
         self.budget.settle(ticket, gen, model)
 
     def _openai_form(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        tools = [s for s in self.agent.tools.schemas()] or None
-        return self.transcript.messages, tools
+        return self.transcript.messages, self.schemas or None
 
     def _estimate(self, new_text: str, appended: bool) -> int:
         """Prompt tokens of the current render: the last call's prompt and completion plus the
-        new text (exact counts need the whole prompt tokenized; this is O(new text))."""
-        if appended and self.last is not None:
-            return self.last.prompt_tokens + self.last.completion_tokens + self._count(new_text)
-        return self._count(self.transcript.text)
+        new text, so O(new text), never O(conversation).
+
+        Tokenizing costs ~2 µs a character, so the new text is counted exactly only where it
+        matters: for the budget guard's reservation, and near the compaction threshold.
+        Elsewhere its length in characters stands in, which is never less than its tokens.
+        """
+        if not (appended and self.last is not None):
+            return self._count(self.transcript.text)
+        base = self.last.prompt_tokens + self.last.completion_tokens
+        upper = base + len(new_text)
+        window = getattr(self.agent.engine, "context_window", 1_048_576)
+        if self.agent.budget is None and upper + self.cfg.max_tokens < self.cfg.compact_at * window:
+            return upper
+        return base + self._count(new_text)
 
     def _count(self, text: str) -> int:
         if self._tokenizer_ok:
