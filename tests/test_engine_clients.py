@@ -174,6 +174,10 @@ def test_chat_client_refuses_to_drop_reasoning_of_a_tool_call() -> None:
         run(client, GenerationRequest(messages=messages))
     with pytest.raises(EngineRequestError, match="needs messages"):
         run(client, GenerationRequest(prompt="p"))
+    plain = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+             {"role": "user", "content": "z"}]
+    sent = client.api_messages(GenerationRequest(messages=plain))
+    assert sent[1] == {"role": "assistant", "content": "y", "reasoning_content": ""}
 
 
 def test_server_rejections_are_clear_and_not_retried() -> None:

@@ -107,10 +107,15 @@ class ChatEngine(Engine):
                     m["tool_calls"] = [self._api_call(c, i, j) for j, c in enumerate(calls)]
                 if self.flavour != "deepseek":
                     m.pop("reasoning_content", None)
-                elif thinking and calls and m.get("reasoning_content") is None:
-                    raise EngineRequestError(
-                        f"messages[{i}]: DeepSeek requires the reasoning_content of an "
-                        "assistant message with tool calls to be sent back in thinking mode")
+                elif thinking and m.get("reasoning_content") is None:
+                    if calls:
+                        raise EngineRequestError(
+                            f"messages[{i}]: DeepSeek requires the reasoning_content of an "
+                            "assistant message with tool calls to be sent back in thinking "
+                            "mode")
+                    # Documented as ignored, but the API has been measured rejecting
+                    # assistant messages without the field: send it, empty.
+                    m["reasoning_content"] = ""
                 if m.get("content") is None:
                     m["content"] = ""
             out.append(m)
