@@ -29,7 +29,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import Engine, EngineError
@@ -44,6 +44,8 @@ def home() -> Path:
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     engine: str = "bundled"
     store: str = ""
     workspace: str = "."

@@ -1,0 +1,61 @@
+"""Settings for the command line: TOML file, environment, engine specs, budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from whalebone.agent.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    open_budget,
+    open_engine_spec,
+)
+from whalebone.budget.guard import BudgetGuard
+from whalebone.engine.base import EngineError
+from whalebone.engine.scripted import ScriptedEngine
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHALEBONE_HOME", str(tmp_path))
+    monkeypatch.delenv("WHALEBONE_ENGINE", raising=False)
+    (tmp_path / "config.toml").write_text('engine = "deepseek"\nstore = "~/s.db"\n'
+                                          '[agent]\nmax_steps = 7\n')
+    s = load_settings()
+    assert s.engine == "deepseek" and s.agent == {"max_steps": 7}
+    assert s.store_path == Path("~/s.db").expanduser()
+    monkeypatch.setenv("WHALEBONE_ENGINE", "vllm:http://gpu:8000")
+    assert load_settings().engine == "vllm:http://gpu:8000"
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHALEBONE_HOME", str(tmp_path))
+    monkeypatch.delenv("WHALEBONE_ENGINE", raising=False)
+    s = load_settings()
+    assert s.engine == "bundled" and s.store_path == tmp_path / "sessions.db"
+    with pytest.raises(SettingsError, match="no config file"):
+        load_settings(str(tmp_path / "nope.toml"))
+    (tmp_path / "bad.toml").write_text("unknown_key = 1\n")
+    with pytest.raises(SettingsError, match="invalid"):
+        load_settings(str(tmp_path / "bad.toml"))
+
+
+def test_scripted_specs_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "ok.json").write_text(json.dumps(["hi"]))
+    assert isinstance(open_engine_spec(f"scripted:{tmp_path / 'ok.json'}"), ScriptedEngine)
+    (tmp_path / "bad.json").write_text(json.dumps({"not": "a list"}))
+    with pytest.raises(EngineError, match="JSON list"):
+        open_engine_spec(f"scripted:{tmp_path / 'bad.json'}")
+    with pytest.raises(EngineError, match="unknown engine"):
+        open_engine_spec("teapot")
+
+
+def test_a_budget_section_opens_a_guard(tmp_path: Path) -> None:
+    assert open_budget(Settings()) is None
+    guard = open_budget(Settings(budget={"ledger": str(tmp_path / "b.db"), "run_usd": 0.5}))
+    assert isinstance(guard, BudgetGuard) and guard.policy.run_usd == 0.5
+    with pytest.raises(SettingsError, match="budget"):
+        open_budget(Settings(budget={"run_usd": -1}))
