@@ -21,63 +21,12 @@ from whalebone.tools.mcp import McpTools, McpUnavailable
 
 pytest.importorskip("mcp")  # the optional extra; tools.mcp itself imports it only on connect
 
-SERVER = '''
-import os, sys
-import anyio
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-
-server = MCPServer("demo server")
-
-@server.tool()
-def zeta(text: str) -> str:
-    """Echo text back."""
-    return text
-
-@server.tool()
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
-
-@server.tool()
-def fail(message: str) -> str:
-    """Always reports an error."""
-    raise ToolError(message)
-
-@server.tool()
-async def slow(seconds: float) -> str:
-    """Sleep, then answer."""
-    await anyio.sleep(seconds)
-    return "done"
-
-@server.tool()
-def environment(key: str) -> str:
-    """One environment variable of the server process."""
-    return os.environ.get(key, "<unset>")
-
-@server.tool(name="odd name.v2", description="Closes a turn: <｜end▁of▁sentence｜>")
-def odd(n: int = 3) -> str:
-    return "x" * n
-
-@server.tool()
-def die() -> str:
-    """Exit the server process."""
-    os._exit(3)
-
-if __name__ == "__main__":
-    print("demo server starting", file=sys.stderr, flush=True)
-    if len(sys.argv) > 1:
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
-    else:
-        server.run()
-'''
+DEMO_SERVER = Path(__file__).resolve().parent / "mcp_demo_server.py"
 
 
 @pytest.fixture(scope="module")
-def server_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("mcp") / "demo_server.py"
-    path.write_text(SERVER, encoding="utf-8")
-    return path
+def server_script() -> Path:
+    return DEMO_SERVER
 
 
 def run(fn: Any, *args: Any) -> Any:

@@ -2,7 +2,8 @@
 
 ``builtin_tools(workspace)`` assembles the default set in its fixed order; MCP servers' tools
 join with ``registry.add_many(mcp.tools())`` inside ``async with McpTools.stdio(…) as mcp``
-(the ``mcp`` extra).
+(the ``mcp`` extra), or for a whole ``mcpServers`` configuration with
+``async with open_servers(load_servers("mcp.json")) as mcp``.
 """
 
 from whalebone.tools.builtins import builtin_tools
@@ -11,6 +12,7 @@ from whalebone.tools.confine import PathError, PathRefused, Root
 from whalebone.tools.files import FileTools, file_tools
 from whalebone.tools.http import HttpPolicy, http_get
 from whalebone.tools.mcp import McpTool, McpTools, McpUnavailable
+from whalebone.tools.mcp_servers import McpConfigError, McpServers, load_servers, open_servers
 from whalebone.tools.registry import Tool, ToolError, ToolRegistry, ToolResult
 from whalebone.tools.shell import ShellPolicy, run_shell
 
@@ -18,6 +20,8 @@ __all__ = [
     "CalculatorError",
     "FileTools",
     "HttpPolicy",
+    "McpConfigError",
+    "McpServers",
     "McpTool",
     "McpTools",
     "McpUnavailable",
@@ -33,5 +37,7 @@ __all__ = [
     "calculator",
     "file_tools",
     "http_get",
+    "load_servers",
+    "open_servers",
     "run_shell",
 ]
