@@ -207,3 +207,13 @@ def test_symlink_planted_in_the_scope_is_never_followed(scope: MemoryScope, tmp_
     listing = scope.view("/memories").text
     assert "link.md (symlink, not accessible)" in listing
     assert (tmp_path / "secret.txt").read_text() == "password=hunter2"
+
+
+def test_a_fifo_in_the_scope_is_listed_but_never_opened(scope: MemoryScope) -> None:
+    os.mkfifo(scope.root.path / "pipe.md")
+    assert "pipe.md (other, not accessible)" in scope.view("/memories").text
+    with pytest.raises(PathRefused, match="FIFO"):
+        scope.view("pipe.md")  # would block forever if opened for reading
+    with pytest.raises(PathRefused, match="FIFO"):
+        scope.str_replace("pipe.md", "a", "b")
+    assert scope.search("pipe").text.startswith("No memory matches")

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -233,44 +235,50 @@ def test_fuzzed_hostile_paths_never_escape(box: tuple[Root, Path, Path], pieces:
 
 # -- races ------------------------------------------------------------------------------------
 
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two names atomically (renameat2 RENAME_EXCHANGE): `a` is never absent."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, bytes(a), -100, bytes(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
+        raise OSError(ctypes.get_errno(), "renameat2")
+
+
 def test_symlink_swapped_in_during_use_is_refused(box: tuple[Root, Path, Path]) -> None:
-    """A thread keeps swapping directory `d` for a link to the outside; reads and writes
-    through `d` must never touch the outside, whatever the interleaving."""
+    """A thread keeps exchanging directory `d` with a link to the outside (atomically, so `d`
+    always exists); every read and write through `d` either works inside or is refused as a
+    link, whatever the interleaving, and the outside is never touched."""
     root, inside, outside = box
     (inside / "d").mkdir()
     (inside / "d" / "secret").write_text("inside copy")
+    os.symlink(outside, inside / "d_link")
     stop = threading.Event()
 
     def swapper() -> None:
-        real, link = inside / "d_real", inside / "d_link"
         while not stop.is_set():
-            os.rename(inside / "d", real)
-            os.symlink(outside, link)
-            os.rename(link, inside / "d")  # now a link to the outside
-            os.rename(inside / "d", link)
-            os.unlink(link)
-            os.rename(real, inside / "d")
+            _exchange(inside / "d", inside / "d_link")
+            time.sleep(0.0002)
 
     t = threading.Thread(target=swapper, daemon=True)
     t.start()
-    reads = refusals = 0
+    reads = link_refusals = 0
     try:
         for i in range(3000):
             try:
                 assert root.read_text("d/secret") == "inside copy"
                 reads += 1
-            except PathError:
-                refusals += 1
+            except PathRefused as e:
+                assert "symbolic link" in str(e)
+                link_refusals += 1
             try:
                 root.write_atomic(f"d/w{i % 5}", "w", parents=False)
-            except PathError:
-                refusals += 1
+            except PathRefused as e:
+                assert "symbolic link" in str(e)
+                link_refusals += 1
     finally:
         stop.set()
         t.join()
     assert sorted(os.listdir(outside)) == ["secret"]
     assert (outside / "secret").read_text() == SECRET
-    assert reads > 0 and refusals > 0  # both interleavings really happened
+    assert reads > 0 and link_refusals > 0  # both interleavings really happened
 
 
 def test_a_killed_writer_never_leaves_a_half_written_file(tmp_path: Path) -> None:

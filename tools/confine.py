@@ -283,7 +283,7 @@ class Root:
             except FileExistsError:
                 raise PathError(f"{display(dparts)!r} already exists") from None
 
-    # -- walking ----------------------------------------------------------------------------
+    # -- walking ------------------------------------------------------------------------------
 
     def _check_writable(self, parts: Parts) -> None:
         if self.read_only:
@@ -294,43 +294,29 @@ class Root:
         """An fd of the directory ``parts``, reached one component at a time, links refused."""
         fd = os.open(self.path, _DIR_FLAGS)
         try:
-            for i, name in enumerate(parts):
+            for i in range(len(parts)):
+                here = parts[: i + 1]
                 try:
-                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    nfd = _open_dir(fd, here)
                 except FileNotFoundError:
                     if not create:
-                        raise PathError(f"{display(parts[: i + 1])!r} does not exist") from None
+                        raise PathError(f"{display(here)!r} does not exist") from None
                     try:
-                        os.mkdir(name, 0o755, dir_fd=fd)
+                        os.mkdir(here[-1], 0o755, dir_fd=fd)
                     except FileExistsError:
                         pass  # made meanwhile: opened (and checked) just below
-                    nfd = self._reopen_dir(fd, parts[: i + 1])
-                except OSError as e:
-                    raise self._walk_error(fd, parts[: i + 1], e) from None
+                    try:
+                        nfd = _open_dir(fd, here)
+                    except FileNotFoundError:
+                        raise PathError(f"{display(here)!r} vanished while it was made") from None
                 os.close(fd)
                 fd = nfd
             yield fd
         finally:
             os.close(fd)
 
-    def _reopen_dir(self, fd: int, parts: Parts) -> int:
-        try:
-            return os.open(parts[-1], _DIR_FLAGS, dir_fd=fd)
-        except OSError as e:
-            raise self._walk_error(fd, parts, e) from None
-
     def _parent(self, parts: Parts, *, create: bool = False) -> AbstractContextManager[int]:
         return self._dir(parts[:-1], create=create)
-
-    def _walk_error(self, dfd: int, parts: Parts, e: OSError) -> PathError:
-        st = _lstat_at(dfd, parts[-1])
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            return PathRefused(f"{display(parts)!r} is a symbolic link; links are not followed")
-        if e.errno in (errno.ENOTDIR, errno.ELOOP):
-            return PathError(f"{display(parts)!r} is not a directory")
-        if e.errno == errno.EACCES:
-            return PathError(f"{display(parts)!r}: permission denied")
-        return PathError(f"{display(parts)!r}: {e.strerror}")
 
     def _open_file(self, dfd: int, parts: Parts, flags: int, mode: int) -> int:
         name = parts[-1]
@@ -367,6 +353,34 @@ class Root:
         if truncate:
             os.ftruncate(fd, 0)
         return fd
+
+
+def _open_dir(dfd: int, parts: Parts) -> int:
+    """Open directory ``parts[-1]`` inside ``dfd``; FileNotFoundError if it is not there.
+
+    ``O_PATH | O_NOFOLLOW`` first pins what the name is at this instant (a link is opened as
+    itself, never followed), so the verdict "a link" is certain even if the link is swapped
+    away a moment later; only a directory is then opened, through the pinned handle, so a
+    swap after the check changes nothing either.
+    """
+    try:
+        pfd = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise PathError(f"{display(parts)!r}: {e.strerror}") from None
+    try:
+        mode = os.fstat(pfd).st_mode
+        if stat.S_ISLNK(mode):
+            raise PathRefused(f"{display(parts)!r} is a symbolic link; links are not followed")
+        if not stat.S_ISDIR(mode):
+            raise PathError(f"{display(parts)!r} is not a directory")
+        try:
+            return os.open(".", _DIR_FLAGS, dir_fd=pfd)
+        except PermissionError:
+            raise PathError(f"{display(parts)!r}: permission denied") from None
+    finally:
+        os.close(pfd)
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
