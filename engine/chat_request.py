@@ -211,8 +211,8 @@ def _number(body: dict[str, Any], key: str, kind: type, default: Any, lo: float,
 def read_sampling(body: dict[str, Any], context_window: int) -> dict[str, Any]:
     """The fields chat and raw completions share: limits, sampling, stop strings, streaming."""
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-    max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", int, DEFAULT_MAX_TOKENS, 1,
-                         context_window)
+    max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", int,
+                         min(DEFAULT_MAX_TOKENS, context_window), 1, context_window)
     n = _number(body, "n", int, 1, 1, 1_000_000)
     if n != 1:
         raise ApiError(400, "n must be 1: one completion per request", param="n")
