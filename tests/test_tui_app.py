@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tui_support import answer, make_runner, screen_text, shell_call, wait_for
+from tui_support import answer, asking, make_runner, screen_text, shell_call, wait_for
 
 from whalebone.tui.app import ChatApp
 from whalebone.tui.modals import ShellApproval
@@ -88,7 +88,7 @@ async def test_a_shell_command_under_ask_opens_a_modal_and_runs_once_approved(
     app = ChatApp(runner)
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "run it")
-        await wait_for(pilot, lambda: isinstance(app.screen, ShellApproval)
+        await wait_for(pilot, lambda: asking(app, ShellApproval)
                        and "echo approved-output" in screen_text(app))
         await pilot.press(*"looks safe")
         await pilot.press("ctrl+y")
@@ -110,7 +110,7 @@ async def test_a_denied_command_does_not_run_and_the_model_hears_the_reason(
     app = ChatApp(runner)
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "do it")
-        await wait_for(pilot, lambda: isinstance(app.screen, ShellApproval))
+        await wait_for(pilot, lambda: asking(app, ShellApproval))
         await pilot.press(*"not today")
         await pilot.press("ctrl+d")
         await wait_for(pilot, lambda: not app.running)
@@ -126,7 +126,7 @@ async def test_cancelling_while_the_modal_is_open_closes_it(tmp_path: Path) -> N
     app = ChatApp(runner)
     async with app.run_test(size=(80, 24)) as pilot:
         await send(pilot, "go")
-        await wait_for(pilot, lambda: isinstance(app.screen, ShellApproval))
+        await wait_for(pilot, lambda: asking(app, ShellApproval))
         await pilot.press("ctrl+c")
         await wait_for(pilot, lambda: not app.running)
         assert not isinstance(app.screen, ShellApproval)

@@ -60,7 +60,7 @@ def test_the_two_lines_say_what_the_figures_hold() -> None:
     first, second = f.lines()
     assert "bundled·whalebone-local" in first and "mem:project:x" in first
     assert "█████░░░░░ 524.3k/1.0M 50%" in first
-    assert "cache last 50% session 50%" in second
-    assert "session $0.0020" in second
-    assert "session:abc $0.3000/$1.00" in second  # in-flight reservations count as spent
+    assert "cache 50% (session 50%)" in second
+    assert "spent $0.0020" in second
+    assert "session $0.3000/$1.00" in second  # in-flight reservations count as spent
     assert "agent:chat today 1.5k/5.0k tok" in second

@@ -18,7 +18,7 @@ from whalebone.tools.shell import ShellPolicy
 from whalebone.tui.approvals import ApprovalLog
 from whalebone.tui.runner import ChatRunner
 
-__all__ = ["answer", "make_runner", "screen_text", "shell_call", "wait_for"]
+__all__ = ["answer", "asking", "make_runner", "screen_text", "shell_call", "wait_for"]
 
 
 def answer(text: str, reasoning: str = "Let me think.") -> str:
@@ -54,3 +54,9 @@ async def wait_for(pilot: Any, condition: Callable[[], bool], timeout: float = 1
         if time.monotonic() > deadline:
             raise AssertionError("timed out; the screen was:\n" + screen_text(pilot.app))
         await pilot.pause(0.05)
+
+
+def asking(app: Any, modal: type) -> bool:
+    """An approval modal of this type is up and its reason box has the keyboard."""
+    focused = app.focused
+    return isinstance(app.screen, modal) and focused is not None and focused.id == "reason"

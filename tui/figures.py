@@ -53,8 +53,14 @@ class ScopeFigure:
 
     def text(self) -> str:
         head, _, last = self.scope.rpartition(":")
-        # A per-day scope (``agent:coder:2026-11-23``) is shown as today's.
-        name = f"{head} today" if head and _DAY.fullmatch(last) else self.scope
+        # A per-day scope (``agent:coder:2026-11-23``) is shown as today's; the session's own
+        # scope is the only session scope shown, so its id is left out.
+        if head and _DAY.fullmatch(last):
+            name = f"{head} today"
+        elif head == "session":
+            name = "session"
+        else:
+            name = self.scope
         if self.max_usd is not None:
             return f"{name} {money(self.spent_usd)}/{money(self.max_usd)}"
         if self.max_tokens is not None:
@@ -125,7 +131,8 @@ class StatusFigures:
                  f"ctx {gauge(used)} {compact(self.context_used)}/{compact(self.window)} "
                  f"{used * 100:.0f}%")
         tps = "— tok/s" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f} tok/s"
-        spend = [f"session {money(self.session_spend)}", *(s.text() for s in self.scopes)]
-        second = (f"cache last {percent(self.last_hit_rate)} "
-                  f"session {percent(self.session_hit_rate)} │ {tps} │ " + " · ".join(spend))
+        budgets = " · ".join(s.text() for s in self.scopes) or "no budget"
+        second = (f"cache {percent(self.last_hit_rate)} (session "
+                  f"{percent(self.session_hit_rate)}) │ {tps} │ spent "
+                  f"{money(self.session_spend)} │ {budgets}")
         return first, second

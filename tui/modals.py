@@ -39,13 +39,13 @@ class ApprovalModal(ModalScreen[Decision]):
         with Vertical(id="dialog"):
             yield Label(self.title_text, id="dialog-title", markup=False)
             yield Static(RichText(self.subject), id="dialog-subject")
-            for line in self.details:
-                yield Label(line, classes="dialog-detail", markup=False)
+            if self.details:
+                yield Static(RichText("\n".join(self.details)), id="dialog-details")
             yield from self.compose_fields()
-            yield Input(placeholder="reason (optional, logged)", id="reason")
+            yield Input(placeholder="reason (optional, logged)", id="reason", compact=True)
             with Horizontal(id="dialog-buttons"):
-                yield Button("Approve  ^Y", variant="success", id="approve")
-                yield Button("Deny  ^D", variant="error", id="deny")
+                yield Button("Approve ^Y", variant="success", id="approve", compact=True)
+                yield Button("Deny ^D", variant="error", id="deny", compact=True)
 
     def compose_fields(self) -> ComposeResult:
         """Inputs a kind of approval asks for besides the reason."""
@@ -101,14 +101,15 @@ class BudgetApproval(ApprovalModal):
             f"{amount(r.in_flight)} · this call needs {amount(r.needed)}",
             f"extensions so far {r.extensions_so_far} · one extension adds at most "
             f"{amount(r.max_step)}",
-            "facts: " + ", ".join(f"{k}={v}" for k, v in _facts(facts).items())[:300],
+            ("facts: " + ", ".join(f"{k}={v}" for k, v in _facts(facts).items()))[:400],
         ]
         super().__init__("Extend this budget?", f"{r.scope}", details)
         self.max_step = r.max_step
 
     def compose_fields(self) -> ComposeResult:
-        yield Label("amount to add (at most one step):", classes="dialog-detail")
-        yield Input(value=f"{self.max_step:g}", id="amount", type="number")
+        with Horizontal(id="amount-row"):
+            yield Label("amount to add: ")
+            yield Input(value=f"{self.max_step:g}", id="amount", type="number", compact=True)
 
     def _amount(self) -> float | None:
         try:
@@ -122,7 +123,8 @@ class BudgetApproval(ApprovalModal):
 
 def _facts(facts: Any) -> dict[str, Any]:
     data = facts.model_dump() if hasattr(facts, "model_dump") else dict(facts)
-    return {k: v for k, v in data.items() if v not in (None, [], {}, "")}
+    return {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in data.items()
+            if v not in (None, [], {}, "")}
 
 
 class TextQuestion(ModalScreen[str | None]):
@@ -138,7 +140,7 @@ class TextQuestion(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(self.question, id="dialog-title", markup=False)
-            yield Input(value=self.value, id="answer")
+            yield Input(value=self.value, id="answer", compact=True)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -164,8 +166,8 @@ class ConfirmQuestion(ModalScreen[bool]):
         with Vertical(id="dialog"):
             yield Label(self.question, id="dialog-title", markup=False)
             with Horizontal(id="dialog-buttons"):
-                yield Button("Yes  y", variant="error", id="yes")
-                yield Button("No  n", variant="primary", id="no")
+                yield Button("Yes y", variant="error", id="yes", compact=True)
+                yield Button("No n", variant="primary", id="no", compact=True)
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

@@ -7,6 +7,8 @@ without a screen.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -21,6 +23,7 @@ from whalebone.tui.engines import ChatEngineError, open_chat_engine
 
 AskPerson = Callable[[str], Awaitable[Decision]]
 THINKING_MODES = ("chat", "thinking", "max")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class ChatRunner:
@@ -98,12 +101,12 @@ class ChatRunner:
         self.log("shell", command, decision)
         return decision
 
-    def log(self, kind: Any, subject: str, decision: Decision) -> None:
+    def log(self, kind: Any, subject: str, decision: Decision,
+            session: str | None = None) -> None:
         if self.approvals is not None:
-            self.approvals.append(ApprovalRecord(kind=kind, subject=subject,
-                                                 approved=decision.approved,
-                                                 reason=decision.reason,
-                                                 session=self.session_id or ""))
+            self.approvals.append(ApprovalRecord(
+                kind=kind, subject=subject, approved=decision.approved, reason=decision.reason,
+                amount=decision.amount, session=session or self.session_id or ""))
 
     # --- engine, mode, price ---------------------------------------------------------------
 
@@ -123,10 +126,26 @@ class ChatRunner:
         self.config = self.config.model_copy(update={"thinking": mode})
 
     def scope_states(self) -> list[Any]:
+        """The budget scopes the status bar shows: those named on the command line, else every
+        capped scope this chat spends from (this session's, this agent's and everyone's today,
+        and undated ones such as a project's); other sessions' and single runs' are left out."""
         if self.ledger is None:
             return []
-        names = self.scopes or self.ledger.scopes()
-        return [self.ledger.state(s) for s in names]
+        if self.scopes:
+            return [self.ledger.state(s) for s in self.scopes]
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        states = []
+        for name in self.ledger.scopes():
+            kind, _, rest = name.partition(":")
+            if kind == "run" or (kind == "session" and rest != self.session_id):
+                continue
+            head, _, last = name.rpartition(":")
+            if head and _DAY.fullmatch(last) and last != today:
+                continue
+            state = self.ledger.state(name)
+            if state.max_usd is not None or state.max_tokens is not None:
+                states.append(state)
+        return states
 
     # --- a turn ----------------------------------------------------------------------------
 
@@ -174,7 +193,8 @@ class ChatRunner:
                           reason=decision.reason or "(no reason given)", decider="human")
         applied = book.resolve(request.id, verdict)
         self.log("budget", f"{request.scope} +{amount:g} {request.unit} "
-                 f"(request {request.id})", decision.model_copy(update={"amount": amount}))
+                 f"(request {request.id})", decision.model_copy(update={"amount": amount}),
+                 session=request.session_id)
         return applied
 
     def _decision_book(self) -> Any | None:
