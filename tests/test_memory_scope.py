@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -217,3 +219,21 @@ def test_a_fifo_in_the_scope_is_listed_but_never_opened(scope: MemoryScope) -> N
     with pytest.raises(PathRefused, match="FIFO"):
         scope.str_replace("pipe.md", "a", "b")
     assert scope.search("pipe").text.startswith("No memory matches")
+
+
+def test_writers_in_several_processes_are_serialised(scope: MemoryScope, tmp_path: Path) -> None:
+    scope.create("shared.md", "")
+    code = (
+        "import sys\n"
+        "from whalebone.memory.scope import MemoryScope\n"
+        "s = MemoryScope(sys.argv[1], 'user:alice', index_path=sys.argv[2])\n"
+        "for i in range(15):\n"
+        "    s.insert('shared.md', 0, f'{sys.argv[3]}-{i}')\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(scope.root.path),
+                               str(tmp_path / "idx" / "a.sqlite"), f"p{n}"]) for n in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert sorted(files(scope)["shared.md"].split()) == sorted(
+        f"p{n}-{i}" for n in range(3) for i in range(15))
+    scope.index.sync(force=True)
+    assert {h.text for h in scope.index.search("p1", limit=100)} == {f"p1-{i}" for i in range(15)}

@@ -303,3 +303,40 @@ def test_a_killed_writer_never_leaves_a_half_written_file(tmp_path: Path) -> Non
     assert data in ("A" * 4_000_000, "B" * 4_000_000)
     # at most one orphaned temp file, hidden, which is not the memory file
     assert [n for n in os.listdir(tmp_path) if not n.startswith(".")] == ["m.md"]
+
+
+def test_file_swapped_for_a_link_during_use_is_refused(box: tuple[Root, Path, Path]) -> None:
+    """The last component exchanged with a link to the outside file: never read, never
+    truncated or replaced through the link."""
+    root, inside, outside = box
+    (inside / "f").write_text("inside copy")
+    os.symlink(outside / "secret", inside / "f_link")
+    stop = threading.Event()
+
+    def swapper() -> None:
+        while not stop.is_set():
+            _exchange(inside / "f", inside / "f_link")
+            time.sleep(0.0002)
+
+    t = threading.Thread(target=swapper, daemon=True)
+    t.start()
+    outcomes: set[str] = set()
+    try:
+        for _ in range(2000):
+            try:
+                assert root.read_text("f") in ("inside copy", "w")
+                outcomes.add("read")
+            except PathRefused as e:
+                assert "symbolic link" in str(e)
+                outcomes.add("refused")
+            try:
+                fd = root.open("f", os.O_WRONLY | os.O_TRUNC)
+                os.write(fd, b"w")
+                os.close(fd)
+            except PathRefused:
+                outcomes.add("refused")
+    finally:
+        stop.set()
+        t.join()
+    assert (outside / "secret").read_text() == SECRET
+    assert outcomes == {"read", "refused"}
