@@ -284,3 +284,24 @@ def test_a_chat_engine_can_itself_be_served_and_its_answer_survives_the_round_tr
     assert json.loads(msg["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
     assert r.json()["model"] == "inner-model"
     assert r.json()["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_sglang_flavour_and_token_id_prompts_send_what_those_servers_need() -> None:
+    from whalebone.dsml.tokenizer import load_tokenizer
+
+    done = sse_body({"choices": [{"index": 0, "text": "ok", "finish_reason": "stop"}]},
+                    {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1,
+                                              "prompt_tokens_details": {"cached_tokens": 4}}},
+                    "[DONE]")
+    prompt = T.BOS + T.USER + "Hi" + T.ASSISTANT + T.THINK_END
+    with replaying([(200, {}, done), (200, {}, done)]) as (base, received):
+        sglang = RawCompletionEngine(base + "/v1", flavour="sglang", model="v4", retry=FAST)
+        _, fin = run(sglang, GenerationRequest(prompt=prompt, session_id="s9"))
+        ids = RawCompletionEngine(base, flavour="vllm", model="v4", prompt_format="ids",
+                                  retry=FAST)
+        run(ids, GenerationRequest(prompt=prompt))
+    assert received[0]["prompt"] == prompt and received[0]["skip_special_tokens"] is False
+    assert "add_special_tokens" not in received[0] and received[0]["user"] == "s9"
+    assert received[1]["prompt"] == load_tokenizer().encode(prompt)
+    assert (fin.usage.prompt_cache_hit_tokens, fin.usage.prompt_cache_miss_tokens) == (4, 3)
+    assert fin.model == "v4" and fin.engine == f"sglang@{base}"
