@@ -45,6 +45,7 @@ def _home(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _run_on_scope(args: argparse.Namespace, command: str, **fields: object) -> int:
     from whalebone.memory.tool import MemoryCall, call_path, run_command
+    from whalebone.tools.confine import PathRefused
 
     home = _home(args)
     try:
@@ -58,7 +59,7 @@ def _run_on_scope(args: argparse.Namespace, command: str, **fields: object) -> i
         outcome = run_command(scope, call)
     except WhaleboneError as e:
         home.audit.append(who=_who(), scope=scope.name, command=command, path=call_path(call),
-                          result="refused" if "Refused" in type(e).__name__ else "error",
+                          result="refused" if isinstance(e, PathRefused) else "error",
                           detail=str(e))
         raise
     finally:

@@ -80,17 +80,25 @@ class SearchIndex:
 
     def _create(self) -> None:
         with self._lock:
-            if "files" not in self.db.table_names():
-                self.db["files"].create({"path": str, "size": int, "mtime_ns": int,
-                                         "hash": str, "indexed_ns": int}, pk="path",
-                                        if_not_exists=True)
-            if "entries" not in self.db.table_names():
-                entries = self.db["entries"]
-                entries.create({"id": int, "path": str, "line": int, "text": str}, pk="id",
-                               if_not_exists=True)
-                entries.create_index(["path"], if_not_exists=True)
-                entries.enable_fts(["text"], fts_version="FTS5", create_triggers=True,
-                                   tokenize="porter unicode61 remove_diacritics 2")
+            try:
+                self._create_tables()
+            except sqlite3.OperationalError:
+                # Another process created them at the same moment: what matters is that
+                # they exist now.
+                if not {"files", "entries", "entries_fts"} <= set(self.db.table_names()):
+                    raise
+
+    def _create_tables(self) -> None:
+        if "files" not in self.db.table_names():
+            self.db["files"].create({"path": str, "size": int, "mtime_ns": int, "hash": str,
+                                     "indexed_ns": int}, pk="path", if_not_exists=True)
+        if "entries_fts" not in self.db.table_names():
+            entries = self.db["entries"]
+            entries.create({"id": int, "path": str, "line": int, "text": str}, pk="id",
+                           if_not_exists=True)
+            entries.create_index(["path"], if_not_exists=True)
+            entries.enable_fts(["text"], fts_version="FTS5", create_triggers=True,
+                               tokenize="porter unicode61 remove_diacritics 2")
 
     def close(self) -> None:
         with self._lock:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,19 @@ def test_fts_matches_a_plain_scan_after_random_outside_edits(
                 if word in line.split():
                     expected.add((p.name, i))
         assert set(found(index, word)) == expected
+
+
+def test_processes_opening_a_new_index_at_once_all_succeed(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.md").write_text("shared\n")
+    code = (
+        "import sys\n"
+        "from whalebone.memory.index import SearchIndex\n"
+        "from whalebone.tools.confine import Root\n"
+        "idx = SearchIndex(Root(sys.argv[1]), sys.argv[2])\n"
+        "idx.sync(force=True)\n"
+        "assert [h.path for h in idx.search('shared')] == ['a.md']\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "m"),
+                               str(tmp_path / "i.sqlite")]) for _ in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
