@@ -133,6 +133,24 @@ def test_read_file_numbers_lines_and_pages_long_files(box: tuple[Path, Path]) ->
         ft.read_file("long.txt", offset=101)
 
 
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_read_file_pages_match_the_lines_across_chunk_boundaries(
+        box: tuple[Path, Path], final_newline: bool) -> None:
+    ws, _ = box
+    # ~300 KB of lines of varying length: pages straddle the reader's 64 KiB chunks.
+    lines = [f"{i}:" + "x" * (i * 37 % 200) for i in range(1, 3001)]
+    (ws / "data.txt").write_text("\n".join(lines) + ("\n" if final_newline else ""))
+    ft = FileTools(ws, max_output=1_000_000)
+    for offset, limit in [(1, 5), (300, 700), (1290, 40), (2990, 20), (3000, 1)]:
+        out = ft.read_file("data.txt", offset=offset, limit=limit, line_numbers=False)
+        page = out.splitlines()
+        shown = lines[offset - 1: offset - 1 + limit]
+        assert page[: len(shown)] == shown
+        if offset - 1 + limit < 3000:
+            assert page[-1] == (f"[lines {offset}-{offset + limit - 1} of 3000; continue with "
+                                f"offset={offset + limit}]")
+
+
 def test_read_file_caps_output_and_long_lines(box: tuple[Path, Path]) -> None:
     ws, _ = box
     (ws / "wide.txt").write_text("x" * 50_000 + "\nshort\n" + "y\n" * 5000)

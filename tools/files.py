@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from pydantic import Field
 
@@ -65,35 +65,33 @@ class FileTools:
         """Read a text file of the workspace, with line numbers. Long files come in pages:
         the last line says which offset to continue from. Binary files are refused."""
         parts = self.root.resolve(path)
-        lines: list[str] = []
-        total = used = 0
-        full = more_output = counted_all = False
-        for total, (line, length, scanned) in enumerate(self._lines(parts), start=1):
-            if total < offset:
-                continue
-            if full or more_output:
-                if scanned > self.max_file_bytes:
-                    break  # the page is complete; counting the rest of a huge file is not
-                continue
-            text = _cut(line.decode("utf-8", errors="replace"), self.max_line, length)
-            shown = f"{total:>6}\t{text}" if line_numbers else text
-            if lines and used + len(shown) + 1 > self.max_output:
-                more_output = True
-                continue
-            lines.append(shown)
-            used += len(shown) + 1
-            full = len(lines) == limit
-        else:
-            counted_all = True
+        fd = self.root.open(parts)
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            head = f.read(SNIFF_BYTES)
+            if b"\0" in head:
+                size = os.fstat(f.fileno()).st_size
+                raise ToolError(f"{display(parts)} is a binary file ({size} bytes); the "
+                                "file tools show text only")
+            page, total, exact = _page(f, head, offset, limit, keep=self.max_line * 4,
+                                       budget=self.max_output * 4, max_scan=self.max_file_bytes)
         if total == 0:
             return f"{display(parts)} is empty"
         if offset > total:
             raise ToolError(f"{display(parts)} has {total} lines; offset {offset} is past "
                             "its end")
+        lines: list[str] = []
+        used = 0
+        for n, (line, length) in enumerate(page, start=offset):
+            text = _cut(line.decode("utf-8", errors="replace"), self.max_line, length)
+            shown = f"{n:>6}\t{text}" if line_numbers else text
+            if lines and used + len(shown) + 1 > self.max_output:
+                break
+            lines.append(shown)
+            used += len(shown) + 1
         last = offset + len(lines) - 1
         if last < total:
-            of = f"{total}" if counted_all else f"more than {total - 1}"
-            why = " (output cap)" if more_output else ""
+            of = f"{total}" if exact else f"more than {total - 1}"
+            why = " (output cap)" if len(lines) < limit else ""
             lines.append(f"[lines {offset}-{last} of {of}{why}; continue with "
                          f"offset={last + 1}]")
         return neutralise("\n".join(lines))
@@ -201,34 +199,6 @@ class FileTools:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _lines(self, parts: Parts) -> Iterator[tuple[bytes, int, int]]:
-        """(start of line, its full length, bytes scanned so far) for each line of a text
-        file, streamed in chunks so that neither a huge file nor a huge line is held whole;
-        binary files refused."""
-        keep = self.max_line * 4  # UTF-8: at most 4 bytes a character
-        fd = self.root.open(parts)
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            head = f.read(SNIFF_BYTES)
-            if b"\0" in head:
-                size = os.fstat(f.fileno()).st_size
-                raise ToolError(f"{display(parts)} is a binary file ({size} bytes); the "
-                                "file tools show text only")
-            chunk, scanned = head, 0
-            start, length = bytearray(), 0
-            while chunk:
-                scanned += len(chunk)
-                pieces = chunk.split(b"\n")
-                for i, piece in enumerate(pieces):
-                    if len(start) < keep:
-                        start += piece[: keep - len(start)]
-                    length += len(piece)
-                    if i < len(pieces) - 1:  # a newline ended this piece
-                        yield _line(start, length, scanned)
-                        start, length = bytearray(), 0
-                chunk = f.read(1 << 16)
-            if length:
-                yield _line(start, length, scanned)
-
     def _text(self, parts: Parts) -> str:
         data = self.root.read_bytes(parts, max_bytes=self.max_file_bytes)
         if b"\0" in data[:SNIFF_BYTES]:
@@ -281,10 +251,56 @@ def _printable(name: str) -> str:
     return name if name.isprintable() else repr(name)[1:-1]
 
 
-def _line(start: bytearray, length: int, scanned: int) -> tuple[bytes, int, int]:
+def _page(f: BinaryIO, head: bytes, offset: int, limit: int, *, keep: int, budget: int,
+          max_scan: int) -> tuple[list[tuple[bytes, int]], int, bool]:
+    """Lines ``offset`` … ``offset + limit - 1`` of a file, each as (its first ``keep`` bytes,
+    its full length); then the number of lines, and whether that number is exact.
+
+    Streams in chunks, so neither a huge file nor a huge line is ever held whole: chunks
+    wholly before or after the page are only counted (in C, by ``bytes.count``), and counting
+    stops once ``max_scan`` bytes have been read. The page also ends early once it holds
+    ``budget`` bytes, more than the output cap can show.
+    """
+    page: list[tuple[bytes, int]] = []
+    end = offset + limit - 1  # the last line of the page
+    done = 0  # lines completed so far; the line in progress is done + 1
+    cur, cur_len, held = bytearray(), 0, 0
+    scanned, chunk, ends_open = 0, head, False
+    while chunk:
+        scanned += len(chunk)
+        ends_open = not chunk.endswith(b"\n")
+        newlines = chunk.count(b"\n")
+        if done + 1 > end or done + newlines + 1 < offset:
+            done += newlines  # no line of the page starts or continues in this chunk
+            if done + 1 > end and scanned > max_scan:
+                return page, done + 1, False
+        else:
+            pieces = chunk.split(b"\n")
+            for i, piece in enumerate(pieces):
+                inside = offset <= done + 1 <= end
+                if inside:
+                    cur += piece[: max(0, keep - len(cur))]
+                    cur_len += len(piece)
+                if i < len(pieces) - 1:  # a newline ends this line
+                    if inside:
+                        page.append(_line(cur, cur_len))
+                        held += len(page[-1][0])
+                        if held > budget:
+                            end = done + 1  # the page is as long as can be shown
+                    cur, cur_len = bytearray(), 0
+                    done += 1
+        chunk = f.read(1 << 16)
+    if ends_open and scanned:  # a last line without a final newline
+        if offset <= done + 1 <= end:
+            page.append(_line(cur, cur_len))
+        done += 1
+    return page, done, True
+
+
+def _line(start: bytearray, length: int) -> tuple[bytes, int]:
     if start.endswith(b"\r") and length == len(start):  # a CRLF line ending
-        return bytes(start[:-1]), length - 1, scanned
-    return bytes(start), length, scanned
+        return bytes(start[:-1]), length - 1
+    return bytes(start), length
 
 
 def _cut(text: str, limit: int, length: int | None = None) -> str:
