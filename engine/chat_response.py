@@ -36,6 +36,12 @@ def usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
+def served_by(finished: Finished) -> dict[str, Any]:
+    """whalebone's extension to the answer: which engine served it, and its notes (a router's
+    failover, "the cache starts cold"). OpenAI clients ignore fields they do not know."""
+    return {"engine": finished.engine, "notes": list(finished.notes)}
+
+
 def finish_reason(finished: Finished, parsed: ParsedCompletion | None) -> str:
     if finished.finish_reason == "length":
         return "length"
@@ -96,6 +102,7 @@ class ChatShaper:
         chunks += self._deltas(self.parser.close())
         last = self._chunk({}, finish_reason(finished, self.parser.result))
         last["usage"] = usage_json(finished.usage)
+        last["whalebone"] = served_by(finished)
         return [*chunks, last]
 
     def message(self) -> dict[str, Any]:
@@ -113,7 +120,7 @@ class ChatShaper:
                 "model": self.model, "system_fingerprint": "whalebone",
                 "choices": [{"index": 0, "message": self.message(), "logprobs": None,
                              "finish_reason": finish_reason(finished, self.parser.result)}],
-                "usage": usage_json(finished.usage)}
+                "usage": usage_json(finished.usage), "whalebone": served_by(finished)}
 
 
 class TextShaper:
@@ -132,4 +139,5 @@ class TextShaper:
                          "finish_reason": finished.finish_reason if finished else None}]}
         if finished is not None:
             out["usage"] = usage_json(finished.usage)
+            out["whalebone"] = served_by(finished)
         return out

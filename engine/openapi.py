@@ -40,6 +40,11 @@ SCHEMAS: dict[str, Any] = {
             "prompt_cache_miss_tokens": _INT,
             "prompt_tokens_details": {"type": "object",
                                       "properties": {"cached_tokens": _INT}}}},
+    "ServedBy": {
+        "type": "object", "required": ["engine", "notes"],
+        "description": "whalebone's extension: the engine that answered and its notes, e.g. a "
+                       "router's failover or 'the cache starts cold'",
+        "properties": {"engine": _STR, "notes": {"type": "array", "items": _STR}}},
     "ToolCall": {
         "type": "object", "required": ["id", "type", "function"],
         "properties": {"id": _STR, "type": {"const": "function"},
@@ -113,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
                                        "reasoning_content": _nullable(_STR),
                                        "tool_calls": {"type": "array",
                                                       "items": _ref("ToolCall")}}}}}},
-            "usage": _ref("Usage")}},
+            "usage": _ref("Usage"), "whalebone": _ref("ServedBy")}},
     "ChatCompletionChunk": {
         "type": "object", "required": ["id", "object", "created", "model", "choices"],
         "description": "one SSE 'data:' line; the stream ends with 'data: [DONE]'. The last "
@@ -122,6 +127,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": _STR, "object": {"const": "chat.completion.chunk"}, "created": _INT,
             "model": _STR, "system_fingerprint": _STR, "usage": _ref("Usage"),
+            "whalebone": _ref("ServedBy"),
             "choices": {"type": "array", "items": {
                 "type": "object", "required": ["index", "delta"],
                 "properties": {
@@ -149,7 +155,7 @@ SCHEMAS: dict[str, Any] = {
                        "carries finish_reason and usage",
         "properties": {
             "id": _STR, "object": {"const": "text_completion"}, "created": _INT, "model": _STR,
-            "system_fingerprint": _STR, "usage": _ref("Usage"),
+            "system_fingerprint": _STR, "usage": _ref("Usage"), "whalebone": _ref("ServedBy"),
             "choices": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
                 "type": "object", "required": ["index", "text", "finish_reason"],
                 "properties": {"index": _INT, "text": _STR,

@@ -391,3 +391,32 @@ def test_an_engine_bug_is_a_500_in_error_json_and_the_server_keeps_serving() -> 
     assert plain.json()["error"]["message"] == "internal error: RuntimeError"
     assert events[-1]["error"]["code"] == "internal_error"
     assert after.status_code == 200
+
+
+def test_a_router_behind_the_server_reports_a_session_moving_engines() -> None:
+    from whalebone.engine.base import EngineUnavailable
+    from whalebone.engine.router import Router
+
+    down: set[str] = set()
+
+    def engine(name: str) -> ScriptedEngine:
+        def script(_: Any) -> str:
+            if name in down:
+                raise EngineUnavailable(f"{name} is down")
+            return emit_completion(f"from {name}", reasoning="")
+
+        return ScriptedEngine(script, name=name)
+
+    body = {"messages": [{"role": "user", "content": "x"}], "user": "session-7"}
+    with serving(Router({"bulk": [engine("a"), engine("b")]})) as (base, _):
+        first = chat(base, body).json()
+        down.add("a")
+        moved = chat(base, body).json()
+        events = stream_chat(base, body)
+    conforms(first, "ChatCompletion")
+    assert first["whalebone"] == {"engine": "a", "notes": []}
+    assert moved["whalebone"]["engine"] == "b"
+    assert any("session session-7 moved from a to b: the cache starts cold" in n
+               for n in moved["whalebone"]["notes"])
+    assert events[-2]["whalebone"]["engine"] == "b"  # sticky now, streamed too
+    assert not any("moved" in n for n in events[-2]["whalebone"]["notes"])
