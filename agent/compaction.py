@@ -13,7 +13,17 @@ resumed run sees. Markers never reach the codec.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from whalebone.agent.events import AgentEvent, Warning
+from whalebone.agent.generate import Generation
+from whalebone.dsml.parser import CompletionParser
+from whalebone.dsml.untrusted import neutralise
+from whalebone.engine.base import EngineError
+
+if TYPE_CHECKING:
+    from whalebone.agent.loop import Run
 
 SUMMARY_REQUEST = (
     "[whalebone] The conversation is near the context limit and older turns will be replaced "
@@ -68,3 +78,54 @@ def compacted(history: list[dict[str, Any]], cut: int, summary: str
 def marker(head: int, keep_from: int, summary_msg: dict[str, Any]) -> dict[str, Any]:
     """The stored record of a compaction. ``keep_from`` is a stored message index."""
     return {"role": "compaction", "head": head, "keep_from": keep_from, "summary": summary_msg}
+
+
+async def compact(run: Run) -> AsyncIterator[AgentEvent]:
+    """Compact ``run``'s conversation in place: ask for the summary on the cached prompt,
+    store the marker, and reset the transcript to head + summary + recent turns. On any failure
+    the conversation is left as it was, with a warning."""
+    cut = cut_point(run.history, run.cfg.keep_recent)
+    if cut is None:
+        yield Warning(kind="context_full", message="the prompt is near the context window "
+                      "but too few turns are old enough to compact")
+        return
+    before = list(run.history)
+    last = run.last
+    hit_before = last.cache_hit_tokens / last.prompt_tokens if last and last.prompt_tokens \
+        else 0.0
+    run.transcript.append({"role": "user", "content": SUMMARY_REQUEST})
+    run.transcript.render()  # merges into the unsent last turn: nothing cached is lost
+    gen = Generation()
+    parser = CompletionParser(run.cfg.mode)
+    failure = ""
+    try:
+        async for delta in run._generate("compaction", run.cfg.summary_max_tokens, gen):
+            parser.feed(delta)
+    except EngineError as e:
+        failure = f"no summary: {e}"
+    if not failure:
+        parser.close()
+        yield run._usage("compaction", gen)
+        if not parser.result.content.strip() or gen.finish_reason != "stop":
+            failure = "the model wrote no usable summary"
+    if failure:
+        run.transcript.reset(before)
+        run.transcript.render()
+        yield Warning(kind="compaction_failed", message=failure)
+        return
+    head = head_length(before)
+    new, summary_msg = compacted(before, cut, neutralise(parser.result.content.strip()))
+    marker_seq = run.session.next_seq
+    run.session.append(marker(head, run.seqs[cut], summary_msg))
+    run.history = new
+    run.seqs = [*run.seqs[:head], marker_seq, *run.seqs[cut:]]
+    render = run.transcript.reset(new)
+    kept = render.prefix_break.offset if render.prefix_break else len(run.transcript.text)
+    run.estimate = run._count(run.transcript.text)
+    run.last = None  # the next turn's cache covers only the kept head
+    run.loops.reset()
+    run.pending_compaction = {
+        "messages_before": len(before), "messages_after": len(new),
+        "tokens_before": gen.prompt_tokens, "hit_rate_before": hit_before,
+        "summary_hit_rate": gen.cache_hit_tokens / gen.prompt_tokens if gen.prompt_tokens
+        else 0.0, "kept_prefix_chars": kept}

@@ -279,7 +279,7 @@ class Run:
         self.estimate = self._estimate(render.text, render.prefix_break is None)
         window = getattr(self.agent.engine, "context_window", 1_048_576)
         if self.estimate + self.cfg.max_tokens >= self.cfg.compact_at * window:
-            async for event in self._compact():
+            async for event in C.compact(self):  # older turns become a summary
                 yield event
         parser = CompletionParser(self.cfg.mode, tools=self.schemas)
         gen = Generation()
@@ -377,55 +377,6 @@ class Run:
         except UnknownPrice:
             self._unpriced.add(g.model)  # reported once per run by the caller's usage line
             return 0.0
-
-    # --- compaction ----------------------------------------------------------------------
-
-    async def _compact(self) -> AsyncIterator[AgentEvent]:
-        """Replace older turns by a model-written summary (see :mod:`.compaction`)."""
-        cut = C.cut_point(self.history, self.cfg.keep_recent)
-        if cut is None:
-            yield Warning(kind="context_full", message="the prompt is near the context window "
-                          "but too few turns are old enough to compact")
-            return
-        before = list(self.history)
-        hit_before = (self.last.cache_hit_tokens / self.last.prompt_tokens
-                      if self.last and self.last.prompt_tokens else 0.0)
-        self.transcript.append({"role": "user", "content": C.SUMMARY_REQUEST})
-        self.transcript.render()  # merges into the unsent last turn: nothing cached is lost
-        gen = Generation()
-        parser = CompletionParser(self.cfg.mode)
-        try:
-            async for delta in self._generate("compaction", self.cfg.summary_max_tokens, gen):
-                parser.feed(delta)
-        except EngineError as e:
-            self.transcript.reset(before)
-            self.transcript.render()
-            yield Warning(kind="compaction_failed", message=f"no summary: {e}")
-            return
-        parser.close()
-        yield self._usage("compaction", gen)
-        summary = parser.result.content.strip()
-        if not summary or gen.finish_reason != "stop":
-            self.transcript.reset(before)
-            self.transcript.render()
-            yield Warning(kind="compaction_failed", message="the model wrote no usable summary")
-            return
-        head = C.head_length(before)
-        new, summary_msg = C.compacted(before, cut, neutralise(summary))
-        marker_seq = self.session.next_seq
-        self.session.append(C.marker(head, self.seqs[cut], summary_msg))
-        self.history = new
-        self.seqs = [*self.seqs[:head], marker_seq, *self.seqs[cut:]]
-        render = self.transcript.reset(new)
-        kept = render.prefix_break.offset if render.prefix_break else len(self.transcript.text)
-        self.estimate = self._count(self.transcript.text)
-        self.last = None  # the next turn's cache covers only the kept head
-        self.loops.reset()
-        self.pending_compaction = {
-            "messages_before": len(before), "messages_after": len(new),
-            "tokens_before": gen.prompt_tokens, "hit_rate_before": hit_before,
-            "summary_hit_rate": gen.cache_hit_tokens / gen.prompt_tokens
-            if gen.prompt_tokens else 0.0, "kept_prefix_chars": kept}
 
     def _facts(self) -> dict[str, Any]:
         return collect_facts(self.session, task=self.task, steps=self.steps,
