@@ -251,7 +251,16 @@ class BudgetGuard:
             self.book.resolve(request.request_id, Verdict(decision="deny", cause=forced[0],
                                                           reason=forced[1], decider="policy"))
         else:
-            await self._decide(request)
+            try:
+                await self._decide(request)
+            except BaseException:
+                # The frozen run was cancelled (or broke): nobody waits for this request any
+                # more, so it must not sit in front of a person as pending.
+                with anyio.CancelScope(shield=True):
+                    self.book.resolve(request.request_id, Verdict(
+                        decision="deny", cause="cancelled", decider="policy",
+                        reason="the waiting run was cancelled before a decision"))
+                raise
 
         decided = self.book.applied_decision(request.request_id)
         if decided is not None and decided.decision == "approve":

@@ -415,3 +415,50 @@ def test_concurrent_sessions_never_overshoot_through_the_guard(tmp_path: Path) -
     sessions = [ledger.limit(f"session:s{i}") for i in range(4)]
     assert sum(s.max_usd for s in sessions if s) == pytest.approx(0.05 + approved)
     assert json.loads(json.dumps([d.model_dump() for d in decisions]))  # all serialisable
+
+
+def test_a_person_can_overrule_a_slow_auditor(ledger: Ledger) -> None:
+    slow = ScriptedEngine([approve(0.01)], model="deepseek-v4-pro", delay=0.05)
+    guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=0.004, poll_s=0.02),
+                        auditor=Auditor(slow))
+    other = DecisionBook(Ledger(ledger.path))
+
+    async def person() -> None:
+        while not other.pending("s1"):
+            await anyio.sleep(0.02)
+        other.resolve(other.pending("s1")[0].id, Verdict(decision="deny", decider="human",
+                                                         reason="not worth it"))
+
+    stops: list[BudgetStop] = []
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(person)
+            try:
+                while True:
+                    guard.settle(await guard.before_call(plan()), usage())
+            except BudgetStop as e:
+                stops.append(e)
+
+    t0 = time.monotonic()
+    anyio.run(run)
+    assert "not worth it" in str(stops[0]) and stops[0].verdict.decider == "human"
+    assert time.monotonic() - t0 < 3  # the auditor's slow answer was not waited for
+    assert [d.decider for d in other.decisions()] == ["human"]
+    assert ledger.spend_by_kind(day_scope("global"))["auditor"] > 0  # its call is still charged
+    assert ledger.state(day_scope("auditor")).reserved_usd == 0
+
+
+def test_a_cancelled_frozen_run_leaves_no_request_pending(ledger: Ledger) -> None:
+    guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=0.004, on_cap="human",
+                                                    poll_s=0.02))
+
+    async def run() -> None:
+        with anyio.move_on_after(0.3):
+            while True:
+                guard.settle(await guard.before_call(plan()), usage())
+
+    anyio.run(run)
+    assert guard.book.pending() == []
+    [d] = guard.book.decisions()
+    assert (d.decision, d.cause) == ("deny", "cancelled")
