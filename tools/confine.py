@@ -98,7 +98,7 @@ class Root:
             try:
                 return os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
             except FileNotFoundError:
-                raise PathError(f"{display(parts)!r} does not exist") from None
+                raise PathError(f"{self._q(parts)} does not exist") from None
 
     def exists(self, user_path: str | Parts) -> bool:
         try:
@@ -124,7 +124,7 @@ class Root:
         try:
             size = os.fstat(fd).st_size
             if max_bytes is not None and size > max_bytes:
-                raise PathError(f"{display(parts)!r} is {size} bytes, over the cap of "
+                raise PathError(f"{self._q(parts)} is {size} bytes, over the cap of "
                                 f"{max_bytes}")
             chunks = []
             while chunk := os.read(fd, 1 << 20):
@@ -138,7 +138,7 @@ class Root:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            raise PathError(f"{display(self.resolve(user_path))!r} is not UTF-8 text") from None
+            raise PathError(f"{self._q(self.resolve(user_path))} is not UTF-8 text") from None
 
     def listdir(self, user_path: str | Parts = "") -> list[Entry]:
         """The entries of a directory, sorted by name, none of them followed."""
@@ -195,9 +195,9 @@ class Root:
             existing = _lstat_at(dfd, name)
             if existing is not None:
                 if exclusive:
-                    raise PathError(f"{display(parts)!r} already exists")
+                    raise PathError(f"{self._q(parts)} already exists")
                 if not stat.S_ISREG(existing.st_mode):
-                    raise PathRefused(f"{display(parts)!r} is {_kind(existing.st_mode)}, "
+                    raise PathRefused(f"{self._q(parts)} is {_kind(existing.st_mode)}, "
                                       "not a regular file")
             tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -218,7 +218,7 @@ class Root:
                     os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except FileExistsError:
                 os.unlink(tmp, dir_fd=dfd)
-                raise PathError(f"{display(parts)!r} already exists") from None
+                raise PathError(f"{self._q(parts)} already exists") from None
             except BaseException:
                 _unlink_quietly(tmp, dfd)
                 raise
@@ -236,7 +236,7 @@ class Root:
             except FileExistsError:
                 st = _lstat_at(dfd, parts[-1])
                 if not exist_ok or st is None or not stat.S_ISDIR(st.st_mode):
-                    raise PathError(f"{display(parts)!r} already exists") from None
+                    raise PathError(f"{self._q(parts)} already exists") from None
 
     def unlink(self, user_path: str | Parts) -> None:
         """Remove a file (or a symbolic link itself, which is never followed)."""
@@ -248,9 +248,9 @@ class Root:
             try:
                 os.unlink(parts[-1], dir_fd=dfd)
             except FileNotFoundError:
-                raise PathError(f"{display(parts)!r} does not exist") from None
+                raise PathError(f"{self._q(parts)} does not exist") from None
             except IsADirectoryError:
-                raise PathError(f"{display(parts)!r} is a directory") from None
+                raise PathError(f"{self._q(parts)} is a directory") from None
 
     def remove_tree(self, user_path: str | Parts) -> None:
         """Remove a directory and everything in it, without following any link inside it."""
@@ -261,9 +261,9 @@ class Root:
         with self._parent(parts) as dfd:
             st = _lstat_at(dfd, parts[-1])
             if st is None:
-                raise PathError(f"{display(parts)!r} does not exist")
+                raise PathError(f"{self._q(parts)} does not exist")
             if not stat.S_ISDIR(st.st_mode):
-                raise PathError(f"{display(parts)!r} is not a directory")
+                raise PathError(f"{self._q(parts)} is not a directory")
             # With dir_fd, rmtree takes its fd-based path that never follows a swapped link.
             shutil.rmtree(parts[-1], dir_fd=dfd)
 
@@ -274,20 +274,24 @@ class Root:
         if not sparts or not dparts:
             raise PathRefused("the root itself cannot be renamed or replaced")
         if dparts[: len(sparts)] == sparts:
-            raise PathError(f"cannot move {display(sparts)!r} inside itself")
+            raise PathError(f"cannot move {self._q(sparts)} inside itself")
         with self._parent(sparts) as sfd, self._parent(dparts, create=parents) as dfd:
             if _lstat_at(sfd, sparts[-1]) is None:
-                raise PathError(f"{display(sparts)!r} does not exist")
+                raise PathError(f"{self._q(sparts)} does not exist")
             try:
                 _rename_noreplace(sfd, sparts[-1], dfd, dparts[-1])
             except FileExistsError:
-                raise PathError(f"{display(dparts)!r} already exists") from None
+                raise PathError(f"{self._q(dparts)} already exists") from None
 
     # -- walking ------------------------------------------------------------------------------
 
+    def _q(self, parts: Parts) -> str:
+        """A path for a message, written the way the caller writes paths (under the alias)."""
+        return _quote(parts, self.alias)
+
     def _check_writable(self, parts: Parts) -> None:
         if self.read_only:
-            raise PathRefused(f"{display(parts) or 'the root'!r}: this root is read-only")
+            raise PathRefused(f"{self._q(parts) if parts else 'the root'}: this root is read-only")
 
     @contextmanager
     def _dir(self, parts: Parts, *, create: bool = False) -> Iterator[int]:
@@ -297,18 +301,18 @@ class Root:
             for i in range(len(parts)):
                 here = parts[: i + 1]
                 try:
-                    nfd = _open_dir(fd, here)
+                    nfd = _open_dir(fd, here, self.alias)
                 except FileNotFoundError:
                     if not create:
-                        raise PathError(f"{display(here)!r} does not exist") from None
+                        raise PathError(f"{self._q(here)} does not exist") from None
                     try:
                         os.mkdir(here[-1], 0o755, dir_fd=fd)
                     except FileExistsError:
                         pass  # made meanwhile: opened (and checked) just below
                     try:
-                        nfd = _open_dir(fd, here)
+                        nfd = _open_dir(fd, here, self.alias)
                     except FileNotFoundError:
-                        raise PathError(f"{display(here)!r} vanished while it was made") from None
+                        raise PathError(f"{self._q(here)} vanished while it was made") from None
                 os.close(fd)
                 fd = nfd
             yield fd
@@ -323,8 +327,8 @@ class Root:
         before = _lstat_at(dfd, name)
         if before is not None and not stat.S_ISREG(before.st_mode):
             if stat.S_ISLNK(before.st_mode):
-                raise PathRefused(f"{display(parts)!r} is a symbolic link; links are not followed")
-            raise PathRefused(f"{display(parts)!r} is {_kind(before.st_mode)}, not a regular file")
+                raise PathRefused(f"{self._q(parts)} is a symbolic link; links are not followed")
+            raise PathRefused(f"{self._q(parts)} is {_kind(before.st_mode)}, not a regular file")
         # O_NONBLOCK: should a FIFO be swapped in after the check, opening it must not hang;
         # fstat below then refuses it. O_TRUNC waits until the file has passed the checks.
         truncate = flags & os.O_TRUNC
@@ -332,14 +336,14 @@ class Root:
             fd = os.open(name, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK
                          | os.O_CLOEXEC, mode, dir_fd=dfd)
         except FileNotFoundError:
-            raise PathError(f"{display(parts)!r} does not exist") from None
+            raise PathError(f"{self._q(parts)} does not exist") from None
         except FileExistsError:
-            raise PathError(f"{display(parts)!r} already exists") from None
+            raise PathError(f"{self._q(parts)} already exists") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise PathRefused(f"{display(parts)!r} is a symbolic link; links are not "
+                raise PathRefused(f"{self._q(parts)} is a symbolic link; links are not "
                                   "followed") from None
-            raise PathError(f"{display(parts)!r}: {e.strerror}") from None
+            raise PathError(f"{self._q(parts)}: {e.strerror}") from None
         st = os.fstat(fd)
         problem = None
         if not stat.S_ISREG(st.st_mode):
@@ -348,14 +352,14 @@ class Root:
             problem = "has other hard links, which may lie outside the root"
         if problem:
             os.close(fd)
-            raise PathRefused(f"{display(parts)!r} {problem}")
+            raise PathRefused(f"{self._q(parts)} {problem}")
         os.set_blocking(fd, True)
         if truncate:
             os.ftruncate(fd, 0)
         return fd
 
 
-def _open_dir(dfd: int, parts: Parts) -> int:
+def _open_dir(dfd: int, parts: Parts, alias: str | None = None) -> int:
     """Open directory ``parts[-1]`` inside ``dfd``; FileNotFoundError if it is not there.
 
     ``O_PATH | O_NOFOLLOW`` first pins what the name is at this instant (a link is opened as
@@ -368,19 +372,23 @@ def _open_dir(dfd: int, parts: Parts) -> int:
     except FileNotFoundError:
         raise
     except OSError as e:
-        raise PathError(f"{display(parts)!r}: {e.strerror}") from None
+        raise PathError(f"{_quote(parts, alias)}: {e.strerror}") from None
     try:
         mode = os.fstat(pfd).st_mode
         if stat.S_ISLNK(mode):
-            raise PathRefused(f"{display(parts)!r} is a symbolic link; links are not followed")
+            raise PathRefused(f"{_quote(parts, alias)} is a symbolic link; links are not followed")
         if not stat.S_ISDIR(mode):
-            raise PathError(f"{display(parts)!r} is not a directory")
+            raise PathError(f"{_quote(parts, alias)} is not a directory")
         try:
             return os.open(".", _DIR_FLAGS, dir_fd=pfd)
         except PermissionError:
-            raise PathError(f"{display(parts)!r}: permission denied") from None
+            raise PathError(f"{_quote(parts, alias)}: permission denied") from None
     finally:
         os.close(pfd)
+
+
+def _quote(parts: Parts, alias: str | None) -> str:
+    return repr(f"{alias}/{display(parts)}" if alias and parts else display(parts) or alias or ".")
 
 
 def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
