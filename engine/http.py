@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from whalebone.dsml.errors import WhaleboneError
 
@@ -185,26 +186,44 @@ async def unless_disconnected(request: Request, work: Callable[[], Awaitable[T]]
 
 
 class EventStream(StreamingResponse):
-    """``text/event-stream`` that stops its producer as soon as the client disconnects.
+    """``text/event-stream`` that stops its producer as soon as the client disconnects, and
+    keeps a silent stream alive.
 
     Starlette only notices a vanished client on the next write under ASGI 2.4; a generation
     waiting in the queue or prefilling writes nothing for a long time, so this always listens
-    for the disconnect and cancels the producer (which closes the engine's stream).
+    for the disconnect and cancels the producer (which closes the engine's stream). During such
+    silences it sends an SSE comment (``: keep-alive``, as DeepSeek's API does) every
+    ``keepalive`` seconds, so that proxies and clients with read timeouts do not hang up on a
+    long prefill.
     """
 
     def __init__(self, content: AsyncIterator[bytes], *,
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None, keepalive: float = 10.0) -> None:
         super().__init__(content, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._on_close = on_close
+        self.keepalive = keepalive
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lock = anyio.Lock()
+        state = {"open": False, "last": time.monotonic()}
+
+        async def locked_send(message: Message) -> None:
+            # The producer and the heartbeat share the connection: one whole frame at a time.
+            async with lock:
+                await send(message)
+                state["last"] = time.monotonic()
+                if message["type"] == "http.response.start":
+                    state["open"] = True
+                elif not message.get("more_body", False):
+                    state["open"] = False
+
         try:
             async with anyio.create_task_group() as tg:
 
                 async def produce() -> None:
                     try:
-                        await self.stream_response(send)
+                        await self.stream_response(locked_send)
                     except OSError:
                         pass  # the client went away mid-write
                     tg.cancel_scope.cancel()
@@ -213,8 +232,21 @@ class EventStream(StreamingResponse):
                     await until_disconnect(receive)
                     tg.cancel_scope.cancel()
 
+                async def heartbeat() -> None:
+                    while True:
+                        await anyio.sleep(self.keepalive)
+                        if state["open"] and time.monotonic() - state["last"] >= self.keepalive:
+                            try:
+                                await locked_send({"type": "http.response.body",
+                                                   "body": b": keep-alive\n\n",
+                                                   "more_body": True})
+                            except OSError:
+                                tg.cancel_scope.cancel()
+                                return
+
                 tg.start_soon(produce)
                 tg.start_soon(watch)
+                tg.start_soon(heartbeat)
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:

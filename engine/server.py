@@ -72,8 +72,10 @@ class Server:
     """The server's state: one engine, its admission line, an optional key."""
 
     def __init__(self, engine: Engine, *, api_key: str | None = None, concurrency: int = 1,
-                 queue: int = 16, model_name: str | None = None) -> None:
+                 queue: int = 16, model_name: str | None = None,
+                 keepalive: float = 10.0) -> None:
         self.engine = engine
+        self.keepalive = keepalive  # seconds of stream silence before a ": keep-alive"
         self.api_key = api_key or None
         self.admission = Admission(concurrency, queue)
         self.model = model_name or engine.model
@@ -129,7 +131,7 @@ class Server:
         def closed() -> None:
             ticket.release()  # a stream that never reached the engine frees its place
 
-        return EventStream(events(), on_close=closed)
+        return EventStream(events(), on_close=closed, keepalive=self.keepalive)
 
     # --- endpoints --------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from serving import (
 
 from whalebone.dsml import emit_completion
 from whalebone.dsml import tokens as T
+from whalebone.engine.base import GenerationRequest
 from whalebone.engine.openapi import openapi_document
 from whalebone.engine.scripted import ScriptedEngine
 
@@ -420,3 +421,20 @@ def test_a_router_behind_the_server_reports_a_session_moving_engines() -> None:
                for n in moved["whalebone"]["notes"])
     assert events[-2]["whalebone"]["engine"] == "b"  # sticky now, streamed too
     assert not any("moved" in n for n in events[-2]["whalebone"]["notes"])
+
+
+def test_a_silent_stream_is_kept_alive_with_sse_comments() -> None:
+    from whalebone.engine.clients import RawCompletionEngine
+
+    engine = ScriptedEngine(lambda _: "slow" + T.EOS, delta_chars=4, delay=0.4)
+    with serving(engine, keepalive=0.05) as (base, _):
+        with httpx.stream("POST", base + "/v1/completions",
+                          json={"model": "m", "prompt": "p", "stream": True}) as r:
+            lines = list(r.iter_lines())
+        client = RawCompletionEngine(base, flavour="whalebone", model="m")
+        fin = anyio.run(client.generate, GenerationRequest(prompt="p"))
+        anyio.run(client.aclose)
+    assert lines.count(": keep-alive") >= 3  # while the engine was silent for 0.4 s
+    events = sse_events(iter(lines))
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == "slow"
+    assert fin.text == "slow"  # clients skip the comments
