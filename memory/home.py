@@ -56,10 +56,16 @@ class MemoryHome:
         :class:`MemoryScope` (max_file_bytes, max_scope_bytes, max_view_chars, …)."""
         check_scope_name(name)
         root = self.memory_dir / name
+        index = self.index_dir / f"{name}.sqlite"
+        for path in (root, index):
+            # A link planted here (by a shell tool, say) would turn the scope into a view of
+            # somewhere else; the scope's *insides* are guarded by Root, its name by this.
+            if path.is_symlink():
+                raise PathRefused(f"{str(path)!r} is a symbolic link; a scope is a directory")
         if read_only and not root.is_dir():
             raise PathRefused(f"memory scope {name!r} does not exist in {self.memory_dir}")
         return MemoryScope(root, name, read_only=read_only,
-                           index_path=self.index_dir / f"{name}.sqlite", **limits)  # type: ignore[arg-type]
+                           index_path=index, **limits)  # type: ignore[arg-type]
 
     def scopes(self) -> list[str]:
         if not self.memory_dir.is_dir():

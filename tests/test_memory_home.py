@@ -47,3 +47,18 @@ def test_default_home_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert default_home() == tmp_path
     monkeypatch.delenv("WHALEBONE_HOME")
     assert default_home() == Path.home() / ".whalebone"
+
+
+def test_a_scope_or_index_replaced_by_a_link_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "user:eve").symlink_to(tmp_path / "elsewhere")
+    home = MemoryHome(tmp_path)
+    with pytest.raises(PathRefused, match="symbolic link"):
+        home.scope("user:eve")
+    assert home.scopes() == []
+    (tmp_path / "memory-index").mkdir()
+    (tmp_path / "memory-index" / "user:bob.sqlite").symlink_to(tmp_path / "elsewhere" / "x")
+    with pytest.raises(PathRefused, match="symbolic link"):
+        home.scope("user:bob")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
