@@ -154,10 +154,21 @@ class BudgetGuard:
             try:
                 rid = self.ledger.reserve(scopes, usd=usd, tokens=tokens)
             except BudgetExceeded as cap:
+                if self._fits_once_settled(cap, usd, tokens):
+                    # Calls in flight hold their worst case; they usually settle for less, and
+                    # this call fits beside what they have really spent: wait, don't ask.
+                    await anyio.sleep(self.policy.poll_s)
+                    continue
                 await self._at_cap(plan, cap, facts, usd, tokens)
                 continue  # extended: try again (another scope may still block)
             return Ticket(reservation=rid, plan=plan, scopes=tuple(scopes), worst_usd=usd,
                           worst_tokens=tokens)
+
+    def _fits_once_settled(self, cap: BudgetExceeded, usd: float, tokens: int) -> bool:
+        s = self.ledger.state(cap.scope)
+        if cap.unit == "usd":
+            return s.reserved_usd > 0 and s.spent_usd + usd <= cap.limit + 1e-12
+        return s.reserved_tokens > 0 and s.spent_tokens + tokens <= cap.limit
 
     def settle(self, ticket: Ticket, usage: Usage, *, model: str | None = None) -> Actual:
         """Charge what the call cost (priced for ``model``, the one that actually served it)."""

@@ -462,3 +462,30 @@ def test_a_cancelled_frozen_run_leaves_no_request_pending(ledger: Ledger) -> Non
     assert guard.book.pending() == []
     [d] = guard.book.decisions()
     assert (d.decision, d.cause) == ("deny", "cancelled")
+
+
+def test_a_call_blocked_only_by_calls_in_flight_waits_for_them(ledger: Ledger) -> None:
+    guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=0.005, on_cap="deny",
+                                                    poll_s=0.02))
+    first = anyio.run(guard.before_call, plan())  # holds ~$0.0019 of the $0.005
+    second = anyio.run(guard.before_call, plan())  # ~$0.0037 held: a third does not fit
+    order: list[str] = []
+
+    async def third() -> None:
+        guard.settle(await guard.before_call(plan()), usage(out=10))
+        order.append("third")
+
+    async def settle_others() -> None:
+        await anyio.sleep(0.2)
+        order.append("settled")
+        guard.settle(first, usage(out=10))  # both cost less than their worst case
+        guard.settle(second, usage(out=10))
+
+    async def both() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(third)
+            tg.start_soon(settle_others)
+
+    anyio.run(both)
+    assert order == ["settled", "third"]  # it waited instead of asking, then went ahead
+    assert guard.book.decisions() == [] and ledger.state("session:s1").spent_usd <= 0.005
