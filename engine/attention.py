@@ -213,10 +213,21 @@ class Attention(nn.Module):
             return q.new_empty(q.size(0), q.size(1), 0), entries[:0]
         score = Indexer.scores(index_q[a:b], index_w[a:b], index_keys[:n_vis])  # (Tq, N)
         score = score.masked_fill(torch.arange(n_vis)[None] >= visible[:, None], float("-inf"))
-        # ReLU scores tie exactly (at 0) when every head is negative; a stable sort breaks ties
-        # toward the older entry, so a query picks the same entries in any chunking
-        picked = score.sort(dim=-1, descending=True, stable=True).indices[:, :k]  # (Tq, k)
+        picked = _top_k_oldest_first(score, k)  # (Tq, k)
         keys = entries[picked]  # (Tq, k, D)
         s = torch.einsum("thd,tkd->thk", q, keys) * self.scale
         # a query with fewer than k complete entries picked some masked ones: drop those
         return s.masked_fill((picked >= visible[:, None])[:, None], float("-inf")), keys
+
+
+def _top_k_oldest_first(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (Tq, k) of each row's k highest scores, ties at the k-th score going to the
+    lowest index. ReLU scores tie exactly (at 0) whenever every head is negative, and
+    ``topk`` breaks ties by memory layout, which would make a query's choice depend on how
+    the sequence was chunked; a full stable sort is correct too but far slower at 8K entries."""
+    kth = score.topk(k, dim=-1).values[:, -1:]  # (Tq, 1)
+    above = score > kth
+    tied = score == kth
+    room = k - above.sum(dim=-1, keepdim=True)  # how many tied entries still fit
+    chosen = above | (tied & (tied.cumsum(dim=-1) <= room))  # exactly k per row
+    return chosen.nonzero()[:, 1].view(score.size(0), k)
