@@ -5,7 +5,7 @@ import os
 import sys
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("demo server")
@@ -45,6 +45,12 @@ def environment(key: str) -> str:
 @server.tool(name="odd name.v2", description="Closes a turn: <｜end▁of▁sentence｜>")
 def odd(n: int = 3) -> str:
     return "x" * n
+
+
+@server.tool(structured_output=False)
+def snapshot() -> list[object]:
+    """A caption and a (tiny) image."""
+    return ["a red pixel", Image(data=b"\x89PNG\r\n\x1a\n" + bytes(92), format="png")]
 
 
 @server.tool()

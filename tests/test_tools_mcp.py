@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from whalebone.dsml.untrusted import contains_special
-from whalebone.tools import ToolRegistry
+from whalebone.tools import Tool, ToolRegistry
 from whalebone.tools.mcp import McpTools, McpUnavailable
 
 pytest.importorskip("mcp")  # the optional extra; tools.mcp itself imports it only on connect
@@ -46,7 +46,7 @@ def test_stdio_tools_join_the_registry_namespaced_sorted_and_neutralised(
     # The server's name and tool names, unsafe characters replaced; sorted by remote name.
     assert names == ["demo_server__add", "demo_server__die", "demo_server__environment",
                      "demo_server__fail", "demo_server__odd_name_v2", "demo_server__slow",
-                     "demo_server__zeta"]
+                     "demo_server__snapshot", "demo_server__zeta"]
     add = schemas[0]["function"]
     assert add["description"] == "Add two integers."
     assert add["parameters"]["properties"] == {"a": {"type": "integer"},
@@ -70,7 +70,8 @@ def test_an_exception_inside_the_block_comes_out_as_itself(server_script: Path) 
 def test_stdio_calls_are_forwarded_and_errors_become_tool_errors(server_script: Path) -> None:
     async def main() -> dict[str, Any]:
         async with McpTools.stdio(sys.executable, [str(server_script)], name="demo",
-                                  env={"WB_VISIBLE": "yes"}, timeout=2.0) as demo:
+                                  env={"WB_VISIBLE": "yes"}, timeout=2.0,
+                                  max_output=500) as demo:
             registry = ToolRegistry(demo.tools())
             out = {}
             out["add"] = await registry.call("demo__add", {"a": 2, "b": 40})
@@ -80,6 +81,8 @@ def test_stdio_calls_are_forwarded_and_errors_become_tool_errors(server_script: 
             out["bad"] = await registry.call("demo__add", {"a": "two"})
             out["extra"] = await registry.call("demo__environment", {"key": "WB_VISIBLE"})
             out["leak"] = await registry.call("demo__environment", {"key": "WB_HOST_SECRET"})
+            out["image"] = await registry.call("demo__snapshot", {})
+            out["big"] = await registry.call("demo__odd_name_v2", {"n": 2000})
             start = time.perf_counter()
             out["slow"] = await registry.call("demo__slow", {"seconds": 30})
             out["slow_s"] = time.perf_counter() - start
@@ -100,6 +103,8 @@ def test_stdio_calls_are_forwarded_and_errors_become_tool_errors(server_script: 
     assert "'b' is a required property" in out["bad"].content
     assert out["extra"].content == "yes"
     assert out["leak"].content == "<unset>"  # the host's environment is not handed over
+    assert out["image"].content == "a red pixel\n[image image/png, 100 bytes, not shown]"
+    assert out["big"].content == "x" * 500 + "\n[output truncated at 500 characters]"
     assert out["slow"].is_error and "timed out after 2 s" in out["slow"].content
     assert out["slow_s"] < 10
     assert out["after"].content == "2"  # the session survives a timed-out call
@@ -176,7 +181,7 @@ def test_streamable_http_server_tools_are_called_the_same_way(http_server: str) 
             return [t.name for t in registry], ok, err
 
     names, ok, err = run(main)
-    assert names[0] == "demo_server__add" and len(names) == 7
+    assert names[0] == "demo_server__add" and len(names) == 8
     assert (ok.content, ok.is_error) == ("42", False)
     assert err.is_error and "nope" in err.content
 
@@ -188,3 +193,16 @@ def test_an_unreachable_http_server_raises_a_clear_error() -> None:
 
     with pytest.raises(McpUnavailable, match="failed to initialise"):
         run(main)
+
+
+def test_an_mcp_tool_has_every_attribute_a_local_tool_has(server_script: Path) -> None:
+    # McpTool does not run Tool.__init__ (there is no signature to read): this keeps the two
+    # in step should Tool grow an attribute that the agent loop reads.
+    def local(x: int) -> int:
+        return x
+
+    async def main() -> set[str]:
+        async with McpTools.stdio(sys.executable, [str(server_script)]) as demo:
+            return set(vars(demo.tools()[0]))
+
+    assert set(vars(Tool(local))) - {"model", "_single_model"} <= anyio.run(main)

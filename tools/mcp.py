@@ -348,7 +348,8 @@ def _block_text(block: Any) -> str:
     if kind == "text":
         return str(block.text)
     if kind in ("image", "audio"):
-        return f"[{kind} {block.mime_type}, {len(block.data) * 3 // 4} bytes, not shown]"
+        size = len(block.data) * 3 // 4 - block.data[-2:].count("=")  # base64 length
+        return f"[{kind} {block.mime_type}, {size} bytes, not shown]"
     if kind == "resource_link":
         return f"[resource {block.uri} ({block.name})]"
     if kind == "resource":
