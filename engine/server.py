@@ -105,6 +105,7 @@ class Server:
 
         async def events() -> AsyncIterator[bytes]:
             finished = False
+            answered = False  # an end (result or error) was produced: not a cancellation
             try:
                 for chunk in shape(None):
                     yield sse(chunk)
@@ -118,15 +119,22 @@ class Server:
                             self.served += 1
                 if not finished:
                     raise ApiError(500, f"the engine {self.engine.name} ended without a result")
+                answered = True
                 yield sse("[DONE]")
             except EngineError as e:
+                answered = True
                 yield sse(engine_error(e).body())
             except ApiError as e:
+                answered = True
                 yield sse(e.body())
             except Exception as e:  # the headers are sent: report in-band, keep serving
+                answered = True
                 log.exception("whalebone serve: unhandled error mid-stream")
                 yield sse(ApiError(500, f"internal error: {type(e).__name__}",
                                    code="internal_error").body())
+            finally:
+                if not answered:
+                    self.cancelled += 1  # the client left (or the server is stopping)
 
         def closed() -> None:
             ticket.release()  # a stream that never reached the engine frees its place

@@ -326,7 +326,7 @@ def test_client_that_disconnects_cancels_its_streamed_generation() -> None:
                 if line.startswith("data:"):
                     break  # one chunk, then hang up
         wait_for(lambda: engine.outcomes == ["closed"])
-        wait_for(lambda: health(base)["running"] == 0)
+        wait_for(lambda: health(base)["running"] == 0 and health(base)["cancelled"] == 1)
         assert server.served == 0
 
 
