@@ -18,7 +18,7 @@ whether it is waiting, prefilling or streaming.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -54,6 +54,9 @@ from whalebone.engine.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 
+# Turns the start of a stream (None), a text delta or the final record into JSON chunks.
+Shape = Callable[[str | Finished | None], list[dict[str, Any]]]
+
 
 def engine_error(e: EngineError) -> ApiError:
     """How an engine's failure reads to the server's client."""
@@ -88,7 +91,7 @@ class Server:
         return self.admission.reserve()
 
     async def _run(self, ticket: Ticket, request: GenerationRequest,
-                   feed: Any) -> Finished:
+                   feed: Callable[[str], object]) -> Finished:
         """Run ``request`` holding the engine; pass each text delta to ``feed``."""
         async with ticket, aclosing(self.engine.stream(request)) as stream:
             async for event in stream:
@@ -99,8 +102,7 @@ class Server:
                     return event
         raise ApiError(500, f"the engine {self.engine.name} ended without a result")
 
-    def _stream(self, ticket: Ticket, request: GenerationRequest,
-                shape: Any) -> EventStream:
+    def _stream(self, ticket: Ticket, request: GenerationRequest, shape: Shape) -> EventStream:
         """SSE over a generation: ``shape(text | Finished)`` gives the JSON chunks to send."""
 
         async def events() -> AsyncIterator[bytes]:
@@ -187,7 +189,8 @@ class Server:
                                      lambda: self._run(ticket, call.request, parts.append))
         return JSONResponse(shaper.chunk("".join(parts), finished))
 
-    async def _guard(self, http: Request, ticket: Ticket, work: Any) -> Finished:
+    async def _guard(self, http: Request, ticket: Ticket,
+                     work: Callable[[], Awaitable[Finished]]) -> Finished:
         try:
             return await unless_disconnected(http, work)
         except EngineError as e:
