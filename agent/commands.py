@@ -159,6 +159,10 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     except EngineError as e:
         return _fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
     agent = Agent(engine, tools=tools, store=store, config=config, budget=budget)
+    if session_id is None:  # made here so that an interrupted run can name it
+        title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
+        session_id = store.create(title=title, agent=config.name,
+                                  config=config.model_dump(mode="json"))
     printer = _Printer(sys.stdout, json_lines=args.json, quiet=args.quiet)
 
     async def main() -> Any:
@@ -174,7 +178,7 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return _fail("interrupted; resume with: whalebone sessions resume "
-                     f"{printer.session_id or session_id or '<id>'}", EXIT_CODES["cancelled"])
+                     f"{session_id}", EXIT_CODES["cancelled"])
     except SessionBusy as e:
         return _fail(str(e), EXIT_CODES["busy"])
     except SessionError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,29 @@ def test_the_default_bundled_engine_without_a_checkpoint_fails_cleanly(tmp_path:
     r = whalebone_cmd("run", "hi", home=tmp_path)
     assert r.returncode == 5, r.stderr
     assert "no bundled checkpoint is installed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ctrl_c_exits_130_and_the_session_resumes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = script(tmp_path, "slow.json", [say("A slow answer that is never finished.")])
+    (tmp_path / "config.toml").write_text(f'engine = "{slow}"\n[engine_options]\n'
+                                          "delay = 0.2\n")
+    env = {**os.environ, "WHALEBONE_HOME": str(tmp_path)}
+    env.pop("WHALEBONE_ENGINE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "whalebone.agent.cli", "run", "hello", "--no-tools"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout is not None
+    assert proc.stdout.read(11) == "\n[thinking]"  # it is generating
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    sid = err.strip().rsplit(" ", 1)[1]
+    monkeypatch.setenv("WHALEBONE_HOME", str(tmp_path))
+    monkeypatch.delenv("WHALEBONE_ENGINE", raising=False)
+    quick = script(tmp_path, "quick.json", [say("Hello again.")])
+    code, out, _ = in_process(capsys, "sessions", "resume", sid, "--engine", quick,
+                              "--no-tools", "--quiet")
+    assert code == 0 and out.startswith("Hello again.")
