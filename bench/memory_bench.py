@@ -124,19 +124,25 @@ def main(argv: list[str] | None = None) -> int:
         for q, phrase in qs[:50]:  # warm the page cache and SQLite's
             index.search(q, phrase=phrase)
         lat: list[float] = []
+        cpu: list[float] = []
         kinds: dict[str, list[float]] = {"one word": [], "two words": [], "phrase": []}
         found = 0
         for i, (q, phrase) in enumerate(qs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             hits = index.search(q, phrase=phrase)
             lat.append((time.perf_counter() - t) * 1000)
+            cpu.append((time.thread_time() - c) * 1000)
             kinds[list(kinds)[i % 3]].append(lat[-1])
             found += bool(hits)
         p50, p95, p99 = (percentile(lat, p) for p in (50, 95, 99))
         print(f"search ({len(qs)} queries, {found} with hits): p50 {p50:.2f} ms  "
               f"p95 {p95:.2f} ms  p99 {p99:.2f} ms  max {max(lat):.2f} ms  "
               f"mean {statistics.fmean(lat):.2f} ms")
-        print("  by kind: " + "; ".join(
+        # CPU time of the searching thread: what a query costs on a core of its own, whatever
+        # else the machine is running (wall time above includes waiting for a CPU).
+        print(f"  CPU time per search: p50 {percentile(cpu, 50):.2f} ms  "
+              f"p95 {percentile(cpu, 95):.2f} ms  p99 {percentile(cpu, 99):.2f} ms")
+        print("  by kind (wall): " + "; ".join(
             f"{k} p50 {percentile(v, 50):.2f} p95 {percentile(v, 95):.2f} ms"
             for k, v in kinds.items()))
 
@@ -169,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{pick_ms:.1f} ms (the check runs at most every rescan_interval, default 1 s)")
         index.close()
         ok = p95 <= 10.0
+        cpu95 = percentile(cpu, 95)
         load = os.getloadavg()[0]
-        print(f"goal p95 <= 10 ms at {rows} entries: {'met' if ok else 'NOT met'} "
+        print(f"goal p95 <= 10 ms at {rows} entries: wall {p95:.2f} ms "
+              f"{'met' if ok else 'NOT met'}, CPU {cpu95:.2f} ms "
+              f"{'met' if cpu95 <= 10 else 'NOT met'} "
               f"(load average {load:.1f} on {os.cpu_count()} CPUs during the run)")
         return 0 if ok else 1
 
