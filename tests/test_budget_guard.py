@@ -48,6 +48,19 @@ def facts() -> RunFacts:
                     commands=[CommandRun(command="pytest -q", exit_status=1)], tool_calls=9)
 
 
+def spend_until_stopped(guard: BudgetGuard, **plan_args: Any) -> BudgetStop:
+    """Make calls (each costing less than its worst case) until the guard stops the run."""
+
+    async def run() -> None:
+        while True:
+            ticket = await guard.before_call(plan(**plan_args), facts=facts)
+            guard.settle(ticket, usage())
+
+    with pytest.raises(BudgetStop) as stop:
+        anyio.run(run)
+    return stop.value
+
+
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "budget.db")
@@ -129,13 +142,8 @@ def test_a_deny_policy_stops_at_the_cap_naming_scope_limit_and_spend(ledger: Led
 def test_token_limits_stop_too(ledger: Ledger) -> None:
     guard = BudgetGuard(ledger, policy=BudgetPolicy(run_tokens=50_000, on_cap="deny"))
 
-    async def run() -> None:
-        for _ in range(5):
-            guard.settle(await guard.before_call(plan()), usage())
-
-    with pytest.raises(BudgetStop) as stop:
-        anyio.run(run)
-    assert stop.value.unit == "tokens" and stop.value.scope == "run:run1"
+    stop = spend_until_stopped(guard)
+    assert stop.unit == "tokens" and stop.scope == "run:run1"
     assert ledger.state("run:run1").spent_tokens <= 50_000
 
 
@@ -211,13 +219,7 @@ def test_every_failure_of_the_auditor_path_ends_in_deny(ledger: Ledger, script: 
                                                     auditor_timeout_s=0.3),
                         auditor=Auditor(ScriptedEngine(script, model="deepseek-v4-pro")))
 
-    async def run() -> None:
-        while True:
-            guard.settle(await guard.before_call(plan(), facts=facts), usage())
-
-    with pytest.raises(BudgetStop) as stop:
-        anyio.run(run)
-    assert stop.value.verdict.decision == "deny"
+    assert spend_until_stopped(guard).verdict.decision == "deny"
     assert ledger.limit("session:s1").max_usd == 0.004  # type: ignore[union-attr]
     assert ledger.state("session:s1").spent_usd <= 0.004
 
@@ -233,14 +235,9 @@ def test_a_timeout_an_unpriced_auditor_and_no_auditor_also_deny(ledger: Ledger) 
                                                         auditor_timeout_s=0.3),
                             auditor=auditor)
 
-        async def run(i: int = i, guard: BudgetGuard = guard) -> None:
-            while True:
-                guard.settle(await guard.before_call(plan(run=f"r{i}")), usage())
-
-        with pytest.raises(BudgetStop) as stop:
-            anyio.run(run)
-        causes.append(stop.value.verdict.cause)
-        assert cause in str(stop.value)
+        stop = spend_until_stopped(guard, run=f"r{i}")
+        causes.append(stop.verdict.cause)
+        assert cause in str(stop)
     assert causes == ["timeout", "auditor_error", "no_auditor"]
     timed_out = DecisionBook(ledger).decisions()[0]
     assert timed_out.cost_usd > 0  # an unanswered call is charged at its bound
@@ -252,13 +249,8 @@ def test_no_extension_past_the_step_or_the_per_run_maximum(ledger: Ledger) -> No
                                                     max_extensions_per_run=2),
                         auditor=Auditor(engine))
 
-    async def run() -> None:
-        while True:
-            guard.settle(await guard.before_call(plan()), usage())
-
-    with pytest.raises(BudgetStop) as stop:
-        anyio.run(run)
-    assert stop.value.verdict.cause == "max_extensions" and len(engine.requests) == 2
+    stop = spend_until_stopped(guard)
+    assert stop.verdict.cause == "max_extensions" and len(engine.requests) == 2
     big = plan(run="other", prompt=900_000, cached=0)  # needs more than one step can give
     with pytest.raises(BudgetStop) as stop:
         anyio.run(guard.before_call, big)
@@ -270,13 +262,8 @@ def test_the_auditor_cannot_spend_past_the_global_cap(ledger: Ledger) -> None:
     guard = BudgetGuard(ledger, policy=BudgetPolicy(global_day_usd=0.004, max_step_usd=0.02),
                         auditor=Auditor(engine))
 
-    async def run() -> None:
-        while True:
-            guard.settle(await guard.before_call(plan()), usage())
-
-    with pytest.raises(BudgetStop) as stop:
-        anyio.run(run)
-    assert stop.value.verdict.cause == "no_budget_for_auditor" and engine.requests == []
+    stop = spend_until_stopped(guard)
+    assert stop.verdict.cause == "no_budget_for_auditor" and engine.requests == []
     assert ledger.state(day_scope("global")).spent_usd <= 0.004
 
 
@@ -309,12 +296,7 @@ def test_nobody_deciding_in_time_is_a_deny(ledger: Ledger) -> None:
     guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=0.004, on_cap="human",
                                                     human_wait_s=0.2, poll_s=0.02))
 
-    async def run() -> None:
-        while True:
-            guard.settle(await guard.before_call(plan()), usage())
-
-    with pytest.raises(BudgetStop, match="timeout"):
-        anyio.run(run)
+    assert "timeout" in str(spend_until_stopped(guard))
 
 
 def test_base_rates_come_from_recorded_outcomes_of_extended_runs(ledger: Ledger) -> None:
