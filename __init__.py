@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Agent": "whalebone.agent.agent",
     "AgentConfig": "whalebone.agent.config",
+    "AgentError": "whalebone.agent.agent",
     "AgentEvent": "whalebone.agent.events",
     "StepStarted": "whalebone.agent.events",
     "Reasoning": "whalebone.agent.events",

@@ -5,7 +5,7 @@ run yields are in events.py; sessions in store.py; the loop itself in loop.py, w
 (toolrun.py), compaction (compaction.py) and the budget hook (budgeting.py) beside it.
 """
 
-from whalebone.agent.agent import Agent
+from whalebone.agent.agent import Agent, AgentError
 from whalebone.agent.budgeting import BudgetStopped
 from whalebone.agent.config import AgentConfig
 from whalebone.agent.events import (
@@ -26,6 +26,7 @@ from whalebone.agent.tools import default_tools
 __all__ = [
     "Agent",
     "AgentConfig",
+    "AgentError",
     "AgentEvent",
     "BudgetStopped",
     "Compacted",

@@ -21,14 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from whalebone.agent.config import AgentConfig, ThinkingMode
 from whalebone.agent.events import AgentEvent, Done
 from whalebone.agent.store import SessionStore
+from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.prices import PriceTable
 from whalebone.tools.registry import Tool, ToolRegistry
 
 PriceFn = Callable[[Mapping[str, int]], float]
+
+
+class AgentError(WhaleboneError):
+    """A run that cannot start as asked (a task that is not text, a bad per-run option)."""
 
 
 class Agent:
@@ -98,11 +104,16 @@ class Agent:
         ``thinking`` and ``max_steps`` override the configuration for this run only."""
         from whalebone.agent.loop import Run
 
+        if task is not None and not isinstance(task, str):
+            raise AgentError(f"a task is text, not {type(task).__name__}")
         config = self.config
         updates = {k: v for k, v in (("thinking", thinking), ("max_steps", max_steps))
                    if v is not None}
         if updates:
-            config = AgentConfig.model_validate({**config.model_dump(), **updates})
+            try:
+                config = AgentConfig.model_validate({**config.model_dump(), **updates})
+            except ValidationError as e:
+                raise AgentError(f"invalid options for this run: {e}") from None
         if session_id is None:
             title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
             session_id = self.store.create(title=title, agent=config.name,

@@ -10,7 +10,16 @@ import anyio
 import pytest
 from agent_kit import call, file_tools, say
 
-from whalebone import Agent, AgentConfig, Done, SessionBusy, SessionStore, Tool, WhaleboneError
+from whalebone import (
+    Agent,
+    AgentConfig,
+    AgentError,
+    Done,
+    SessionBusy,
+    SessionStore,
+    Tool,
+    WhaleboneError,
+)
 from whalebone.dsml.errors import EncodeError
 from whalebone.engine.scripted import ScriptedEngine
 
@@ -82,3 +91,15 @@ def test_a_per_run_step_limit(tmp_path: Path) -> None:
     done = a.run_sync("go", max_steps=2)
     assert done.reason == "max_steps" and done.steps == 2
     assert (tmp_path / "log.txt").read_text() == "x\nx\n"
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    a = Agent(ScriptedEngine([say("x")]), store=tmp_path / "s.db")
+    with pytest.raises(AgentError, match="a task is text"):
+        a.run_sync(42)  # type: ignore[arg-type]
+    with pytest.raises(AgentError, match="invalid options"):
+        a.run_sync("hi", thinking="deep")  # type: ignore[arg-type]
+    with pytest.raises(AgentError, match="invalid options"):
+        a.run_sync("hi", max_steps=0)
+    assert a.store.list() == []
+    assert issubclass(AgentError, WhaleboneError)
