@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,52 @@ def test_a_read_only_workspace_and_a_missing_one(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(WhaleboneError, match="is not a directory"):
         builtin_tools(tmp_path / "file")
+
+
+HOSTILE_URLS = [
+    "http://127.0.0.1:{port}/",
+    "http://localhost:{port}/",
+    "http://127.1:{port}/",
+    "http://0x7f000001:{port}/",
+    "http://017700000001:{port}/",
+    "http://2130706433:{port}/",
+    "http://[::1]:{port}/",
+    "http://[::ffff:127.0.0.1]:{port}/",
+    "http://example.com@127.0.0.1:{port}/",
+    "http://0.0.0.0:{port}/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]/",
+    "file:///etc/passwd",
+    "gopher://127.0.0.1:{port}/_GET",
+    "ftp://127.0.0.1:{port}/",
+    "http:///etc/passwd",
+]
+
+
+def test_hostile_urls_through_the_assembled_http_get_reach_nothing(tmp_path: Path) -> None:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"internal secret")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        tools = builtin_tools(tmp_path, shell=False)
+        port = httpd.server_address[1]
+        for url in HOSTILE_URLS:
+            result = call(tools, "http_get", url=url.format(port=port))
+            assert result.is_error, (url, result.content)
+            assert "internal secret" not in result.content
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert hits == []  # refused before connecting, every one
