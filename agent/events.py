@@ -108,7 +108,7 @@ class Done(BaseModel):
     steps: int = 0
     prompt_tokens: int = 0  # over this run
     cache_hit_tokens: int = 0
-    price: float = 0.0  # USD over the whole session
+    price: float = 0.0  # USD over this run
 
     @property
     def hit_rate(self) -> float:

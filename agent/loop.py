@@ -83,12 +83,14 @@ class Run:
         self.task = ""
         self.steps = 0
         self.totals = [0, 0]  # prompt tokens, cache-hit tokens, over the run
+        self.spent = 0.0  # USD over the run
         self.last: Generation | None = None  # the last turn's record
         self.estimate = 0  # prompt tokens of the last render, estimated
         self.pending_compaction: dict[str, Any] | None = None
         self.budget = BudgetHook(agent.budget, run_id=self.run_id, session_id=session.id,
                                  agent=config.name, facts=self._facts)
         self._unpriced: set[str] = set()
+        self._warned: set[str] = set()
         self._tokenizer_ok = True
 
     # --- the loop ------------------------------------------------------------------------
@@ -227,7 +229,7 @@ class Run:
         return Done(reason=reason, answer=answer, message=message, session_id=self.session.id,
                     run_id=self.run_id, steps=self.steps, prompt_tokens=self.totals[0],
                     cache_hit_tokens=self.totals[1],
-                    price=sum(u.price for u in self.session.store.usage(self.session.id)))
+                    price=self.spent)
 
     # --- messages ------------------------------------------------------------------------
 
@@ -294,6 +296,10 @@ class Run:
         parser.close()
         usage = self._usage(kind, gen)
         yield usage
+        if gen.model in self._unpriced and gen.model not in self._warned:
+            self._warned.add(gen.model)
+            yield Warning(kind="unpriced", message=f"no price is known for model {gen.model!r}:"
+                          " its calls are counted at $0 (add it to the price table)")
         self.last = gen
         if self.pending_compaction is not None:
             yield Compacted(**self.pending_compaction, tokens_after=gen.prompt_tokens,
@@ -361,6 +367,7 @@ class Run:
             completion_tokens=g.completion_tokens, price=price))
         self.totals[0] += g.prompt_tokens
         self.totals[1] += g.cache_hit_tokens
+        self.spent += price
         return UsageReport(kind=kind, model=g.model, price=price,
                            prompt_tokens=g.prompt_tokens, cache_hit_tokens=g.cache_hit_tokens,
                            cache_miss_tokens=g.cache_miss_tokens,
@@ -375,7 +382,7 @@ class Run:
                                           cache_miss_tokens=g.cache_miss_tokens,
                                           completion_tokens=g.completion_tokens)
         except UnknownPrice:
-            self._unpriced.add(g.model)  # reported once per run by the caller's usage line
+            self._unpriced.add(g.model)  # _model_call warns once per model
             return 0.0
 
     def _facts(self) -> dict[str, Any]:

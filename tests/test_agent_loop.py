@@ -237,3 +237,11 @@ def test_a_mode_switch_mid_session_warns_of_the_prefix_break(tmp_path: Path) -> 
     warnings = [e for e in events if isinstance(e, Warning) and e.kind == "prefix_break"]
     assert len(warnings) == 1 and "(effort max)" in warnings[0].message
     assert "the last one as thinking (effort None)" in warnings[0].message
+
+
+def test_an_unpriced_model_is_warned_about_once(tmp_path: Path) -> None:
+    engine = ScriptedEngine([call(("count_lines", {})), say("0.")], model="mystery-model")
+    events = anyio.run(collect, agent(engine, tmp_path, tools=file_tools(tmp_path)), "count")
+    warnings = [e for e in events if isinstance(e, Warning)]
+    assert [w.kind for w in warnings] == ["unpriced"] and "mystery-model" in warnings[0].message
+    assert events[-1].price == 0.0
