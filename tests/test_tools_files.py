@@ -173,7 +173,7 @@ def test_read_file_refuses_binaries_and_directories_and_neutralises_text(
     ft = FileTools(ws)
     with pytest.raises(ToolError, match=r"img.png is a binary file \(116 bytes\)"):
         ft.read_file("img.png")
-    with pytest.raises(PathRefused, match="is a directory"):
+    with pytest.raises(ToolError, match="sub is a directory; list_dir shows what it holds"):
         ft.read_file("sub")
     with pytest.raises(ToolError, match="does not exist"):
         ft.read_file("missing.txt")

@@ -65,6 +65,9 @@ class FileTools:
         """Read a text file of the workspace, with line numbers. Long files come in pages:
         the last line says which offset to continue from. Binary files are refused."""
         parts = self.root.resolve(path)
+        if self.root.is_dir(parts):
+            raise ToolError(f"{display(parts) or '.'} is a directory; list_dir shows what it "
+                            "holds")
         fd = self.root.open(parts)
         with os.fdopen(fd, "rb", buffering=0) as f:
             head = f.read(SNIFF_BYTES)
