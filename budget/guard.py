@@ -119,8 +119,9 @@ class BudgetGuard:
         """USD and tokens a call can cost at most (EOS counts as one more output token)."""
         price = self.prices.lookup(model or plan.model)
         out = plan.max_tokens + 1
-        usd = ((plan.prompt_tokens - plan.cached_tokens) * price.cache_miss
-               + plan.cached_tokens * price.cache_hit + out * price.output) / 1e6
+        cached = plan.cached_tokens if self.policy.trust_cache else 0
+        usd = ((plan.prompt_tokens - cached) * price.cache_miss
+               + cached * price.cache_hit + out * price.output) / 1e6
         if self.policy.peak:
             usd *= price.peak_multiplier
         return usd, plan.prompt_tokens + out

@@ -20,7 +20,7 @@ from whalebone.budget.policy import BudgetPolicy, CommandRun, Verdict
 from whalebone.budget.records import DecisionBook
 from whalebone.dsml import emit_completion
 from whalebone.engine.base import GenerationRequest, Usage
-from whalebone.engine.prices import PriceTable
+from whalebone.engine.prices import PriceTable, UnknownPrice
 from whalebone.engine.scripted import ScriptedEngine
 
 FLASH = "deepseek-v4-flash"
@@ -78,6 +78,22 @@ def test_the_worst_case_prices_misses_hits_and_output_separately(ledger: Ledger)
         assert ledger.state(scope).reserved_usd == pytest.approx(expected)
     assert ledger.limit("session:s1") == Limit(scope="session:s1", max_usd=1.0)
     assert ledger.limit("run:run1") is None
+
+
+def test_an_untrusted_cache_is_reserved_at_the_miss_price(ledger: Ledger) -> None:
+    guard = BudgetGuard(ledger, policy=BudgetPolicy(trust_cache=False))
+    p = PriceTable().lookup(FLASH)
+    ticket = anyio.run(guard.before_call, plan())
+    assert ticket.worst_usd == pytest.approx((20_000 * p.cache_miss + 1_001 * p.output) / 1e6)
+    evicted = usage(hit=0)  # the cache was gone: every prompt token missed
+    assert guard.settle(ticket, evicted).usd <= ticket.worst_usd
+
+
+def test_a_model_without_a_price_is_refused_before_any_call(ledger: Ledger) -> None:
+    guard = BudgetGuard(ledger)
+    with pytest.raises(UnknownPrice, match="no price known for model 'gpt-unknown'"):
+        anyio.run(guard.before_call, plan(model="gpt-unknown"))
+    assert ledger.scopes() == []  # nothing reserved, nothing limited
 
 
 def test_settling_charges_the_actual_usage_by_kind_with_cache_savings(ledger: Ledger) -> None:
