@@ -238,7 +238,7 @@ def test_cancelling_the_caller_closes_the_connection_and_the_server_stops() -> N
 
         async def go() -> int:
             got = 0
-            with anyio.move_on_after(0.3):
+            with anyio.move_on_after(1.0):  # generous: CI machines are shared
                 async for ev in client.stream(GenerationRequest(prompt="p", max_tokens=4000)):
                     got += isinstance(ev, TextDelta)
             await client.aclose()
