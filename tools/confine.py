@@ -23,7 +23,6 @@ overwrite (``renameat2(RENAME_NOREPLACE)``). A read-only root refuses every chan
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import secrets
@@ -34,12 +33,18 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from whalebone.tools.dirfd import (
+    DIR_FLAGS,
+    kind_of,
+    lstat_at,
+    open_dir,
+    quote,
+    rename_noreplace,
+    unlink_quietly,
+)
 from whalebone.tools.pathcheck import Parts, PathError, PathRefused, display, split_path
 
 __all__ = ["Entry", "Parts", "PathError", "PathRefused", "Root", "display", "split_path"]
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -192,12 +197,12 @@ class Root:
         payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         with self._parent(parts, create=parents) as dfd:
             name = parts[-1]
-            existing = _lstat_at(dfd, name)
+            existing = lstat_at(dfd, name)
             if existing is not None:
                 if exclusive:
                     raise PathError(f"{self._q(parts)} already exists")
                 if not stat.S_ISREG(existing.st_mode):
-                    raise PathRefused(f"{self._q(parts)} is {_kind(existing.st_mode)}, "
+                    raise PathRefused(f"{self._q(parts)} is {kind_of(existing.st_mode)}, "
                                       "not a regular file")
             tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -220,7 +225,7 @@ class Root:
                 os.unlink(tmp, dir_fd=dfd)
                 raise PathError(f"{self._q(parts)} already exists") from None
             except BaseException:
-                _unlink_quietly(tmp, dfd)
+                unlink_quietly(tmp, dfd)
                 raise
             os.fsync(dfd)  # the rename itself is durable once the directory is
         return len(payload)
@@ -234,7 +239,7 @@ class Root:
             try:
                 os.mkdir(parts[-1], 0o755, dir_fd=dfd)
             except FileExistsError:
-                st = _lstat_at(dfd, parts[-1])
+                st = lstat_at(dfd, parts[-1])
                 if not exist_ok or st is None or not stat.S_ISDIR(st.st_mode):
                     raise PathError(f"{self._q(parts)} already exists") from None
 
@@ -259,7 +264,7 @@ class Root:
         if not parts:
             raise PathRefused("the root itself cannot be removed")
         with self._parent(parts) as dfd:
-            st = _lstat_at(dfd, parts[-1])
+            st = lstat_at(dfd, parts[-1])
             if st is None:
                 raise PathError(f"{self._q(parts)} does not exist")
             if not stat.S_ISDIR(st.st_mode):
@@ -276,10 +281,10 @@ class Root:
         if dparts[: len(sparts)] == sparts:
             raise PathError(f"cannot move {self._q(sparts)} inside itself")
         with self._parent(sparts) as sfd, self._parent(dparts, create=parents) as dfd:
-            if _lstat_at(sfd, sparts[-1]) is None:
+            if lstat_at(sfd, sparts[-1]) is None:
                 raise PathError(f"{self._q(sparts)} does not exist")
             try:
-                _rename_noreplace(sfd, sparts[-1], dfd, dparts[-1])
+                rename_noreplace(sfd, sparts[-1], dfd, dparts[-1])
             except FileExistsError:
                 raise PathError(f"{self._q(dparts)} already exists") from None
 
@@ -287,7 +292,7 @@ class Root:
 
     def _q(self, parts: Parts) -> str:
         """A path for a message, written the way the caller writes paths (under the alias)."""
-        return _quote(parts, self.alias)
+        return quote(parts, self.alias)
 
     def _check_writable(self, parts: Parts) -> None:
         if self.read_only:
@@ -296,12 +301,12 @@ class Root:
     @contextmanager
     def _dir(self, parts: Parts, *, create: bool = False) -> Iterator[int]:
         """An fd of the directory ``parts``, reached one component at a time, links refused."""
-        fd = os.open(self.path, _DIR_FLAGS)
+        fd = os.open(self.path, DIR_FLAGS)
         try:
             for i in range(len(parts)):
                 here = parts[: i + 1]
                 try:
-                    nfd = _open_dir(fd, here, self.alias)
+                    nfd = open_dir(fd, here, self.alias)
                 except FileNotFoundError:
                     if not create:
                         raise PathError(f"{self._q(here)} does not exist") from None
@@ -310,7 +315,7 @@ class Root:
                     except FileExistsError:
                         pass  # made meanwhile: opened (and checked) just below
                     try:
-                        nfd = _open_dir(fd, here, self.alias)
+                        nfd = open_dir(fd, here, self.alias)
                     except FileNotFoundError:
                         raise PathError(f"{self._q(here)} vanished while it was made") from None
                 os.close(fd)
@@ -324,11 +329,11 @@ class Root:
 
     def _open_file(self, dfd: int, parts: Parts, flags: int, mode: int) -> int:
         name = parts[-1]
-        before = _lstat_at(dfd, name)
+        before = lstat_at(dfd, name)
         if before is not None and not stat.S_ISREG(before.st_mode):
             if stat.S_ISLNK(before.st_mode):
                 raise PathRefused(f"{self._q(parts)} is a symbolic link; links are not followed")
-            raise PathRefused(f"{self._q(parts)} is {_kind(before.st_mode)}, not a regular file")
+            raise PathRefused(f"{self._q(parts)} is {kind_of(before.st_mode)}, not a regular file")
         # O_NONBLOCK: should a FIFO be swapped in after the check, opening it must not hang;
         # fstat below then refuses it. O_TRUNC waits until the file has passed the checks.
         truncate = flags & os.O_TRUNC
@@ -347,7 +352,7 @@ class Root:
         st = os.fstat(fd)
         problem = None
         if not stat.S_ISREG(st.st_mode):
-            problem = f"is {_kind(st.st_mode)}, not a regular file"
+            problem = f"is {kind_of(st.st_mode)}, not a regular file"
         elif st.st_nlink > 1 and not self.allow_hardlinks:
             problem = "has other hard links, which may lie outside the root"
         if problem:
@@ -359,92 +364,9 @@ class Root:
         return fd
 
 
-def _open_dir(dfd: int, parts: Parts, alias: str | None = None) -> int:
-    """Open directory ``parts[-1]`` inside ``dfd``; FileNotFoundError if it is not there.
-
-    ``O_PATH | O_NOFOLLOW`` first pins what the name is at this instant (a link is opened as
-    itself, never followed), so the verdict "a link" is certain even if the link is swapped
-    away a moment later; only a directory is then opened, through the pinned handle, so a
-    swap after the check changes nothing either.
-    """
-    try:
-        pfd = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise PathError(f"{_quote(parts, alias)}: {e.strerror}") from None
-    try:
-        mode = os.fstat(pfd).st_mode
-        if stat.S_ISLNK(mode):
-            raise PathRefused(f"{_quote(parts, alias)} is a symbolic link; links are not followed")
-        if not stat.S_ISDIR(mode):
-            raise PathError(f"{_quote(parts, alias)} is not a directory")
-        try:
-            return os.open(".", _DIR_FLAGS, dir_fd=pfd)
-        except PermissionError:
-            raise PathError(f"{_quote(parts, alias)}: permission denied") from None
-    finally:
-        os.close(pfd)
-
-
-def _quote(parts: Parts, alias: str | None) -> str:
-    return repr(f"{alias}/{display(parts)}" if alias and parts else display(parts) or alias or ".")
-
-
-def _lstat_at(dfd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device file"
-    return "a regular file" if stat.S_ISREG(mode) else "a special file"
-
-
 def _entry(e: os.DirEntry[str]) -> Entry:
     st = e.stat(follow_symlinks=False)
     mode = st.st_mode
     kind = ("symlink" if stat.S_ISLNK(mode) else "dir" if stat.S_ISDIR(mode)
             else "file" if stat.S_ISREG(mode) else "other")
     return Entry(e.name, kind, st.st_size, st.st_mtime_ns)
-
-
-def _unlink_quietly(name: str, dfd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dfd)
-    except OSError:
-        pass
-
-
-_RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def _rename_noreplace(sfd: int, src: str, dfd: int, dst: str) -> None:
-    """rename(2) that fails with EEXIST rather than replace, atomically where the kernel can."""
-    if _renameat2 is not None:
-        rc = _renameat2(sfd, os.fsencode(src), dfd, os.fsencode(dst), _RENAME_NOREPLACE)
-        if rc == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOSYS):  # EINVAL: a filesystem without the flag
-            raise OSError(err, os.strerror(err), dst)
-    if _lstat_at(dfd, dst) is not None:
-        raise FileExistsError(errno.EEXIST, "exists", dst)
-    try:  # link + unlink is atomic for files; a directory has only the check above
-        os.link(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
-        os.unlink(src, dir_fd=sfd)
-    except (PermissionError, IsADirectoryError):
-        os.rename(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd)
