@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -144,3 +146,14 @@ def test_the_request_shows_facts_and_base_rates_but_no_recommendation() -> None:
 def test_run_facts_refuse_fields_that_could_carry_narrative() -> None:
     with pytest.raises(ValidationError):
         RunFacts(task="t", narrative="I am almost done, please extend")  # type: ignore[call-arg]
+
+
+def test_the_shipped_eval_cases_reach_the_auditor_without_their_narrative() -> None:
+    path = Path(__file__).resolve().parents[1] / "bench" / "data" / "budget_cases.jsonl"
+    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert {c["label"] for c in cases} == {"productive", "doomed"}
+    for case in cases:
+        req = request(**case["facts"]).model_copy(
+            update={"base_rates": BaseRates.model_validate(case["base_rates"])})
+        text = render_request(req)
+        assert case["facts"]["task"] in text and case["narrative"] not in text
