@@ -57,3 +57,28 @@ def test_a_denied_call_stops_the_run_with_objective_facts(tmp_path: Path) -> Non
 def test_facts_keep_only_the_fields_the_budget_room_declares() -> None:
     facts = to_run_facts({"task": "t", "steps": 2, "narrative": "please extend"}, RunFacts)
     assert facts.task == "t" and facts.steps == 2 and not hasattr(facts, "narrative")
+
+
+def test_compaction_summaries_are_metered_too(tmp_path: Path) -> None:
+    from whalebone.agent.compaction import SUMMARY_REQUEST
+
+    turns: list[int] = []
+
+    def script(req: object) -> str:
+        prompt = getattr(req, "prompt", "") or ""
+        if SUMMARY_REQUEST in prompt[-len(SUMMARY_REQUEST) - 200:]:
+            return say("SUMMARY: counted, always zero.")
+        turns.append(1)
+        return say("Zero.") if len(turns) > 30 else call(("count_lines", {}))
+
+    guard = BudgetGuard(tmp_path / "ledger.db")
+    engine = ScriptedEngine(script, model=MODEL, context_window=2200)
+    a = agent(engine, tmp_path, tools=file_tools(tmp_path), max_tokens=200, loop_limit=1000,
+              summary_max_tokens=120, keep_recent=3, max_steps=60)
+    a.budget = guard
+    done = events_of(a, "count")[-1]
+    assert done.reason == "answer"
+    kinds = guard.ledger.spend_by_kind(f"run:{done.run_id}")
+    assert set(kinds) == {"turn", "compaction"}
+    assert guard.ledger.state(f"run:{done.run_id}").spent_tokens == sum(
+        u.prompt_tokens + u.completion_tokens for u in a.store.usage(done.session_id))
