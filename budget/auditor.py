@@ -116,13 +116,15 @@ def render_request(request: ExtensionRequest) -> str:
     """The one user message the auditor sees."""
     u = request.unit
     rates = request.base_rates
+    shortfall = max(0.0, request.spent + request.in_flight + request.needed - request.limit)
     lines = [
         f"Budget extension request {request.request_id}",
         f"Blocked scope: {neutralise(request.scope)} ({u})",
         f"- limit: {_amount(request.limit, u)}; spent: {_amount(request.spent, u)}; "
         f"in flight: {_amount(request.in_flight, u)}",
         f"- the paused call ({neutralise(request.kind)}) needs up to "
-        f"{_amount(request.needed, u)}",
+        f"{_amount(request.needed, u)}, so the least extension that lets it go ahead is "
+        f"{_amount(shortfall, u)}",
         f"- maximum step you may approve: {_amount(request.max_step, u)}",
         f"- extensions this run has already had: {request.extensions_so_far}",
         "",

@@ -253,8 +253,9 @@ class BudgetGuard:
             forced = ("max_extensions", f"the run already had {request.extensions_so_far} "
                                         "extensions, the policy's maximum")
         if forced is None and shortfall > max_step + 1e-12:
-            forced = ("over_max", f"this call alone needs {_fmt(shortfall, unit)} more, over "
-                                  f"the maximum step {_fmt(max_step, unit)}")
+            forced = ("shortfall_over_max",
+                      f"this call alone needs {_fmt(shortfall, unit)} more, over the maximum "
+                      f"step {_fmt(max_step, unit)}")
         if forced is None and self.policy.on_cap == "deny":
             forced = ("policy_deny", "the policy denies every extension")
         if forced is None and self.policy.on_cap == "auditor" and self.auditor is None:

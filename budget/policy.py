@@ -156,7 +156,11 @@ class Verdict(BaseModel):
     decision: Decision
     amount: float = 0.0
     reason: str = ""
-    cause: str = "ok"  # ok | timeout | unparseable | over_max | engine_error | no_auditor | …
+    # Why a deny was forced: "ok" for a decider's own decision; from the auditor timeout,
+    # engine_error, unparseable, no_amount, over_max (amount above the step), auditor_error,
+    # no_budget_for_auditor; from the guard no_auditor, policy_deny, max_extensions,
+    # shortfall_over_max, facts_error, cancelled, and timeout when no person decided in time.
+    cause: str = "ok"
     decider: str = "policy"  # "auditor:<engine>/<model>", "human", "policy"
     cost_usd: float = 0.0
     tokens: int = 0
