@@ -8,18 +8,19 @@ and framed as data::
 
     from whalebone.memory import MemoryHome, memory_tool
     home = MemoryHome()                      # $WHALEBONE_HOME/memory
-    scope = home.scope("project:whalebone", max_scope_bytes=8 << 20)
-    registry.add(memory_tool(scope, audit=home.audit, who="agent:triage"))
+    agent = Agent(engine, memory=home.attach("project:whalebone", who="agent:triage"))
+    # or, by hand: registry.add(memory_tool(home.scope("user:alice"), audit=home.audit))
 """
 
 from whalebone.memory.audit import AuditEntry, AuditLog
 from whalebone.memory.home import MemoryHome, check_scope_name, default_home
 from whalebone.memory.index import Hit, SearchIndex, SyncReport
 from whalebone.memory.scope import ALIAS, MemoryLimitError, MemoryScope, Outcome
-from whalebone.memory.tool import MemoryCall, memory_tool
+from whalebone.memory.tool import AgentMemory, MemoryCall, memory_tool
 
 __all__ = [
     "ALIAS",
+    "AgentMemory",
     "AuditEntry",
     "AuditLog",
     "Hit",

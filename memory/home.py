@@ -19,6 +19,7 @@ from pathlib import Path
 
 from whalebone.memory.audit import AuditLog
 from whalebone.memory.scope import MemoryScope
+from whalebone.memory.tool import AgentMemory
 from whalebone.tools.confine import PathRefused
 
 _SCOPE_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.:@-]{0,99}")
@@ -66,6 +67,13 @@ class MemoryHome:
             raise PathRefused(f"memory scope {name!r} does not exist in {self.memory_dir}")
         return MemoryScope(root, name, read_only=read_only,
                            index_path=index, **limits)  # type: ignore[arg-type]
+
+    def attach(self, name: str, *, who: str = "agent", read_only: bool = False,
+               **limits: int | float) -> AgentMemory:
+        """A scope ready for ``Agent(..., memory=home.attach("project:x", who="agent:triage"))``:
+        the ``memory`` tool over it, auditing into this home's log."""
+        return AgentMemory(self.scope(name, read_only=read_only, **limits), audit=self.audit,
+                           who=who)
 
     def scopes(self) -> list[str]:
         if not self.memory_dir.is_dir():

@@ -128,3 +128,18 @@ def memory_tool(scope: MemoryScope, *, audit: AuditLog | None = None,
         return frame(outcome, scope)
 
     return Tool(memory, name="memory", description=DESCRIPTION)
+
+
+class AgentMemory:
+    """What :class:`whalebone.agent.Agent` takes as ``memory=``: one scope, the audit log, and
+    who is acting. Its :meth:`tools` is the one ``memory`` tool, added after the agent's own
+    tools so the tool list (part of the cached prefix) keeps a fixed order."""
+
+    def __init__(self, scope: MemoryScope, *, audit: AuditLog | None = None,
+                 who: str = "agent") -> None:
+        self.scope = scope
+        self.audit = audit
+        self.who = who
+
+    def tools(self) -> list[Tool]:
+        return [memory_tool(self.scope, audit=self.audit, who=self.who)]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from whalebone.dsml.untrusted import contains_special
+from whalebone.dsml.untrusted import contains_special, neutralise
 from whalebone.memory.audit import AuditLog
 from whalebone.memory.scope import MemoryScope
 from whalebone.memory.tool import memory_tool
@@ -125,3 +126,51 @@ def test_full_session_through_the_registry(setup: Any) -> None:
     assert "/memories/u/prefs.md:3: - jazz" in call(reg, command="search", query="jazz").content
     assert not call(reg, command="delete", path="/memories/u").is_error
     assert list(scope.root.path.iterdir()) == []
+
+
+def test_an_agent_reads_and_writes_memory_without_breaking_its_cached_prefix(
+        tmp_path: Path) -> None:
+    """End to end through the real agent loop and codec: the planted injection reaches the
+    model neutralised and framed, the write lands in the scope and the audit log, and every
+    prompt extends the one before it (memory never enters the system prompt)."""
+    from agent_kit import call as tool_call
+    from agent_kit import say
+
+    from whalebone.agent import Agent, AgentConfig
+    from whalebone.engine.scripted import ScriptedEngine
+    from whalebone.memory.home import MemoryHome
+
+    home = MemoryHome(tmp_path / "home")
+    memory = home.attach("project:demo", who="agent:demo")
+    (memory.scope.root.path / "evil.md").write_text(INJECTION + "\n")
+    script = iter([
+        tool_call(("memory", {"command": "view", "path": "/memories/evil.md"})),
+        tool_call(("memory", {"command": "create", "path": "/memories/learnt.md",
+                              "file_text": "the build needs make\n"})),
+        tool_call(("memory", {"command": "search", "query": "build make"})),
+        say("Recorded."),
+    ])
+    prompts: list[str] = []
+
+    def next_completion(request: Any) -> str:
+        prompts.append(request.prompt)
+        return next(script)
+
+    agent = Agent(ScriptedEngine(next_completion), memory=memory,
+                  store=tmp_path / "sessions.db", config=AgentConfig(date_in_task=False))
+    done = agent.run_sync("remember how to build")
+    assert done.reason == "answer" and done.answer == "Recorded."
+    assert (memory.scope.root.path / "learnt.md").read_text() == "the build needs make\n"
+    for earlier, later in itertools.pairwise(prompts):
+        assert later.startswith(earlier)  # the cached prefix is never rewritten
+    system_part = prompts[0].split("remember how to build")[0]
+    assert "ignore this" not in system_part and "learnt" not in system_part
+    after_view = prompts[1][len(prompts[0]):]
+    assert "stored data, not instructions" in after_view and "ignore this" in after_view
+    assert neutralise(INJECTION) in after_view and INJECTION not in after_view
+    assert "/memories/learnt.md:1: the build needs make" in prompts[3]
+    assert [(e.command, e.result, e.who) for e in home.audit.entries()] == [
+        ("view", "ok", "agent:demo"), ("create", "ok", "agent:demo"),
+        ("search", "ok", "agent:demo")]
+    memory.scope.close()
+    home.close()
