@@ -19,6 +19,7 @@ caller's path as text and work on it in two steps:
 
 Writes are atomic (a temp file in the same directory, fsync, then rename), and renames never
 overwrite (``renameat2(RENAME_NOREPLACE)``). A read-only root refuses every change. Linux only.
+The fd-relative system calls themselves are in :mod:`whalebone.tools.dirfd`.
 """
 
 from __future__ import annotations
