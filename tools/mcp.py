@@ -106,7 +106,7 @@ class McpTools:
                  timeout: float | None = 60.0, max_output: int = 100_000,
                  trust_annotations: bool = False, errlog: IO[bytes] | None = None) -> None:
         self.session = session
-        self.name = name
+        self.name = _safe(name)  # the prefix of every tool name
         self.timeout = timeout
         self.max_output = max_output
         self._errlog = errlog
@@ -116,7 +116,7 @@ class McpTools:
         for r in sorted(remote, key=lambda t: t.name):
             if any(contains_special(k) for k in _keys(r.input_schema)):
                 continue  # a parameter name that is a special token cannot be shown safely
-            local = _tool_name(name, r.name, taken)
+            local = _tool_name(self.name, r.name, taken)
             taken.add(local)
             hints = r.annotations
             idempotent = trust_annotations and hints is not None and bool(
@@ -249,7 +249,7 @@ class McpTools:
             raise McpUnavailable(f"{where} failed to initialise: {_describe(e)}"
                                  f"{_log_note(errlog)}") from None
         server = name or (init.server_info.name if init.server_info else "") or "mcp"
-        return cls(session, _safe(server), remote, errlog=errlog, **options)
+        return cls(session, server, remote, errlog=errlog, **options)
 
 
 class _Connection:
