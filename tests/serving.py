@@ -50,7 +50,7 @@ def serving(engine: Any, **options: Any) -> Iterator[tuple[str, Server]]:
         thread.join(10)
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+def wait_for(predicate: Any, timeout: float = 15.0) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > end:
