@@ -19,6 +19,12 @@ from textual.widgets import Button, Input, Label, Static
 from whalebone.tui.approvals import Decision
 
 
+def steady(screen: ModalScreen[Any]) -> None:
+    """Cursors that do not blink (see PromptInput: SSH traffic, stable screenshots)."""
+    for box in screen.query(Input):
+        box.cursor_blink = False
+
+
 class ApprovalModal(ModalScreen[Decision]):
     """Approve or deny, with a reason."""
 
@@ -52,6 +58,7 @@ class ApprovalModal(ModalScreen[Decision]):
         yield from ()
 
     def on_mount(self) -> None:
+        steady(self)
         self.query_one("#reason", Input).focus()
 
     def _reason(self) -> str:
@@ -141,6 +148,9 @@ class TextQuestion(ModalScreen[str | None]):
         with Vertical(id="dialog"):
             yield Label(self.question, id="dialog-title", markup=False)
             yield Input(value=self.value, id="answer", compact=True)
+
+    def on_mount(self) -> None:
+        steady(self)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

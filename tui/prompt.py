@@ -24,6 +24,9 @@ class PromptInput(TextArea):
         super().__init__(soft_wrap=True, show_line_numbers=False, compact=True,
                          placeholder="Message (Enter sends, Ctrl+J new line)",
                          **kwargs)  # type: ignore[arg-type]
+        # A blinking cursor repaints the screen twice a second: over SSH that is traffic for
+        # nothing, and screenshots of the app would depend on the instant they are taken.
+        self.cursor_blink = False
         self.sent: list[str] = []
         self._cursor: int | None = None  # index into history while walking it
         self._draft = ""

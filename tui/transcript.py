@@ -83,7 +83,8 @@ class ToolPanel(Vertical):
         self.tool_name = name
         self.status = "running"
         self.seconds: float | None = None
-        args = json.dumps(arguments, ensure_ascii=False, indent=1)
+        args = "\n".join(f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
+                         for key, value in arguments.items()) or "(no arguments)"
         if len(args) > ARGS_CHARS:
             args = args[:ARGS_CHARS] + f"… [{len(args) - ARGS_CHARS} more characters]"
         self._header = Static(self._header_text(), classes="tool-header")
