@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -126,7 +127,12 @@ class SessionStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) == ":memory:":
+            # An in-memory database lives in this process only, and so do its locks.
+            self._lock_dir = Path(tempfile.mkdtemp(prefix="whalebone-locks-"))
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
 
@@ -202,7 +208,7 @@ class SessionStore:
     def open(self, sid: str) -> Session:
         """Take the session for writing. Raises :class:`SessionBusy` if a live process has it."""
         self.info(sid)
-        lock_dir = self.path.with_name(self.path.name + ".locks")
+        lock_dir = self._lock_dir
         lock_dir.mkdir(exist_ok=True)
         fd = os.open(lock_dir / f"{sid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:

@@ -92,3 +92,16 @@ def test_kill_9_loses_no_committed_message_and_frees_the_lock(store: SessionStor
         with store.open(sid):  # the dead writer's lock is gone
             pass
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_in_memory_store_leaves_no_files_behind(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SessionStore(":memory:")
+    sid = store.create()
+    with store.open(sid) as s:
+        s.append({"role": "user", "content": "hi"})
+        with pytest.raises(SessionBusy):
+            store.open(sid)
+    assert store.messages(sid) == [{"role": "user", "content": "hi"}]
+    assert list(tmp_path.iterdir()) == []
