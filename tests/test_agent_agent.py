@@ -17,7 +17,6 @@ from whalebone import (
     Done,
     SessionBusy,
     SessionStore,
-    Tool,
     WhaleboneError,
 )
 from whalebone.dsml.errors import EncodeError
@@ -71,17 +70,22 @@ def test_one_run_per_session_at_a_time(tmp_path: Path) -> None:
     assert issubclass(SessionBusy, WhaleboneError)
 
 
-def test_memory_tools_join_after_the_agents_own(tmp_path: Path) -> None:
-    class Notes:
-        def tools(self) -> list[Tool]:
-            def remember(fact: str) -> str:
-                """Remember a fact."""
-                return "ok"
+def test_memory_joins_as_a_tool_after_the_agents_own(tmp_path: Path) -> None:
+    from whalebone.memory import MemoryHome
 
-            return [Tool(remember)]
-
-    a = Agent(ScriptedEngine([say("x")]), tools=file_tools(tmp_path), memory=Notes())
-    assert [t.name for t in a.tools] == ["append_line", "count_lines", "remember"]
+    home = MemoryHome(tmp_path / "home")
+    engine = ScriptedEngine([
+        call(("memory", {"command": "create", "path": "/memories/notes.md",
+                         "file_text": "the build needs make -j2"})),
+        say("Noted."),
+    ])
+    a = Agent(engine, tools=file_tools(tmp_path), store=tmp_path / "s.db",
+              memory=home.attach("project:demo", who="agent:test"))
+    assert [t.name for t in a.tools] == ["append_line", "count_lines", "memory"]
+    assert a.run_sync("remember how to build").answer == "Noted."
+    assert "make -j2" in (home.memory_dir / "project:demo" / "notes.md").read_text()
+    system = engine.requests[1].prompt.split("remember how to build")[0]
+    assert "make -j2" not in system  # memory never enters the cached head
 
 
 def test_a_per_run_step_limit(tmp_path: Path) -> None:
