@@ -26,7 +26,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -175,22 +175,18 @@ class McpTools:
 
         params = StdioServerParameters(command=command, args=list(args),
                                        env=dict(env) if env else None, cwd=cwd)
-        where = f"MCP server {command!r}"
-        with tempfile.TemporaryFile("a+b") as errlog, _single_errors(where) as state:
-            # (append mode: the server shares the file's offset with us)
-            async with AsyncExitStack() as stack:
-                try:
-                    transport = stdio_client(params, errlog)  # type: ignore[arg-type]
-                    streams = await stack.enter_async_context(transport)
-                except (OSError, ValueError) as e:
-                    raise McpUnavailable(f"cannot start MCP server {command!r}: {e}") from None
-                client = await cls._open(stack, streams, where, name, startup_timeout,
-                                         errlog=errlog, timeout=timeout, **options)
-                state.opened = True
-                try:
-                    yield client
-                finally:
-                    client._closed = True
+        async def transport(stack: AsyncExitStack) -> Any:
+            try:
+                client = stdio_client(params, errlog)  # type: ignore[arg-type]
+                return await stack.enter_async_context(client)
+            except (OSError, ValueError) as e:
+                raise McpUnavailable(f"cannot start MCP server {command!r}: {e}") from None
+
+        # Append mode: the server writes through the same open file, sharing its offset.
+        with tempfile.TemporaryFile("a+b") as errlog:
+            async with cls._connect(f"MCP server {command!r}", transport, name, startup_timeout,
+                                    errlog=errlog, timeout=timeout, **options) as client:
+                yield client
 
     @classmethod
     @asynccontextmanager
@@ -205,15 +201,25 @@ class McpTools:
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        where = f"MCP server at {url}"
+        async def transport(stack: AsyncExitStack) -> Any:
+            http = await stack.enter_async_context(httpx2.AsyncClient(
+                headers=dict(headers or {}), timeout=httpx2.Timeout(30.0, read=300.0)))
+            return await stack.enter_async_context(streamable_http_client(url, http_client=http))
+
+        async with cls._connect(f"MCP server at {url}", transport, name, startup_timeout,
+                                timeout=timeout, **options) as client:
+            yield client
+
+    @classmethod
+    @asynccontextmanager
+    async def _connect(cls, where: str, transport: Callable[[AsyncExitStack], Awaitable[Any]],
+                       name: str | None, startup_timeout: float, **options: Any
+                       ) -> AsyncIterator[McpTools]:
+        """Open the transport, then the session; keep both for the block."""
         with _single_errors(where) as state:
             async with AsyncExitStack() as stack:
-                http = await stack.enter_async_context(httpx2.AsyncClient(
-                    headers=dict(headers or {}), timeout=httpx2.Timeout(30.0, read=300.0)))
-                streams = await stack.enter_async_context(
-                    streamable_http_client(url, http_client=http))
-                client = await cls._open(stack, streams, where, name, startup_timeout,
-                                         timeout=timeout, **options)
+                streams = await transport(stack)
+                client = await cls._open(stack, streams, where, name, startup_timeout, **options)
                 state.opened = True
                 try:
                     yield client
