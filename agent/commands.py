@@ -103,6 +103,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N model turns")
     p.add_argument("--max-tokens", type=int, metavar="N", help="output tokens per turn")
     p.add_argument("--no-tools", action="store_true", help="give the agent no tools")
+    p.add_argument("--memory", metavar="SCOPE", help="give the agent the memory tool over "
+                   "SCOPE (e.g. project:NAME) under $WHALEBONE_HOME/memory")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument("--quiet", action="store_true", help="print only the answer and usage line")
 
@@ -148,6 +150,11 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
             workspace, shell_policy=ShellPolicy.model_validate(settings.shell),
             approve=_approver())
         budget = open_budget(settings)
+        memory = None
+        if args.memory:
+            from whalebone.memory import MemoryHome
+
+            memory = MemoryHome().attach(args.memory, who=f"agent:{config.name}")
     except (WhaleboneError, ValueError) as e:
         return _fail(str(e), EXIT_CODES["usage"])
     spec = args.engine or settings.engine
@@ -158,7 +165,8 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         engine = open_engine_spec(spec, options)
     except EngineError as e:
         return _fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
-    agent = Agent(engine, tools=tools, store=store, config=config, budget=budget)
+    agent = Agent(engine, tools=tools, store=store, config=config, budget=budget,
+                  memory=memory)
     if session_id is None:  # made here so that an interrupted run can name it
         title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
         session_id = store.create(title=title, agent=config.name,

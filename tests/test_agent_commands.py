@@ -107,11 +107,16 @@ def test_the_engine_comes_from_the_config_file(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WHALEBONE_HOME", str(tmp_path))
     monkeypatch.delenv("WHALEBONE_ENGINE", raising=False)
-    engine = script(tmp_path, "s.json", [say("From the config.")])
+    engine = script(tmp_path, "s.json", [
+        call(("memory", {"command": "view", "path": "/memories"})), say("From the config.")])
     (tmp_path / "config.toml").write_text(f'engine = "{engine}"\n[agent]\nthinking = "max"\n')
-    code, out, err = in_process(capsys, "run", "hi", "--no-tools", "--quiet")
+    code, out, err = in_process(capsys, "run", "hi", "--no-tools", "--memory", "user:me",
+                                "--quiet")
     assert code == 0, err
     assert out.startswith("From the config.")
+    assert (tmp_path / "memory" / "user:me").is_dir()
+    code, _, err = in_process(capsys, "run", "hi", "--memory", "../escape")
+    assert code == 2 and err
 
 
 @pytest.mark.skipif((PACKAGE / "engine" / "checkpoints" / "whalebone-nano" / "config.json")
