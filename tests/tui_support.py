@@ -21,7 +21,7 @@ from whalebone.tui.runner import ChatRunner
 __all__ = ["answer", "asking", "make_runner", "screen_text", "shell_call", "wait_for"]
 
 
-def answer(text: str, reasoning: str = "Let me think.") -> str:
+def answer(text: str, reasoning: str | None = "Let me think.") -> str:
     return emit_completion(text, reasoning=reasoning)
 
 
