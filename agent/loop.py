@@ -13,6 +13,7 @@ guard first and settled after.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -54,6 +55,9 @@ from whalebone.engine.prices import UnknownPrice
 
 if TYPE_CHECKING:
     from whalebone.agent.agent import Agent
+
+
+_DATE = re.compile(r"\n\n\[today is \d{4}-\d{2}-\d{2}\]$")  # what _user_text appends
 
 
 @dataclass
@@ -106,8 +110,9 @@ class Run:
         brk = self._mode_change()
         if brk is not None:
             yield brk
-        self.task = next((m.get("content", "") for m in self.history
-                          if m.get("role") == "user"), task or "")
+        first = next((m.get("content", "") for m in self.history if m.get("role") == "user"),
+                     None)
+        self.task = _DATE.sub("", first) if isinstance(first, str) else (task or "")
         outcomes, warnings = await self.runner.recover(self.history)
         for w in warnings:
             yield Warning(kind="interrupted_call", message=w)
@@ -248,7 +253,7 @@ class Run:
     def _user_text(self, task: str) -> str:
         text = neutralise(task)
         if self.cfg.date_in_task:  # volatile facts live in the newest user turn only
-            text += f"\n\n[today is {dt.datetime.now(dt.UTC).date().isoformat()}]"
+            text += f"\n\n[today is {dt.datetime.now(dt.UTC).date().isoformat()}]"  # see _DATE
         return text
 
     def _commit(self, *messages: dict[str, Any]) -> None:

@@ -39,7 +39,8 @@ def test_a_denied_call_stops_the_run_with_objective_facts(tmp_path: Path) -> Non
     guard = BudgetGuard(tmp_path / "ledger.db",
                         policy=BudgetPolicy(run_tokens=1500, on_cap="deny"))
     engine = ScriptedEngine(lambda req: call(("append_line", {"line": "x"})), model=MODEL)
-    a = agent(engine, tmp_path, tools=file_tools(tmp_path), max_tokens=200, loop_limit=100)
+    a = agent(engine, tmp_path, tools=file_tools(tmp_path), max_tokens=200, loop_limit=100,
+              date_in_task=True)
     a.budget = guard
     events = events_of(a, "append forever")
     done = events[-1]
