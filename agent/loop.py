@@ -42,6 +42,7 @@ from whalebone.agent.events import (
 from whalebone.agent.facts import collect_facts
 from whalebone.agent.generate import CallSpec, Generation, generate
 from whalebone.agent.loops import LoopDetector
+from whalebone.agent.prefix import mode_change
 from whalebone.agent.store import Session, UsageRecord
 from whalebone.agent.toolrun import ToolRunner
 from whalebone.dsml import tokens as T
@@ -107,7 +108,7 @@ class Run:
             self._commit(self._system_message())
         else:
             self.transcript.append(*self.history)
-        brk = self._mode_change()
+        brk = mode_change(self.session, self.cfg, self.history, self.transcript)
         if brk is not None:
             yield brk
         first = next((m.get("content", "") for m in self.history if m.get("role") == "user"),
@@ -195,28 +196,6 @@ class Run:
                 yield self._done("loop", message=verdict.message)
                 return
         yield self._done("max_steps", message=f"stopped after {self.cfg.max_steps} steps")
-
-    def _mode_change(self) -> Warning | None:
-        """A run that renders the session differently from the last run (another thinking mode
-        or reasoning effort) breaks the cached prefix: say where, once, and remember the new
-        rendering."""
-        stored = self.session.store.config(self.session.id)
-        now = {"mode": self.cfg.mode, "effort": self.cfg.reasoning_effort}
-        before = stored.get("rendered_as", now)
-        if before == now:
-            if "rendered_as" not in stored:
-                self.session.set_config({**stored, "rendered_as": now})
-            return None
-        self.session.set_config({**stored, "rendered_as": now})
-        old = Transcript(before["mode"], drop_thinking=False, reasoning_effort=before["effort"])
-        old.append(*self.history)
-        old.render()
-        self.transcript.render()
-        at = _shared_prefix(old.text, self.transcript.text)
-        return Warning(kind="prefix_break", message=f"prompt rewritten from offset {at}: this "
-                       f"run renders the session as {now['mode']} (effort {now['effort']}), the "
-                       f"last one as {before['mode']} (effort {before['effort']}); the cache "
-                       "restarts there")
 
     def _problem(self, parsed: ParsedCompletion, gen: Generation) -> str | None:
         """Why a completion cannot be used as it is (a correction for the model), or None."""
@@ -393,14 +372,6 @@ class Run:
     def _facts(self) -> dict[str, Any]:
         return collect_facts(self.session, task=self.task, steps=self.steps,
                              started=self.started)
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:  # binary search on slice equality: C-speed comparisons
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if a[:mid] == b[:mid] else (lo, mid - 1)
-    return lo
 
 
 def __getattr__(name: str) -> Any:
