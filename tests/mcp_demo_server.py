@@ -5,7 +5,7 @@ import os
 import sys
 
 import anyio
-from mcp.server.mcpserver import Image, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("demo server")
@@ -51,6 +51,15 @@ def odd(n: int = 3) -> str:
 def snapshot() -> list[object]:
     """A caption and a (tiny) image."""
     return ["a red pixel", Image(data=b"\x89PNG\r\n\x1a\n" + bytes(92), format="png")]
+
+
+@server.tool()
+def header(name: str, ctx: Context) -> str:
+    """One header of the HTTP request that carried this call ("<stdio>" over stdio)."""
+    request = ctx.request_context.request
+    if request is None:
+        return "<stdio>"
+    return str(request.headers.get(name, "<missing>"))
 
 
 @server.tool()

@@ -45,14 +45,14 @@ def test_stdio_tools_join_the_registry_namespaced_sorted_and_neutralised(
     names = [s["function"]["name"] for s in schemas]
     # The server's name and tool names, unsafe characters replaced; sorted by remote name.
     assert names == ["demo_server__add", "demo_server__die", "demo_server__environment",
-                     "demo_server__fail", "demo_server__odd_name_v2", "demo_server__slow",
-                     "demo_server__snapshot", "demo_server__zeta"]
+                     "demo_server__fail", "demo_server__header", "demo_server__odd_name_v2",
+                     "demo_server__slow", "demo_server__snapshot", "demo_server__zeta"]
     add = schemas[0]["function"]
     assert add["description"] == "Add two integers."
     assert add["parameters"]["properties"] == {"a": {"type": "integer"},
                                                "b": {"type": "integer"}}
     assert add["parameters"]["required"] == ["a", "b"]
-    odd = schemas[4]["function"]
+    odd = schemas[5]["function"]
     assert "end▁of▁sentence" in odd["description"]
     assert not contains_special(odd["description"])  # a server cannot close the model's turn
     assert "demo server starting" in log  # the server's log is kept, not painted on a TUI
@@ -179,16 +179,18 @@ def http_server(server_script: Path) -> Iterator[str]:
 
 
 def test_streamable_http_server_tools_are_called_the_same_way(http_server: str) -> None:
-    async def main() -> tuple[list[str], Any, Any]:
-        async with McpTools.http(http_server, headers={"Authorization": "Bearer t"},
+    async def main() -> tuple[list[str], Any, Any, Any]:
+        async with McpTools.http(http_server, headers={"Authorization": "Bearer t0ken"},
                                  timeout=5.0) as remote:
             registry = ToolRegistry(remote.tools())
             ok = await registry.call("demo_server__add", {"a": 20, "b": 22})
             err = await registry.call("demo_server__fail", {"message": "nope"})
-            return [t.name for t in registry], ok, err
+            auth = await registry.call("demo_server__header", {"name": "authorization"})
+            return [t.name for t in registry], ok, err, auth
 
-    names, ok, err = run(main)
-    assert names[0] == "demo_server__add" and len(names) == 8
+    names, ok, err, auth = run(main)
+    assert names[0] == "demo_server__add" and len(names) == 9
+    assert auth.content == "Bearer t0ken"  # the host's headers go with every request
     assert (ok.content, ok.is_error) == ("42", False)
     assert err.is_error and "nope" in err.content
 

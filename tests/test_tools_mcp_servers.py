@@ -73,9 +73,10 @@ def test_servers_open_together_and_the_broken_ones_are_reported(tmp_path: Path) 
             return [t.name for t in registry], mcp.failures, token.content
 
     names, failures, token = anyio.run(main)
-    assert names[:8] == ["alpha__add", "alpha__die", "alpha__environment", "alpha__fail",
-                         "alpha__odd_name_v2", "alpha__slow", "alpha__snapshot", "alpha__zeta"]
-    assert names[8:] == [n.replace("alpha", "beta") for n in names[:8]]
+    assert names[:9] == ["alpha__add", "alpha__die", "alpha__environment", "alpha__fail",
+                         "alpha__header", "alpha__odd_name_v2", "alpha__slow", "alpha__snapshot",
+                         "alpha__zeta"]
+    assert names[9:] == [n.replace("alpha", "beta") for n in names[:9]]
     assert token == "s3cret"
     assert sorted(failures) == ["gone", "nokey"]
     assert "cannot start MCP server" in failures["gone"]
