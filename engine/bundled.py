@@ -165,12 +165,11 @@ class BundledEngine(Engine):
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise EngineError(f"no checkpoint folder at {folder}")
-        with Progress(1, f"loading {folder.name}", enabled=progress) as bar:
+        with Progress(0, f"loading {folder.name}", enabled=progress) as bar, bar.ticking():
             try:
                 transformer = load_checkpoint(folder)
             except WhaleboneError as e:
                 raise EngineError(f"cannot load the checkpoint in {folder}: {e}") from e
-            bar.update(1)
         vocab = VocabMap.load(folder)
         if vocab is None:
             if transformer.cfg.vocab_size != V4_VOCAB_SIZE:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 
@@ -69,13 +71,36 @@ class Progress:
             bar = "#" * fill + "." * (self.WIDTH - fill)
             return (f"{self.label} [{bar}] {frac:4.0%}  {self.done}/{self.total}{unit}  "
                     f"{elapsed:.1f}s")
-        return f"{self.label} {self.done}{unit}  {elapsed:.1f}s"
+        if self.done:
+            return f"{self.label} {self.done}{unit}  {elapsed:.1f}s"
+        return f"{self.label} …  {elapsed:.1f}s"  # one long call: only the clock moves
 
     def _draw(self, now: float) -> None:
         self.stream.write("\r" + self.line(now))
         self.stream.flush()
         self._shown = True
         self._last_draw = now
+
+    @contextmanager
+    def ticking(self, every: float = 0.25) -> Iterator[Progress]:
+        """Redraw from a background thread while one long call (a checkpoint load) runs, so
+        the elapsed time moves although nothing calls :meth:`update`."""
+        if not self.enabled:
+            yield self
+            return
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(every):
+                self.update(0)
+
+        ticker = threading.Thread(target=tick, name="whalebone-progress", daemon=True)
+        ticker.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            ticker.join()
 
     def close(self) -> None:
         if self._shown:

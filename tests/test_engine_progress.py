@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -57,3 +58,22 @@ def test_a_disabled_bar_writes_nothing_even_when_slow() -> None:
         clock.now += 10
         bar.update(10)
     assert out.getvalue() == ""
+
+
+def test_ticking_moves_the_clock_of_one_long_call() -> None:
+    out = io.StringIO()
+    with Progress(0, "loading ckpt", stream=out, enabled=True, delay=0.0) as bar, \
+            bar.ticking(every=0.01):
+        deadline = time.monotonic() + 5
+        while out.getvalue().count("\r") < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    text = out.getvalue()
+    assert text.count("\rloading ckpt …  ") >= 3 and text.endswith("s\n")
+
+
+def test_ticking_a_disabled_bar_starts_no_thread() -> None:
+    import threading
+
+    before = threading.active_count()
+    with Progress(0, "x", stream=io.StringIO(), enabled=False) as bar, bar.ticking():
+        assert threading.active_count() == before
