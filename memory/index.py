@@ -11,17 +11,23 @@ memory tool update the index at once (:meth:`SearchIndex.refresh`); outside edit
 by the next sync, which runs at most every ``rescan_interval`` seconds so that a burst of
 searches does not walk the directory each time.
 
+Several processes may share one index (agents, the daemon, ``whalebone memory``): creating it
+and writing to it hold an flock on ``<index>.lock``; searching only reads (WAL).
+
 Hidden names (starting with ``.``) are never indexed: they hold temp files of atomic writes
 and a person's tool clutter (``.git``), not memory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,24 +75,28 @@ class SearchIndex:
         self._last_sync = float("-inf")
         path = Path(db_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Tool calls run in worker threads; every use of the connection holds self._lock.
-        conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        conn.execute("pragma journal_mode=wal")
-        conn.execute("pragma synchronous=normal")
-        conn.execute("pragma cache_size=-32768")  # 32 MiB: the hot part of a 100K-line index
-        conn.execute("pragma mmap_size=268435456")
-        self.db = sqlite_utils.Database(conn)
-        self._create()
+        self._lock_path = path.with_name(path.name + ".lock")
+        with self._exclusive():
+            # Tool calls run in worker threads; every use of the connection holds self._lock.
+            conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+            conn.execute("pragma journal_mode=wal")
+            conn.execute("pragma synchronous=normal")
+            conn.execute("pragma cache_size=-32768")  # 32 MiB: the hot part of 100K lines
+            conn.execute("pragma mmap_size=268435456")
+            self.db = sqlite_utils.Database(conn)
+            self._create_tables()
 
-    def _create(self) -> None:
-        with self._lock:
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The one writer of this index: among threads (self._lock) and among processes (an
+        flock). SQLite would serialise the writes by itself, but a writer whose snapshot went
+        stale meanwhile gets "database is locked" at once instead of waiting its turn."""
+        with self._lock, open(self._lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                self._create_tables()
-            except sqlite3.OperationalError:
-                # Another process created them at the same moment: what matters is that
-                # they exist now.
-                if not {"files", "entries", "entries_fts"} <= set(self.db.table_names()):
-                    raise
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _create_tables(self) -> None:
         if "files" not in self.db.table_names():
@@ -108,10 +118,9 @@ class SearchIndex:
 
     def sync(self, *, force: bool = False) -> SyncReport:
         """Bring the index in step with the files; skipped if synced < rescan_interval ago."""
-        with self._lock:
-            now = time.monotonic()
-            if not force and now - self._last_sync < self.rescan_interval:
-                return SyncReport()
+        if not force and time.monotonic() - self._last_sync < self.rescan_interval:
+            return SyncReport()
+        with self._exclusive():
             known = {r[0]: r[1:] for r in self.db.execute(
                 "select path, size, mtime_ns, hash, indexed_ns from files")}
             added = changed = scanned = 0
@@ -140,7 +149,7 @@ class SearchIndex:
 
     def refresh(self, parts: Parts) -> None:
         """Re-index one path after a write through whalebone: a file, a directory, or gone."""
-        with self._lock, self.db.conn:
+        with self._exclusive(), self.db.conn:
             path = display(parts)
             if parts:
                 self._forget_file(path)
