@@ -60,9 +60,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "DeepSeek-compatible API: /v1/chat/completions, /v1/completions, "
                        "/v1/models, /health, /openapi.json.")
     p.add_argument("--engine", default="bundled", metavar="SPEC",
-                   help="bundled | bundled:PATH | random:PRESET | deepseek[:MODEL] | "
-                   "vllm:URL | sglang:URL | whalebone:URL | openai:URL | router:FILE.toml")
-    p.add_argument("--model", help="the model name, for engines that need one (openai:URL)")
+                   help="bundled | bundled:PATH | random:PRESET | scripted:FILE | "
+                   "deepseek[:MODEL] | vllm:URL | sglang:URL | whalebone:URL | openai:URL | "
+                   "router:FILE.toml")
+    p.add_argument("--model", help="the upstream model name (needed for openai:URL; "
+                   "vllm/sglang ask /v1/models when it is not given)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' "
