@@ -15,7 +15,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from whalebone.engine.base import SamplingParams
+from whalebone.engine.base import EngineError, SamplingParams
+
+
+class SamplingError(EngineError):
+    """Logits no token can be drawn from (NaN, or nothing finite)."""
 
 
 class Sampler:
@@ -34,8 +38,12 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor) -> int:
         logits = logits.detach().reshape(-1).float()
+        if bool(torch.isnan(logits).any()):
+            raise SamplingError("the model produced NaN logits (broken weights or state?)")
         if self.mask is not None:
             logits = logits.masked_fill(~self.mask[: logits.numel()], float("-inf"))
+        if not bool(torch.isfinite(logits).any()):
+            raise SamplingError("no token can be sampled: every logit is -inf or +inf")
         if self.temperature == 0.0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / self.temperature, dim=-1)

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from whalebone.dsml.tokenizer import load_tokenizer
-from whalebone.engine.base import SamplingParams
+from whalebone.engine.base import EngineError, SamplingParams
 from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner, nucleus
 
 
@@ -95,3 +96,11 @@ def test_streamed_stop_scanning_equals_cutting_the_whole_text(deltas: list[str],
     cut = min((i for i in (whole.find(s) for s in stops) if i >= 0), default=-1)
     assert shown == (whole[:cut] if cut >= 0 else whole)
     assert scan.stopped == (cut >= 0)
+
+
+def test_logits_nothing_can_be_drawn_from_are_a_clear_error() -> None:
+    with pytest.raises(EngineError, match="NaN"):
+        Sampler(SamplingParams())(torch.tensor([0.0, float("nan")]))
+    with pytest.raises(EngineError, match="no token"):
+        Sampler(SamplingParams(temperature=1.0, seed=0),
+                mask=torch.tensor([False, True]))(torch.tensor([1.0, float("-inf")]))
