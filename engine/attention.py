@@ -23,6 +23,7 @@ from torch import nn
 
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.layers import RMSNorm, apply_rope, rope_freqs, rope_table
+from whalebone.engine.quant import fp4_round, fp8_round, hadamard
 from whalebone.engine.state import CompressorState, LayerState
 
 QUERY_BLOCK = 256  # queries per attention block in a prefill (bounds memory, not results)
@@ -44,6 +45,9 @@ class Compressor(nn.Module):
         self.wkv = nn.Linear(cfg.dim, coff * width, bias=False)
         self.wgate = nn.Linear(cfg.dim, coff * width, bias=False)
         self.norm = RMSNorm(width, cfg.norm_eps)
+        self.rope_dim = cfg.rope_head_dim
+        self.for_indexer = False  # set by Indexer: its keys are rotated and FP4 when simulated
+        self.quant_sim = False
 
     def forward(self, x: torch.Tensor, cs: CompressorState, pos: int, freqs: torch.Tensor) -> None:
         """Feed the rows of positions pos … pos+T-1 (x: (T, dim)); append complete entries."""
@@ -73,7 +77,11 @@ class Compressor(nn.Module):
             entries = (pool_kv * pool_score.softmax(dim=1)).sum(dim=1)  # (nb, d)
             entries = self.norm(entries)
             cos, sin = rope_table(freqs, torch.arange(first_block, first_block + n_blocks) * r)
-            cs.entries.append(apply_rope(entries, cos, sin))
+            entries = apply_rope(entries, cos, sin)
+            if self.quant_sim:
+                entries = fp4_round(hadamard(entries)) if self.for_indexer else _fp8_nope(
+                    entries, self.rope_dim)
+            cs.entries.append(entries)
         cs.cur_kv = rows_kv[cut:].clone()
         cs.cur_score = rows_score[cut:].clone()
 
@@ -89,6 +97,8 @@ class Indexer(nn.Module):
         self.wq_b = nn.Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, bias=False)
         self.weights_proj = nn.Linear(cfg.dim, self.n_heads, bias=False)
         self.compressor = Compressor(cfg, 4, self.head_dim)
+        self.compressor.for_indexer = True
+        self.quant_sim = False
 
     def queries(
         self, x: torch.Tensor, qr: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -96,6 +106,8 @@ class Indexer(nn.Module):
         """Index queries (T, Hi, Di) and head weights (T, Hi)."""
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
         q = apply_rope(q, cos[:, None], sin[:, None])
+        if self.quant_sim:
+            q = fp4_round(hadamard(q))
         w = self.weights_proj(x) * (self.head_dim**-0.5 * self.n_heads**-0.5)
         return q, w
 
@@ -124,6 +136,7 @@ class Attention(nn.Module):
         freqs = rope_freqs(cfg, compressed=bool(self.ratio))
         self.register_buffer("freqs", freqs, persistent=False)
         self.scale = d**-0.5
+        self.quant_sim = False
 
     def forward(self, x: torch.Tensor, st: LayerState, pos: int) -> torch.Tensor:
         """x: (T, dim) normalised input of positions pos … pos+T-1 -> (T, dim)."""
@@ -137,6 +150,8 @@ class Attention(nn.Module):
         q = apply_rope(q, cos[:, None], sin[:, None])
 
         kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)  # (T, D): key and value
+        if self.quant_sim:
+            kv = _fp8_nope(kv, cfg.rope_head_dim)
         n_old = min(pos, win - 1)
         local = torch.cat((st.recent(pos, n_old), kv))  # (n_old+T, D), from pos-n_old
         st.remember(pos, kv)
@@ -231,3 +246,10 @@ def _top_k_oldest_first(score: torch.Tensor, k: int) -> torch.Tensor:
     room = k - above.sum(dim=-1, keepdim=True)  # how many tied entries still fit
     chosen = above | (tied & (tied.cumsum(dim=-1) <= room))  # exactly k per row
     return chosen.nonzero()[:, 1].view(score.size(0), k)
+
+
+def _fp8_nope(kv: torch.Tensor, rope_dim: int) -> torch.Tensor:
+    """FP8-round the non-RoPE channels in blocks of 64 (V4's QAT); RoPE channels stay exact."""
+    nope = kv[..., :-rope_dim]
+    block = 64 if nope.size(-1) % 64 == 0 else nope.size(-1)
+    return torch.cat((fp8_round(nope, block), kv[..., -rope_dim:]), dim=-1)

@@ -33,6 +33,7 @@ from whalebone.engine.config import ModelConfig
 from whalebone.engine.hyper import hc_head, hc_post, hc_pre
 from whalebone.engine.layers import RMSNorm
 from whalebone.engine.moe import MoE
+from whalebone.engine.quant import fp8_inputs_hook, runs_in_low_precision
 from whalebone.engine.state import SeqState, StateError
 
 
@@ -81,6 +82,7 @@ class Transformer(nn.Module):
         self.hc_head_base = nn.Parameter(torch.zeros(cfg.hc_mult))
         self.hc_head_scale = nn.Parameter(torch.ones(1))
         self._fingerprint: str | None = None
+        self._quant_hooks: list[Any] = []
         if init:
             self.init_random(seed)
         self.eval()
@@ -132,6 +134,19 @@ class Transformer(nn.Module):
             )
         return ids.to(torch.int64)
 
+    def simulate_quantization(self, enabled: bool = True) -> None:
+        """Round activations the way V4's kernels do (see :mod:`whalebone.engine.quant`):
+        FP8 inputs to the FP8/FP4 linears, FP8 KV, FP4 Hadamard-rotated indexer. Off by
+        default; the weights are not touched."""
+        for handle in self._quant_hooks:
+            handle.remove()
+        self._quant_hooks = []
+        for name, module in self.named_modules():
+            if hasattr(module, "quant_sim"):
+                module.quant_sim = enabled
+            if enabled and isinstance(module, nn.Linear) and runs_in_low_precision(name):
+                self._quant_hooks.append(module.register_forward_pre_hook(fp8_inputs_hook))
+
     # -- weights -------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -168,8 +183,14 @@ class Transformer(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def fingerprint(self) -> str:
-        """A stable hex hash of the config and every weight (the prefix cache's model key).
-        Computed once; loading weights through ``load_state_dict`` resets it."""
+        """A stable hex hash of the config, every weight and whether quantization is simulated
+        (the prefix cache's model key: states from different numerics must not mix).
+        Hashing the weights happens once; ``load_state_dict`` resets it."""
+        if self._quant_hooks:
+            return hashlib.sha256(f"{self._weights_hash()}+quant-sim".encode()).hexdigest()
+        return self._weights_hash()
+
+    def _weights_hash(self) -> str:
         if self._fingerprint is None:
             digest = hashlib.sha256()
             digest.update(json.dumps(self.cfg.to_json(), sort_keys=True, default=str).encode())
