@@ -237,3 +237,23 @@ def test_writers_in_several_processes_are_serialised(scope: MemoryScope, tmp_pat
         f"p{n}-{i}" for n in range(3) for i in range(15))
     scope.index.sync(force=True)
     assert {h.text for h in scope.index.search("p1", limit=100)} == {f"p1-{i}" for i in range(15)}
+
+
+def test_remaining_refusals_name_the_problem(scope: MemoryScope) -> None:
+    with pytest.raises(PathError, match=r"'/memories/ghost\.md' does not exist"):
+        scope.rename("ghost.md", "spirit.md")
+    with pytest.raises(PathError, match="does not exist"):
+        scope.view("/memories/ghost.md")
+    with pytest.raises(PathError, match="does not exist"):
+        scope.insert("ghost.md", 0, "x")
+    with pytest.raises(ToolError, match="at least one word"):
+        scope.search("   ")
+    assert scope.search("!!!").text.startswith("No memory matches")
+    scope.create("a.md", "a")
+    with pytest.raises(PathError, match="not a directory"):
+        scope.create("a.md/b.md", "under a file")
+    with pytest.raises(PathRefused, match="absolute"):
+        scope.create("/tmp/x.md", "x")
+    scope.create("d/x.md", "x")
+    with pytest.raises(PathError, match="inside itself"):
+        scope.rename("d", "d/e")
