@@ -150,6 +150,8 @@ def test_cancelling_stops_generation_between_forward_passes(engine: BundledEngin
     at_cancel, later = anyio.run(go)
     assert at_cancel == later  # nothing runs on after the cancel
     assert later < 100
+    _, fin = run(engine, req(prompt(20), max_tokens=3))  # the engine serves the next request
+    assert fin.usage.completion_tokens == 3
 
 
 def test_cancelling_a_long_prefill_stops_between_chunks(tmp_path: Path) -> None:
