@@ -1,0 +1,108 @@
+"""The headless daemon: agents that run for weeks with nobody watching, without burning money
+or losing work.
+
+Jobs come from ``whalebone submit``, the control API or Python, wait in a SQLite queue
+(jobs.py), and run ``concurrency`` at a time (service.py, runner.py); each job is an agent
+session, so a job cut short by SIGTERM, SIGKILL or a crash resumes where its session stopped.
+Schedules and heartbeats (scheduler.py) submit jobs on an interval or a cron expression; a
+heartbeat first fingerprints what it watches and calls no model when nothing changed.
+
+From Python::
+
+    from whalebone.agent.daemon import JobQueue, load_config
+    queue = JobQueue(load_config().jobs_path)
+    job = queue.submit("triage the new issues", options={"max_steps": 20})
+    queue.get(job.id).status            # queued → running → done | stopped | budget | failed
+
+The control API (api.py; 127.0.0.1 only, ``Authorization: Bearer $(cat ~/.whalebone/
+daemon.token)``; the OpenAPI document at ``GET /openapi.json``)::
+
+    curl -s localhost:8765/health
+    curl -s -H "Authorization: Bearer $TOKEN" -d '{"task": "…"}' localhost:8765/jobs
+    curl -sN -H "Authorization: Bearer $TOKEN" localhost:8765/jobs/ID/events      # SSE
+    curl -s -H "Authorization: Bearer $TOKEN" -X POST localhost:8765/jobs/ID/cancel
+    curl -s -H "Authorization: Bearer $TOKEN" -d '{"decision": "approve", "amount": 0.5}' \\
+         localhost:8765/jobs/ID/budget                  # a frozen job's budget extension
+
+Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads it)::
+
+    engine = "deepseek:deepseek-v4-flash"   # any --engine spec; replay:FILE for demos, tests
+    workspace = "~/work/repo"               # where the tools work
+    tools = "builtin"                       # builtin | none | "package.module:function"
+    concurrency = 2
+    port = 8765                             # 127.0.0.1 only; 0 = any (see HOME/daemon.json)
+    grace = "20s"                           # SIGTERM: time to reach a checkpoint
+    log = "-"                               # JSON lines to stderr, or a file
+
+    [agent]                                 # AgentConfig fields
+    max_steps = 40
+
+    [shell]                                 # ShellPolicy; "ask" means no (nobody to ask)
+    allow = ["git status", "pytest*"]
+
+    [budget]                                # BudgetPolicy fields, plus the ledger file
+    run_usd = 0.50
+    global_day_usd = 5.0
+    on_cap = "human"                        # frozen until approved over the API (default)
+
+    [[schedule]]
+    name = "issues"
+    cron = "*/30 8-18 * * 1-5"              # UTC
+    task = "Triage the issues in issues/ that have no label yet."
+    watch = ["issues/*.md"]                 # heartbeat: no model call unless these changed
+    day_usd = 1.0                           # scope schedule:issues:DATE
+    budget_usd = 20.0                       # scope schedule:issues, over its life
+
+    [[schedule]]
+    name = "ci"
+    every = "10m"
+    check = "git rev-parse origin/main"     # heartbeat on a command's output
+    task = "If CI on main is red, find the failing test and propose a fix."
+
+A schedule whose job is stopped by its budget stops ticking and says why (``whalebone jobs
+schedules``, ``GET /schedules``) until it is resumed (``POST /schedules/NAME/resume``), e.g.
+after ``whalebone budget set schedule:NAME --usd 30``.
+
+Signals: SIGTERM/SIGINT drain (no new jobs; running ones stop at their next checkpoint, within
+``grace``; they are queued again and resume on the next start), then exit 0. A second SIGTERM
+cuts the grace short. SIGHUP reloads the configuration. SIGKILL loses nothing committed: on
+start, jobs left ``running`` are queued again and resume their sessions; tool calls are
+journaled, so a side-effecting call is never repeated.
+
+Log (one JSON object per line): ``{"ts": "2026-11-23T17:40:01.123Z", "level": "info",
+"event": "model_call", "job": "…", "session": "…", "step": 3, "kind": "turn", "model": "…",
+"prompt_tokens": 41210, "cache_hit_tokens": 40960, "cache_miss_tokens": 250,
+"completion_tokens": 180, "hit_rate": 0.9939, "price": 0.000412}``; other events: started,
+job_submitted, job_started, job_finished (status, reason, message, totals), schedule_tick
+(outcome submitted | idle | busy), schedule_stopped, budget_decision, draining, reloaded,
+reload_failed, stopped.
+
+An example systemd unit ships beside this file (``whalebone.service``)::
+
+    [Service]
+    Environment=WHALEBONE_HOME=%h/.whalebone
+    ExecStart=%h/.local/bin/whalebone daemon
+    ExecReload=/bin/kill -HUP $MAINPID
+    KillSignal=SIGTERM
+    TimeoutStopSec=60
+    Restart=on-failure
+"""
+
+from whalebone.agent.daemon.config import (
+    DaemonConfig,
+    DaemonConfigError,
+    ScheduleConfig,
+    load_config,
+)
+from whalebone.agent.daemon.jobs import Job, JobError, JobQueue, ScheduleState
+
+__all__ = [
+    "DaemonConfig",
+    "DaemonConfigError",
+    "Job",
+    "JobError",
+    "JobQueue",
+    "ScheduleConfig",
+    "ScheduleState",
+    "load_config",
+]

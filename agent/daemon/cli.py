@@ -1,0 +1,217 @@
+"""``whalebone daemon``, ``whalebone submit`` and ``whalebone jobs``.
+
+    whalebone daemon [--config FILE]
+    whalebone submit "TASK" [--engine SPEC] [--max-steps N] [--thinking MODE] [--wait] [--json]
+    whalebone jobs list [--status S] [--json]
+    whalebone jobs show ID [--events] [--json]
+    whalebone jobs cancel ID
+    whalebone jobs schedules [--json]
+
+``submit`` and ``jobs`` work on the job database directly (the daemon need not be running: a
+job submitted while it is down runs when it starts). ``submit --wait`` exits like ``whalebone
+run``: 0 answered, 1 failed, 3 stopped by a limit, 4 stopped by the budget, 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any
+
+from whalebone.dsml.errors import WhaleboneError
+
+EXIT_OF_STATUS = {"done": 0, "failed": 1, "stopped": 3, "budget": 4, "cancelled": 130}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser("daemon", help="run agents headless: a job queue, schedules, an API",
+                       description="Run the whalebone daemon: jobs from a SQLite queue with a "
+                       "concurrency limit, schedules and heartbeats, a loopback control API. "
+                       "SIGTERM drains to a checkpoint and exits; SIGHUP reloads the config.")
+    _config_option(d)
+    d.set_defaults(handler=cmd_daemon)
+
+    s = sub.add_parser("submit", help="queue a task for the daemon")
+    s.add_argument("task", help="what the agent should do")
+    _config_option(s)
+    s.add_argument("--engine", metavar="SPEC", default="", help="engine for this job "
+                   "(default: the daemon's)")
+    s.add_argument("--max-steps", type=int, metavar="N")
+    s.add_argument("--thinking", choices=["chat", "thinking", "max"])
+    s.add_argument("--wait", action="store_true", help="wait for the job to end; print its "
+                   "answer and exit with its status")
+    s.add_argument("--json", action="store_true", help="print the job as JSON")
+    s.set_defaults(handler=cmd_submit)
+
+    j = sub.add_parser("jobs", help="list, show or cancel daemon jobs")
+    jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
+    ls = jsub.add_parser("list", help="jobs, most recent first")
+    _config_option(ls)
+    ls.add_argument("--status", help="only jobs in this status")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_list)
+    show = jsub.add_parser("show", help="a job, and optionally its events")
+    show.add_argument("job")
+    _config_option(show)
+    show.add_argument("--events", action="store_true", help="print its events too")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_show)
+    cancel = jsub.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job")
+    _config_option(cancel)
+    cancel.set_defaults(handler=cmd_cancel)
+    sch = jsub.add_parser("schedules", help="schedules and heartbeats with their state")
+    _config_option(sch)
+    sch.add_argument("--json", action="store_true")
+    sch.set_defaults(handler=cmd_schedules)
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="daemon config TOML (default: "
+                   "$WHALEBONE_HOME/daemon.toml)")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"whalebone: {message}", file=sys.stderr)
+    return code
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from whalebone.agent.daemon.config import load_config
+
+    return load_config(args.config)
+
+
+def _queue(args: argparse.Namespace) -> Any:
+    from whalebone.agent.daemon.jobs import JobQueue
+
+    return JobQueue(_config(args).jobs_path)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from whalebone.agent.daemon.service import Daemon
+
+    try:
+        config = _config(args)
+        daemon = Daemon(config, config_path=args.config)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    return daemon.run()
+
+
+def _line(job: Any) -> str:
+    from whalebone.agent.commands import safe
+
+    when = dt.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
+    origin = f" [{job.schedule}]" if job.schedule else ""
+    return (f"{job.id}  {when}  {job.status:<9} {job.steps:>3} steps  ${job.price:.6f}"
+            f"{origin}  {safe(job.task.splitlines()[0][:60])}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    options = {k: v for k, v in (("max_steps", args.max_steps), ("thinking", args.thinking))
+               if v is not None}
+    try:
+        queue = _queue(args)
+        job = queue.submit(args.task, engine=args.engine, options=options)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    if not args.wait:
+        print(job.model_dump_json() if args.json else job.id)
+        return 0
+    while not job.terminal:
+        time.sleep(0.2)
+        job = queue.get(job.id)
+    return _print_end(job, args.json)
+
+
+def _print_end(job: Any, as_json: bool) -> int:
+    from whalebone.agent.commands import safe
+
+    if as_json:
+        print(job.model_dump_json())
+    else:
+        if job.answer:
+            print(safe(job.answer))
+        if job.status != "done":
+            print(f"{job.status} ({job.reason}): {safe(job.message)}", file=sys.stderr)
+        print(f"— job {job.id} · session {job.session_id} · {job.steps} steps · "
+              f"{job.prompt_tokens:,} prompt tokens, {job.cache_hit_tokens:,} cached · "
+              f"${job.price:.6f}")
+    return EXIT_OF_STATUS.get(job.status, 1)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    try:
+        jobs = _queue(args).list(status=args.status, limit=args.limit)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    for job in jobs:
+        print(job.model_dump_json() if args.json else _line(job))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from whalebone.agent.commands import safe
+
+    try:
+        queue = _queue(args)
+        job = queue.get(args.job)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    if args.json:
+        data = job.model_dump(mode="json")
+        if args.events:
+            data["events"] = [e for _, e in queue.events(job.id, limit=100_000)]
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    print(_line(job))
+    print(f"  session {job.session_id or '-'} · attempts {job.attempts} · "
+          f"{job.prompt_tokens:,} prompt tokens, {job.cache_hit_tokens:,} cached, "
+          f"{job.completion_tokens:,} completion")
+    if job.message:
+        print(f"  {job.reason}: {safe(job.message)}")
+    if job.answer:
+        print(f"  answer: {safe(job.answer[:2000])}")
+    if args.events:
+        for seq, event in queue.events(job.id, limit=100_000):
+            print(f"  {seq:>4} {safe(json.dumps(event, ensure_ascii=False)[:300])}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    try:
+        job = _queue(args).cancel(args.job)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    if job.status == "running":
+        print(f"{job.id}: cancelling (the daemon stops it within a moment)")
+    else:
+        print(f"{job.id}: {job.status}")
+    return 0
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from whalebone.agent.commands import safe
+
+    try:
+        config = _config(args)
+        from whalebone.agent.daemon.jobs import JobQueue
+
+        queue = JobQueue(config.jobs_path)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    for s in config.schedule:
+        st = queue.schedule_state(s.name)
+        if args.json:
+            print(json.dumps({"name": s.name, **st.model_dump(mode="json")}))
+            continue
+        when = f"every {s.every:g}s" if s.every is not None else f"cron {s.cron}"
+        kind = "heartbeat" if s.heartbeat else "schedule"
+        print(f"{s.name}  {kind} {when}  {st.status}  {st.ticks} ticks ({st.idle_ticks} idle)"
+              f"  {st.runs} runs" + (f"  — {safe(st.reason)}" if st.reason else ""))
+    return 0

@@ -1,0 +1,187 @@
+"""The OpenAPI 3.1 document of the daemon's control API (``GET /openapi.json``).
+
+Written by hand beside the API so it states what clients may rely on; the tests check that its
+paths and methods are exactly the routes the app serves and validate real responses against
+its schemas, so the document and the API cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_REF = "#/components/schemas/"
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+JOB_STATUSES = ["queued", "running", "done", "stopped", "budget", "failed", "cancelled"]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["message", "type"],
+            "properties": {"message": _STR, "type": _STR, "param": _nullable(_STR),
+                           "code": _nullable(_STR)}}}},
+    "Job": {
+        "type": "object",
+        "required": ["id", "task", "status", "reason", "message", "answer", "session_id",
+                     "attempts", "steps", "prompt_tokens", "cache_hit_tokens",
+                     "completion_tokens", "price", "created"],
+        "properties": {
+            "id": _STR, "task": _STR,
+            "engine": {**_STR, "description": "engine spec; empty: the daemon's"},
+            "schedule": {**_STR, "description": "the schedule that submitted it, or empty"},
+            "options": {"type": "object", "properties": {
+                "max_steps": {**_INT, "minimum": 1},
+                "thinking": {"enum": ["chat", "thinking", "max"]}}},
+            "status": {"enum": JOB_STATUSES},
+            "reason": {**_STR, "description": "the run's stop reason (answer, budget, "
+                       "max_steps, loop, error, …), or no_engine, busy, interrupted"},
+            "message": {**_STR, "description": "why it stopped, for a person"},
+            "answer": _STR, "session_id": _STR,
+            "attempts": {**_INT, "description": "times the job was started (restarts resume "
+                         "its session)"},
+            "cancel": {"type": "boolean"}, "steps": _INT, "prompt_tokens": _INT,
+            "cache_hit_tokens": _INT, "completion_tokens": _INT,
+            "price": {**_NUM, "description": "USD"},
+            "created": _NUM, "started": _nullable(_NUM), "finished": _nullable(_NUM),
+            "pending_budget": {"type": "array", "items": _ref("PendingBudget")}}},
+    "PendingBudget": {
+        "type": "object", "required": ["id", "scope", "unit", "max_step"],
+        "properties": {"id": _STR, "scope": _STR, "unit": {"enum": ["usd", "tokens"]},
+                       "max_step": _NUM, "needed": _NUM, "limit": _NUM, "spent": _NUM}},
+    "JobList": {"type": "object", "required": ["jobs"],
+                "properties": {"jobs": {"type": "array", "items": _ref("Job")}}},
+    "Submit": {
+        "type": "object", "required": ["task"], "additionalProperties": False,
+        "properties": {"task": {**_STR, "minLength": 1}, "engine": _STR,
+                       "options": {"type": "object", "additionalProperties": False,
+                                   "properties": {"max_steps": {**_INT, "minimum": 1},
+                                                  "thinking": {"enum": ["chat", "thinking",
+                                                                        "max"]}}}}},
+    "BudgetDecision": {
+        "type": "object", "required": ["decision"],
+        "properties": {"decision": {"enum": ["approve", "deny"]},
+                       "amount": {**_NUM, "exclusiveMinimum": 0, "description": "in the "
+                                  "request's unit; default and maximum: the policy's step"},
+                       "reason": _STR}},
+    "BudgetDecided": {
+        "type": "object", "required": ["decided"],
+        "properties": {"decided": {"type": "array", "items": {
+            "type": "object", "required": ["request", "scope", "decision", "amount", "unit",
+                                           "applied"],
+            "properties": {"request": _STR, "scope": _STR,
+                           "decision": {"enum": ["approve", "deny"]}, "amount": _NUM,
+                           "unit": _STR, "applied": {"type": "boolean"}}}}}},
+    "Health": {
+        "type": "object", "required": ["status", "pid", "running", "queued", "concurrency"],
+        "properties": {"status": {"enum": ["ok", "draining"]}, "pid": _INT,
+                       "uptime_s": _NUM, "concurrency": _INT, "running": _INT, "queued": _INT,
+                       "jobs": {"type": "object", "additionalProperties": _INT},
+                       "schedules": _INT}},
+    "ScheduleState": {
+        "type": "object", "required": ["name", "status", "reason", "ticks", "idle_ticks",
+                                       "runs"],
+        "properties": {"name": _STR, "status": {"enum": ["active", "stopped"]},
+                       "reason": {**_STR, "description": "why it stopped (its budget)"},
+                       "fingerprint": _nullable(_STR), "next_due": _nullable(_NUM),
+                       "ticks": _INT, "idle_ticks": {**_INT, "description": "ticks whose "
+                                                     "pre-check found no change: no model call"},
+                       "runs": _INT, "last_tick": _nullable(_NUM)}},
+    "Schedule": {
+        "type": "object", "required": ["name", "task", "heartbeat", "state"],
+        "properties": {"name": _STR, "task": _STR, "every": _nullable(_NUM),
+                       "cron": _nullable(_STR), "watch": {"type": "array", "items": _STR},
+                       "check": _nullable(_STR), "heartbeat": {"type": "boolean"},
+                       "state": _ref("ScheduleState")}},
+    "ScheduleList": {"type": "object", "required": ["schedules"],
+                     "properties": {"schedules": {"type": "array",
+                                                  "items": _ref("Schedule")}}},
+}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, **_json(schema)}
+
+
+_ERRORS = {"401": {"description": "missing or wrong bearer token", **_json("Error")},
+           "404": {"description": "no such job", **_json("Error")}}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": _STR}]
+_SECURE = [{"bearer": []}]
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/health": {"get": {"summary": "liveness and queue counts", "security": [],
+                            "responses": {"200": _ok("Health")}}},
+        "/openapi.json": {"get": {"summary": "this document", "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        "/jobs": {
+            "post": {"summary": "submit a job", "requestBody": {"required": True,
+                                                                **_json("Submit")},
+                     "responses": {"201": _ok("Job", "queued"),
+                                   "400": {"description": "bad job", **_json("Error")},
+                                   "401": _ERRORS["401"],
+                                   "503": {"description": "shutting down", **_json("Error")}}},
+            "get": {"summary": "jobs, most recent first",
+                    "parameters": [{"name": n, "in": "query", "required": False,
+                                    "schema": s} for n, s in
+                                   (("status", {"enum": JOB_STATUSES}), ("schedule", _STR),
+                                    ("limit", _INT))],
+                    "responses": {"200": _ok("JobList"), "401": _ERRORS["401"]}}},
+        "/jobs/{id}": {"get": {"summary": "a job, with its pending budget extensions",
+                               "parameters": _ID,
+                               "responses": {"200": _ok("Job"), **_ERRORS}}},
+        "/jobs/{id}/events": {"get": {
+            "summary": "the job's events as server-sent events",
+            "description": "Each event's id is its sequence number; reconnect with "
+                           "Last-Event-ID (or ?after=N) to resume. Event names are the agent's "
+                           "event types (step, usage, tool_call, tool_result, warning, "
+                           "compacted, done; text is coalesced per step). A final 'end' event "
+                           "carries the finished Job.",
+            "parameters": [*_ID, {"name": "after", "in": "query", "required": False,
+                                  "schema": _INT}],
+            "responses": {"200": {"description": "event stream",
+                                  "content": {"text/event-stream": {"schema": _STR}}},
+                          **_ERRORS}}},
+        "/jobs/{id}/cancel": {"post": {"summary": "cancel a job", "parameters": _ID,
+                                       "responses": {"200": _ok("Job"), **_ERRORS}}},
+        "/jobs/{id}/budget": {"post": {
+            "summary": "approve or deny the job's pending budget extension", "parameters": _ID,
+            "requestBody": {"required": True, **_json("BudgetDecision")},
+            "responses": {"200": _ok("BudgetDecided"),
+                          "400": {"description": "bad decision", **_json("Error")},
+                          "409": {"description": "nothing pending", **_json("Error")},
+                          **_ERRORS}}},
+        "/schedules": {"get": {"summary": "schedules and their state",
+                               "responses": {"200": _ok("ScheduleList"),
+                                             "401": _ERRORS["401"]}}},
+        "/schedules/{name}/resume": {"post": {
+            "summary": "restart a schedule its budget stopped",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": _STR}],
+            "responses": {"200": _ok("ScheduleState"), **_ERRORS}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "whalebone daemon control API", "version": "1"},
+        "servers": [{"url": "http://127.0.0.1:8765"}],
+        "security": _SECURE,
+        "paths": paths,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "HOME/daemon.token"}}},
+    }

@@ -1,0 +1,221 @@
+"""Running one job: its session, its engine, its tools, its budget, its events and its log.
+
+A job's run is the agent's own ``stream``; the runner only decides where it stops. Every step
+the agent commits before the next :class:`StepStarted`, so that event is a checkpoint: when the
+daemon is draining (SIGTERM) the runner stops there and hands the job back to the queue, and the
+next start resumes the session with nothing lost and nothing repeated. Cancelling a job cancels
+its run outright (the agent's store keeps whatever was committed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
+from whalebone.agent.daemon.engines import Engines
+from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
+from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
+from whalebone.agent.store import SessionError, SessionStore
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.base import EngineError
+
+
+@dataclass
+class Running:
+    """A job being run, as the daemon sees it."""
+
+    job: Job
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    step: int = 0
+    stopping: bool = False  # stop at the next checkpoint (draining)
+
+
+class JobRunner:
+    """Runs jobs with the daemon's current configuration (replaced on SIGHUP)."""
+
+    def __init__(self, config: DaemonConfig, queue: JobQueue, store: SessionStore,
+                 engines: Engines, log: Any) -> None:
+        self.config = config
+        self.queue = queue
+        self.store = store
+        self.engines = engines
+        self.log = log
+        self._guards: dict[str, Any] = {}
+
+    def reconfigure(self, config: DaemonConfig) -> None:
+        self.config = config
+        self._guards.clear()
+
+    # --- what a job runs with ---------------------------------------------------------------
+
+    def _tools(self) -> Any:
+        kind = self.config.tools
+        workspace = Path(self.config.workspace).expanduser()
+        if kind == "none":
+            return None
+        if kind == "builtin":
+            from whalebone.agent.tools import default_tools
+            from whalebone.tools.shell import ShellPolicy
+
+            # Nobody is watching a daemon: a command the policy says to "ask" about is refused.
+            return default_tools(workspace, shell_policy=ShellPolicy.model_validate(
+                self.config.shell), approve=None)
+        module, _, name = kind.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise WhaleboneError(f"tools = {kind!r} cannot be loaded: {e}") from None
+        return factory(workspace)
+
+    def _guard(self, schedule: ScheduleConfig | None) -> Any | None:
+        """The budget guard for a job: the daemon's policy, plus the schedule's own scopes."""
+        budget = dict(self.config.budget)
+        budget.pop("ledger", None)
+        if not budget and schedule is None:
+            return None
+        from whalebone.budget.guard import BudgetGuard, BudgetPolicy
+        from whalebone.budget.ledger import Limit, day_scope
+
+        key = schedule.name if schedule else ""
+        guard = self._guards.get(key)
+        if guard is None:
+            policy = BudgetPolicy.model_validate({"on_cap": "human", **budget})
+            if schedule is not None:
+                extra = (*policy.extra_scopes, f"schedule:{schedule.name}")
+                policy = policy.model_copy(update={"extra_scopes": extra})
+            guard = BudgetGuard(self.config.ledger_path, policy=policy)
+            self._guards[key] = guard
+        if schedule is not None:
+            ledger = guard.ledger
+            # A limit set by a person or raised by an extension is kept (ensure, not set).
+            ledger.ensure_limit(Limit(scope=f"schedule:{schedule.name}",
+                                      max_usd=schedule.budget_usd,
+                                      max_tokens=schedule.budget_tokens))
+            day = day_scope(f"schedule:{schedule.name}")
+            ledger.ensure_limit(Limit(scope=day, max_usd=schedule.day_usd,
+                                      max_tokens=schedule.day_tokens))
+            scopes = tuple(s for s in guard.policy.extra_scopes
+                           if not s.startswith(f"schedule:{schedule.name}:"))
+            if schedule.day_usd is not None or schedule.day_tokens is not None:
+                scopes = (*scopes, day)
+            guard.policy = guard.policy.model_copy(update={"extra_scopes": scopes})
+        return guard
+
+    def _agent_config(self, job: Job) -> Any:
+        from whalebone.agent.config import AgentConfig
+
+        return AgentConfig.model_validate({**self.config.agent, **job.options})
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, running: Running) -> None:
+        job = running.job
+        started = time.monotonic()
+        self.log("job_started", job=job.id, session=job.session_id or None,
+                 attempt=job.attempts, schedule=job.schedule or None)
+        try:
+            status, reason, message, answer, steps = await self._run(running)
+        except Exception as e:  # a job must never take the daemon down with it
+            status, reason, message, answer, steps = ("failed", "error",
+                                                      f"{type(e).__name__}: {e}", "", 0)
+        job_now = self.queue.get(job.id)
+        self.queue.finish(job.id, status, reason=reason, message=message, answer=answer,
+                          steps=steps)
+        if status == "budget" and job.schedule:
+            self.queue.stop_schedule(job.schedule, message)
+            self.log("schedule_stopped", level="warning", schedule=job.schedule, job=job.id,
+                     message=message)
+        self.log("job_finished", level="info" if status in ("done", "queued") else "warning",
+                 job=job.id, session=job_now.session_id or None, status=status, reason=reason,
+                 message=message or None, steps=steps, prompt_tokens=job_now.prompt_tokens,
+                 cache_hit_tokens=job_now.cache_hit_tokens,
+                 completion_tokens=job_now.completion_tokens, price=round(job_now.price, 9),
+                 seconds=round(time.monotonic() - started, 3))
+
+    async def _run(self, running: Running) -> tuple[Any, str, str, str, int]:
+        from whalebone.agent.agent import Agent
+
+        job = running.job
+        schedule = self.config.schedule_named(job.schedule) if job.schedule else None
+        spec = job.engine or (schedule.engine if schedule and schedule.engine else "") \
+            or self.config.engine
+        try:
+            engine = self.engines.get(spec, self.config.engine_options)
+        except (EngineError, WhaleboneError) as e:
+            return "failed", "no_engine", f"cannot open the engine {spec!r}: {e}", "", 0
+        try:
+            config = self._agent_config(job)
+            tools = self._tools()
+            guard = self._guard(schedule)
+        except (WhaleboneError, ValueError) as e:
+            return "failed", "bad_config", str(e), "", 0
+        sid = job.session_id
+        if not sid:  # committed to the job before the first step: a restart resumes it
+            title = job.task.strip().splitlines()[0][:80]
+            sid = self.store.create(title=title, agent=config.name,
+                                    config=config.model_dump(mode="json"))
+            self.queue.set_session(job.id, sid)
+            job.session_id = sid
+        try:
+            has_task = any(m.get("role") == "user" for m in self.store.messages(sid))
+        except SessionError as e:
+            return "failed", "no_session", str(e), "", 0
+        task = None if has_task else job.task
+        agent = Agent(engine, tools=tools, store=self.store, config=config, budget=guard)
+        done: Done | None = None
+        text: list[str] = []
+        with running.scope:
+            try:
+                async with aclosing(agent.stream(task, session_id=sid)) as events:
+                    async for event in events:
+                        if isinstance(event, Text | Reasoning):
+                            if isinstance(event, Text):
+                                text.append(event.text)
+                            continue  # deltas are coalesced: one text event per step
+                        if text:
+                            self.queue.add_event(job.id, {"type": "text", "text": "".join(text)})
+                            text.clear()
+                        self.queue.add_event(job.id, event.model_dump(mode="json"))
+                        if isinstance(event, StepStarted):
+                            running.step = event.step
+                            if running.stopping:
+                                break  # a checkpoint: every earlier step is committed
+                        elif isinstance(event, UsageReport):
+                            self._usage(job, running.step, event)
+                        elif isinstance(event, Done):
+                            done = event
+            except SessionError as e:  # SessionBusy: another process writes this session
+                return "failed", "busy", str(e), "", 0
+        if done is None:
+            steps = max(0, running.step - 1)
+            if running.stopping:
+                return "queued", "interrupted", "stopped at a checkpoint by a shutdown; " \
+                    "resumes on restart", "", steps
+            return "cancelled", "cancelled", "cancelled while running", "", steps
+        if done.message and done.reason == "error":
+            self.log("job_error", level="error", job=job.id, session=sid,
+                     message=done.message)
+        answer = done.answer
+        if done.reason == "answer" and not answer:
+            # The run had already answered before a restart: the answer is the session's last.
+            answer = next((str(m.get("content") or "") for m in reversed(
+                self.store.messages(sid)) if m.get("role") == "assistant"), "")
+        return (STATUS_OF_REASON.get(done.reason, "failed"), done.reason, done.message,
+                answer, done.steps)
+
+    def _usage(self, job: Job, step: int, u: UsageReport) -> None:
+        self.queue.add_usage(job.id, prompt_tokens=u.prompt_tokens,
+                             cache_hit_tokens=u.cache_hit_tokens,
+                             completion_tokens=u.completion_tokens, price=u.price)
+        self.log("model_call", job=job.id, session=job.session_id, step=step, kind=u.kind,
+                 model=u.model, prompt_tokens=u.prompt_tokens,
+                 cache_hit_tokens=u.cache_hit_tokens, cache_miss_tokens=u.cache_miss_tokens,
+                 completion_tokens=u.completion_tokens, hit_rate=round(u.hit_rate, 4),
+                 price=round(u.price, 9), schedule=job.schedule or None)
