@@ -50,8 +50,8 @@ class SessionList(ListView):
         await self.clear()
         await self.extend([SessionItem(s) for s in sessions])
         ids = [s.id for s in sessions]
-        if current in ids:
-            self.index = ids.index(current)
+        if ids:  # something is always highlighted, so the keys have a session to act on
+            self.index = ids.index(current) if current in ids else 0
 
     @property
     def highlighted_id(self) -> str | None:
