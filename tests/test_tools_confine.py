@@ -340,3 +340,11 @@ def test_file_swapped_for_a_link_during_use_is_refused(box: tuple[Root, Path, Pa
         t.join()
     assert (outside / "secret").read_text() == SECRET
     assert outcomes == {"read", "refused"}
+
+
+def test_a_name_of_the_longest_length_can_be_written_atomically(tmp_path: Path) -> None:
+    name = "é" * 127  # 254 bytes in UTF-8: at the limit, and no room for a temp-name prefix
+    root = Root(tmp_path)
+    root.write_atomic(name, "x")
+    root.write_atomic(name, "y")
+    assert root.read_text(name) == "y" and os.listdir(tmp_path) == [name]

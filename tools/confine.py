@@ -205,7 +205,7 @@ class Root:
                 if not stat.S_ISREG(existing.st_mode):
                     raise PathRefused(f"{self._q(parts)} is {kind_of(existing.st_mode)}, "
                                       "not a regular file")
-            tmp = f".{name[:200]}.{secrets.token_hex(6)}.tmp"
+            tmp = f".{secrets.token_hex(8)}.whalebone-tmp"  # short: the name may be 255 bytes
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, mode, dir_fd=dfd)
             try:
