@@ -24,6 +24,13 @@ def test_a_script_holds_strings_or_completion_objects_and_skips_comments(tmp_pat
     assert load_script(script) == ["one", "two"]
 
 
+def test_a_script_may_be_one_json_list_as_the_engine_factory_takes_it(tmp_path: Path) -> None:
+    script = write(tmp_path / "s.json", json.dumps(["one", "two\nlines"], indent=2))
+    assert load_script(script) == ["one", "two\nlines"]
+    with pytest.raises(ChatEngineError, match="a JSON list of completion strings"):
+        load_script(write(tmp_path / "bad.json", json.dumps(["one", 2])))
+
+
 @pytest.mark.parametrize("line, problem", [
     ("{not json", "s.jsonl:2: not JSON"),
     ("42", "s.jsonl:2: expected a JSON string"),

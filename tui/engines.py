@@ -7,7 +7,8 @@ engine room's ``open_engine`` factory, so the chat names engines the way the res
 does.
 
 A script file holds one completion per line, each a JSON string or an object with a
-``completion`` key; blank lines and lines starting with ``#`` are skipped. Query parameters on
+``completion`` key (blank lines and lines starting with ``#`` are skipped), or, as the engine
+factory's ``scripted:FILE`` takes it, one JSON list of completion strings. Query parameters on
 the spec tune the replay: ``scripted:demo.jsonl?delay=0.02&model=deepseek-v4-flash``.
 """
 
@@ -36,6 +37,15 @@ def load_script(path: str | Path) -> list[str]:
         lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise ChatEngineError(f"cannot read the script {str(p)!r}: {e.strerror}") from None
+    whole = "\n".join(lines).strip()
+    if whole.startswith("["):  # the engine factory's form: one JSON list of completions
+        try:
+            items = json.loads(whole)
+        except json.JSONDecodeError as e:
+            raise ChatEngineError(f"{p}: not a JSON list ({e.msg})") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ChatEngineError(f"{p}: a JSON list of completion strings is expected")
+        lines = [json.dumps(i) for i in items]
     completions: list[str] = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
