@@ -180,9 +180,12 @@ class SearchIndex:
             self._forget_file(path)
             return "skipped"
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-        row = {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": digest,
-               "indexed_ns": time.time_ns()}
-        self.db["files"].upsert(row, pk="path")
+        # Plain SQL: this runs for every changed (or racily clean) file on each sync.
+        self.db.execute(
+            "insert into files (path, size, mtime_ns, hash, indexed_ns) values (?, ?, ?, ?, ?)"
+            " on conflict(path) do update set size = excluded.size, mtime_ns ="
+            " excluded.mtime_ns, hash = excluded.hash, indexed_ns = excluded.indexed_ns",
+            [path, st.st_size, st.st_mtime_ns, digest, time.time_ns()])
         if digest == old_hash:
             return "same"
         self.db.execute("delete from entries where path = ?", [path])
