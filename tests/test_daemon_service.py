@@ -1,0 +1,221 @@
+"""The daemon as a real subprocess: jobs through the API, SIGTERM and SIGKILL mid-run with a
+restart (nothing lost, nothing run twice), heartbeats that stay idle, schedules stopped by
+their budget, SIGHUP, and a second daemon refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from daemon_kit import DaemonProc, appends, wait_for, write_config, write_script
+
+from whalebone.dsml import emit_completion
+
+
+def lines(home: Path) -> list[str]:
+    log = home / "ws" / "log.txt"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def model_calls(home: Path) -> int:
+    db = home / "sessions.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def test_a_job_submitted_over_the_api_runs_to_its_answer_and_logs_json_lines(home: Path
+                                                                               ) -> None:
+    engine = write_script(home.parent / "s.json", appends(2, "Two lines."))
+    write_config(home, engine=engine)
+    d = DaemonProc(home)
+    try:
+        job = d.submit("Append two lines.")
+        assert job["status"] == "queued"
+        done = d.wait_job(job["id"])
+        assert done["status"] == "done" and done["answer"] == "Two lines."
+        assert done["steps"] == 3 and done["prompt_tokens"] > 0
+        assert done["cache_hit_tokens"] > 0  # turns 2 and 3 extend turn 1's prompt
+        assert lines(home) == ["line-0", "line-1"]
+    finally:
+        d.stop()
+    assert d.proc.returncode == 0
+    events = d.log_events()
+    calls = [e for e in events if e["event"] == "model_call"]
+    assert len(calls) == 3
+    assert {"job", "session", "step", "prompt_tokens", "cache_hit_tokens", "price",
+            "ts"} <= set(calls[0])
+    assert [c["step"] for c in calls] == [1, 2, 3]
+    finished = next(e for e in events if e["event"] == "job_finished")
+    assert finished["status"] == "done" and finished["session"] == done["session_id"]
+
+
+def _interrupt_and_resume(home: Path, signum: int) -> tuple[dict, DaemonProc]:
+    n = 6
+    engine = write_script(home.parent / "s.json", appends(n, "Six lines."))
+    write_config(home, engine=engine, engine_options={"delay": 0.004})
+    d = DaemonProc(home)
+    job = d.submit("Append six lines, one per step.")
+    wait_for(lambda: len(lines(home)) >= 2, 60, "two lines")
+    d.signal(signum)
+    code = d.wait_exit(30)
+    assert code == (0 if signum == signal.SIGTERM else -signal.SIGKILL)
+    before = lines(home)
+    assert 2 <= len(before) < n  # stopped mid-run
+    d2 = DaemonProc(home)
+    done = d2.wait_job(job["id"])
+    return done, d2
+
+
+def test_sigterm_drains_to_a_checkpoint_and_a_restart_resumes_the_job(home: Path) -> None:
+    done, d = _interrupt_and_resume(home, signal.SIGTERM)
+    try:
+        assert done["status"] == "done" and done["answer"] == "Six lines."
+        assert lines(home) == [f"line-{k}" for k in range(6)]  # each once, in order
+        assert done["attempts"] == 2
+        events = d.log_events()
+        assert any(e["event"] == "draining" and e["signal"] == "SIGTERM" for e in events)
+        interrupted = [e for e in events if e["event"] == "job_finished"
+                       and e["status"] == "queued"]
+        assert interrupted and interrupted[0]["reason"] == "interrupted"
+        # A clean drain: no call was cut short, so the model was never told of one.
+        assert not any(e.get("type") == "warning" and e.get("kind") == "interrupted_call"
+                       for e in _job_events(d, done["id"]))
+    finally:
+        d.stop()
+
+
+def test_sigkill_mid_run_loses_nothing_and_runs_nothing_twice(home: Path) -> None:
+    done, d = _interrupt_and_resume(home, signal.SIGKILL)
+    try:
+        assert done["status"] == "done"
+        assert lines(home) == [f"line-{k}" for k in range(6)]
+        assert done["attempts"] == 2
+        resumed = [e for e in d.log_events() if e["event"] == "started"][-1]  # the restart
+        assert resumed["resumed_jobs"] == [done["id"]]
+    finally:
+        d.stop()
+
+
+def _job_events(d: DaemonProc, jid: str) -> list[dict]:
+    with d.client.stream("GET", f"/jobs/{jid}/events") as r:
+        body = "".join(r.iter_text())
+    out = []
+    for frame in body.split("\n\n"):
+        data = [ln[6:] for ln in frame.splitlines() if ln.startswith("data: ")]
+        if data:
+            out.append(json.loads(data[0]))
+    return out
+
+
+def test_an_idle_heartbeat_calls_no_model_over_many_ticks_and_runs_once_on_a_change(
+        home: Path) -> None:
+    engine = write_script(home.parent / "s.json", [emit_completion("Read the new mail.",
+                                                                   reasoning="ok")])
+    write_config(home, engine=engine, schedules=[
+        {"name": "inbox", "every": 0.05, "watch": ["inbox/*"], "task": "Read new mail."}])
+    (home / "ws" / "inbox").mkdir(parents=True)
+    (home / "ws" / "inbox" / "a.txt").write_text("old")
+    d = DaemonProc(home)
+    try:
+        def state() -> dict:
+            return d.client.get("/schedules").json()["schedules"][0]["state"]
+
+        wait_for(lambda: state()["idle_ticks"] >= 25, 60, "25 idle ticks")
+        assert model_calls(home) == 0
+        assert d.client.get("/jobs").json()["jobs"] == []
+        (home / "ws" / "inbox" / "b.txt").write_text("new mail")
+        job = wait_for(lambda: d.client.get("/jobs").json()["jobs"], 30, "a job")[0]
+        assert job["schedule"] == "inbox"
+        assert d.wait_job(job["id"])["status"] == "done"
+        idle = state()["idle_ticks"]
+        wait_for(lambda: state()["idle_ticks"] >= idle + 10, 60, "10 more idle ticks")
+        assert len(d.client.get("/jobs").json()["jobs"]) == 1
+        assert model_calls(home) == 1
+    finally:
+        d.stop()
+
+
+def test_a_schedule_that_exhausts_its_budget_stops_and_says_why(home: Path) -> None:
+    engine = write_script(home.parent / "s.json", [emit_completion("Nothing new.",
+                                                                   reasoning="ok")])
+    write_config(home, engine=engine, tables={
+        "agent": {"date_in_task": False, "max_tokens": 32},
+        "budget": {"on_cap": "deny"}},
+        schedules=[{"name": "digest", "every": 0.05, "task": "Write the digest.",
+                    "budget_tokens": 1200}])
+    d = DaemonProc(home)
+    try:
+        def schedule() -> dict:
+            return d.client.get("/schedules").json()["schedules"][0]["state"]
+
+        stopped = wait_for(lambda: (s := schedule())["status"] == "stopped" and s, 60,
+                           "the schedule to stop")
+        assert "schedule:digest" in stopped["reason"] and "denied" in stopped["reason"]
+        jobs = d.client.get("/jobs").json()["jobs"]
+        assert jobs[0]["status"] == "budget" and jobs[0]["message"] == stopped["reason"]
+        assert all(j["status"] == "done" for j in jobs[1:]) and len(jobs) >= 2
+        ticks = schedule()["ticks"]
+        time.sleep(0.5)  # ten periods: a stopped schedule ticks no more and submits nothing
+        assert schedule()["ticks"] == ticks
+        assert len(d.client.get("/jobs").json()["jobs"]) == len(jobs)
+        assert any(e["event"] == "schedule_stopped" for e in d.log_events())
+    finally:
+        d.stop()
+    out = subprocess.run([sys.executable, "-m", "whalebone.agent.cli", "jobs", "schedules",
+                          "--config", str(home / "daemon.toml")], capture_output=True,
+                         text=True, env={**os.environ, "WHALEBONE_HOME": str(home)})
+    assert "digest" in out.stdout and "stopped" in out.stdout and "denied" in out.stdout
+
+
+def test_sighup_reloads_the_config_and_a_broken_one_is_refused(home: Path) -> None:
+    engine = write_script(home.parent / "s.json", appends(0))
+    config = write_config(home, engine=engine, concurrency=1)
+    d = DaemonProc(home)
+    try:
+        assert d.client.get("/health").json()["concurrency"] == 1
+        write_config(home, engine=engine, concurrency=3)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: d.client.get("/health").json()["concurrency"] == 3, 30, "reload")
+        config.write_text("concurrency = 'many'\n")
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: any(e["event"] == "reload_failed" for e in d.log_events()), 30,
+                 "reload_failed")
+        assert d.client.get("/health").json()["concurrency"] == 3  # the old config stays
+        second = subprocess.run([sys.executable, "-m", "whalebone.agent.cli", "daemon",
+                                 "--config", str(home / "other.toml")], capture_output=True,
+                                text=True, timeout=60,
+                                env={**os.environ, "WHALEBONE_HOME": str(home)})
+        assert second.returncode == 2 and "no daemon config" in second.stderr
+    finally:
+        d.stop()
+
+
+def test_a_second_daemon_on_the_same_queue_refuses_to_start(home: Path) -> None:
+    engine = write_script(home.parent / "s.json", appends(0))
+    write_config(home, engine=engine)
+    d = DaemonProc(home)
+    try:
+        second = subprocess.run([sys.executable, "-m", "whalebone.agent.cli", "daemon",
+                                 "--config", str(home / "daemon.toml")], capture_output=True,
+                                text=True, timeout=60,
+                                env={**os.environ, "WHALEBONE_HOME": str(home)})
+        assert second.returncode == 1
+        assert any(e["event"] == "start_failed" and "another daemon" in e["message"]
+                   for e in d.log_events())
+        assert d.client.get("/health").json()["status"] == "ok"
+    finally:
+        d.stop()
