@@ -18,6 +18,8 @@ processed in blocks so that a 32K-token prefill never builds a T×N matrix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -156,45 +158,21 @@ class Attention(nn.Module):
         local = torch.cat((st.recent(pos, n_old), kv))  # (n_old+T, D), from pos-n_old
         st.remember(pos, kv)
 
-        entries = index_q = index_w = index_keys = None
+        comp: _Compressed | None = None
         if self.compressor is not None:
             assert st.compressor is not None
             self.compressor(x, st.compressor, pos, self.freqs)
-            entries = st.compressor.entries.view()  # (N, D)
-        if self.indexer is not None:
+            comp = _Compressed(st.compressor.entries.view())  # (N, D)
+        if self.indexer is not None and comp is not None:
             assert st.indexer is not None
             self.indexer.compressor(x, st.indexer, pos, self.freqs)
-            index_keys = st.indexer.entries.view()  # (N, Di)
-            index_q, index_w = self.indexer.queries(x, qr, cos, sin)
+            comp.index_keys = st.indexer.entries.view()  # (N, Di)
+            comp.index_q, comp.index_w = self.indexer.queries(x, qr, cos, sin)
 
         out = torch.empty(t, h, d)
         for a in range(0, t, QUERY_BLOCK):
             b = min(a + QUERY_BLOCK, t)
-            qpos = torch.arange(pos + a, pos + b)  # (Tq,) absolute query positions
-            # window keys that any query of this block can see
-            k_lo, k_hi = max(0, a + n_old - win + 1), b + n_old
-            kpos = torch.arange(k_lo, k_hi) + (pos - n_old)
-            keys = local[k_lo:k_hi]  # (Kl, D)
-            seen = (kpos[None] <= qpos[:, None]) & (kpos[None] > qpos[:, None] - win)
-            s_local = torch.einsum("thd,kd->thk", q[a:b], keys) * self.scale
-            s_local = s_local.masked_fill(~seen[:, None], float("-inf"))
-            parts, values = [s_local], [keys]
-            if entries is not None:
-                s_comp, v_comp = self._compressed_scores(
-                    q[a:b], qpos, entries, index_q, index_w, index_keys, a, b
-                )
-                parts.append(s_comp)
-                values.append(v_comp)
-            sink = self.attn_sink.view(1, h, 1).expand(b - a, h, 1)
-            probs = torch.cat((*parts, sink), dim=-1).softmax(dim=-1)  # (Tq, H, K+1)
-            o = torch.einsum("thk,kd->thd", probs[..., : keys.size(0)], keys)
-            if entries is not None:
-                p_comp = probs[..., keys.size(0) : -1]
-                v = values[1]
-                o = o + (torch.einsum("thk,tkd->thd", p_comp, v) if v.dim() == 3
-                         else torch.einsum("thk,kd->thd", p_comp, v))
-            out[a:b] = o
-
+            out[a:b] = self._attend_block(q, a, b, pos, local, pos - n_old, comp)
         out = apply_rope(out, cos[:, None], sin[:, None], inverse=True)
         g = cfg.o_groups
         out = out.view(t, g, -1)  # (T, G, H*D/G)
@@ -202,37 +180,68 @@ class Attention(nn.Module):
         out = torch.einsum("tgd,grd->tgr", out, wo_a)  # (T, G, o_lora)
         return self.wo_b(out.flatten(1))
 
+    def _attend_block(
+        self, q: torch.Tensor, a: int, b: int, pos: int, local: torch.Tensor, local_start: int,
+        comp: _Compressed | None,
+    ) -> torch.Tensor:
+        """Queries a … b-1 of the chunk (positions pos+a …): one softmax over the window keys
+        they see, their compressed keys and the sink -> (Tq, H, D)."""
+        win, h = self.cfg.window_size, self.cfg.n_heads
+        qb = q[a:b]  # (Tq, H, D)
+        qpos = torch.arange(pos + a, pos + b)  # (Tq,) absolute positions
+        k_lo, k_hi = max(0, pos + a - win + 1 - local_start), pos + b - local_start
+        keys = local[k_lo:k_hi]  # (Kl, D): the window keys any query of the block sees
+        kpos = torch.arange(k_lo, k_hi) + local_start
+        seen = (kpos[None] <= qpos[:, None]) & (kpos[None] > qpos[:, None] - win)  # (Tq, Kl)
+        scores = [(torch.einsum("thd,kd->thk", qb, keys) * self.scale)
+                  .masked_fill(~seen[:, None], float("-inf"))]
+        comp_keys = None
+        if comp is not None:
+            s_comp, comp_keys = self._compressed_scores(qb, qpos, comp, a, b)
+            scores.append(s_comp)
+        sink = self.attn_sink.view(1, h, 1).expand(b - a, h, 1)  # only in the denominator
+        probs = torch.cat((*scores, sink), dim=-1).softmax(dim=-1)  # (Tq, H, Kl+Kc+1)
+        out = torch.einsum("thk,kd->thd", probs[..., : keys.size(0)], keys)
+        if comp_keys is not None:
+            p_comp = probs[..., keys.size(0) : -1]
+            pattern = "thk,tkd->thd" if comp_keys.dim() == 3 else "thk,kd->thd"
+            out = out + torch.einsum(pattern, p_comp, comp_keys)
+        return out
+
     def _compressed_scores(
-        self,
-        q: torch.Tensor,
-        qpos: torch.Tensor,
-        entries: torch.Tensor,
-        index_q: torch.Tensor | None,
-        index_w: torch.Tensor | None,
-        index_keys: torch.Tensor | None,
-        a: int,
-        b: int,
+        self, q: torch.Tensor, qpos: torch.Tensor, comp: _Compressed, a: int, b: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores (Tq, H, K) of the compressed keys this query block sees, and those keys:
         (K, D) shared by the block, or (Tq, K, D) when the indexer picks per query."""
         r = self.ratio
         visible = (qpos + 1) // r  # (Tq,) entries complete at each query
         n_vis = int(visible[-1])
-        if index_q is None or index_w is None or index_keys is None:
-            keys = entries[:n_vis]  # (K, D)
+        if comp.index_q is None or comp.index_w is None or comp.index_keys is None:
+            keys = comp.entries[:n_vis]  # (K, D)
             s = torch.einsum("thd,kd->thk", q, keys) * self.scale
             mask = torch.arange(n_vis)[None] >= visible[:, None]  # (Tq, K)
             return s.masked_fill(mask[:, None], float("-inf")), keys
         k = min(self.cfg.index_topk, n_vis)
         if k == 0:
-            return q.new_empty(q.size(0), q.size(1), 0), entries[:0]
-        score = Indexer.scores(index_q[a:b], index_w[a:b], index_keys[:n_vis])  # (Tq, N)
+            return q.new_empty(q.size(0), q.size(1), 0), comp.entries[:0]
+        score = Indexer.scores(comp.index_q[a:b], comp.index_w[a:b], comp.index_keys[:n_vis])
         score = score.masked_fill(torch.arange(n_vis)[None] >= visible[:, None], float("-inf"))
         picked = _top_k_oldest_first(score, k)  # (Tq, k)
-        keys = entries[picked]  # (Tq, k, D)
+        keys = comp.entries[picked]  # (Tq, k, D)
         s = torch.einsum("thd,tkd->thk", q, keys) * self.scale
         # a query with fewer than k complete entries picked some masked ones: drop those
         return s.masked_fill((picked >= visible[:, None])[:, None], float("-inf")), keys
+
+
+@dataclass
+class _Compressed:
+    """A compressed layer's keys for this forward: entries (N, D) and, on ratio-4 layers, the
+    indexer's keys (N, Di) and its queries (T, Hi, Di) and head weights (T, Hi)."""
+
+    entries: torch.Tensor
+    index_keys: torch.Tensor | None = None
+    index_q: torch.Tensor | None = None
+    index_w: torch.Tensor | None = None
 
 
 def _top_k_oldest_first(score: torch.Tensor, k: int) -> torch.Tensor:
