@@ -18,8 +18,12 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from whalebone.dsml.errors import WhaleboneError
+
+if TYPE_CHECKING:
+    from whalebone.memory.home import MemoryHome
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -37,7 +41,7 @@ def _who() -> str:
         return "cli"
 
 
-def _home(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _home(args: argparse.Namespace) -> MemoryHome:
     from whalebone.memory.home import MemoryHome
 
     return MemoryHome(Path(args.home) if args.home else None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from whalebone.memory.audit import AuditLog
 from whalebone.memory.scope import MemoryScope
@@ -52,7 +53,7 @@ class MemoryHome:
             self._audit = AuditLog(self.audit_path)
         return self._audit
 
-    def scope(self, name: str, *, read_only: bool = False, **limits: int | float) -> MemoryScope:
+    def scope(self, name: str, *, read_only: bool = False, **limits: Any) -> MemoryScope:
         """Open a scope (created on first use unless ``read_only``). ``limits`` go to
         :class:`MemoryScope` (max_file_bytes, max_scope_bytes, max_view_chars, …)."""
         check_scope_name(name)
@@ -66,10 +67,10 @@ class MemoryHome:
         if read_only and not root.is_dir():
             raise PathRefused(f"memory scope {name!r} does not exist in {self.memory_dir}")
         return MemoryScope(root, name, read_only=read_only,
-                           index_path=index, **limits)  # type: ignore[arg-type]
+                           index_path=index, **limits)
 
     def attach(self, name: str, *, who: str = "agent", read_only: bool = False,
-               **limits: int | float) -> AgentMemory:
+               **limits: Any) -> AgentMemory:
         """A scope ready for ``Agent(..., memory=home.attach("project:x", who="agent:triage"))``:
         the ``memory`` tool over it, auditing into this home's log."""
         return AgentMemory(self.scope(name, read_only=read_only, **limits), audit=self.audit,
