@@ -34,6 +34,40 @@ def test_an_unreadable_script_is_a_clear_error(tmp_path: Path,
     assert "cannot read the script" in capsys.readouterr().err
 
 
+def test_the_config_file_is_read_and_flags_override_it(tmp_path: Path) -> None:
+    from whalebone.agent.cli import build_parser
+    from whalebone.tui.cli import build_app
+
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps(["Hi.<｜end▁of▁sentence｜>"]))
+    config = tmp_path / "config.toml"
+    config.write_text(f"""engine = "scripted:{script}"
+store = "{tmp_path / 'from-config.db'}"
+workspace = "{tmp_path}"
+[agent]
+thinking = "chat"
+max_steps = 7
+[shell]
+allow = ["ls *"]
+""")
+    args = build_parser().parse_args(["chat", "--config", str(config), "--allow", "git status",
+                                      "--thinking", "max"])
+    runner = build_app(args).runner
+    assert runner.engine_specs == [f"scripted:{script}"]
+    assert runner.store.path == tmp_path / "from-config.db"
+    assert (runner.config.thinking, runner.config.max_steps) == ("max", 7)
+    assert runner.shell_policy.allow == ["ls *", "git status"]
+    assert runner.workspace == tmp_path
+
+
+def test_a_bad_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[agent]\nmax_steps = 0\n")
+    assert main(["chat", "--config", str(config), "--sessions", str(tmp_path / "s.db")]) == 2
+    assert "whalebone chat:" in capsys.readouterr().err
+
+
 def whalebone_command() -> list[str]:
     script = Path(sys.executable).with_name("whalebone")
     return [str(script)] if script.exists() else [sys.executable, "-m", "whalebone.agent.cli"]

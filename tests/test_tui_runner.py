@@ -55,6 +55,13 @@ def test_with_no_one_to_ask_the_answer_is_no(tmp_path: Path) -> None:
     assert [r.approved for r in runner.approvals.records()] == [False]
 
 
+def test_the_tools_are_whalebone_runs_with_the_same_schemas(tmp_path: Path) -> None:
+    from whalebone.agent.tools import default_tools
+
+    runner = make_runner(tmp_path, [])
+    assert runner.tools.schemas() == default_tools(tmp_path).schemas()
+
+
 def test_allowed_commands_run_without_asking_and_denied_ones_never_ask(tmp_path: Path) -> None:
     runner = make_runner(tmp_path, [], allow=["echo *"])
     assert anyio.run(runner.shell, "echo free").startswith("exit code 0")
@@ -90,8 +97,9 @@ def test_engines_switch_and_thinking_modes_are_checked(tmp_path: Path) -> None:
 def test_an_attached_memory_scope_gives_new_sessions_the_memory_tool(tmp_path: Path) -> None:
     runner = make_runner(tmp_path, [answer("noted")],
                          memory_home=MemoryHome(tmp_path / "home"))
+    before = [t.name for t in runner.tools]
     runner.attach_memory("project-x")
-    assert [t.name for t in runner.tools] == ["shell", "memory"]
+    assert [t.name for t in runner.tools] == [*before, "memory"]
     assert (tmp_path / "home" / "memory" / "project-x").is_dir()
 
     async def turn() -> None:
@@ -100,7 +108,7 @@ def test_an_attached_memory_scope_gives_new_sessions_the_memory_tool(tmp_path: P
 
     anyio.run(turn)
     system = runner.store.messages(runner.session_id)[0]
-    assert [t["function"]["name"] for t in system["tools"]] == ["shell", "memory"]
+    assert [t["function"]["name"] for t in system["tools"]] == [*before, "memory"]
     with pytest.raises(WhaleboneError):
         runner.attach_memory("../escape")
 

@@ -80,9 +80,10 @@ def _script_options(query: str) -> dict[str, Any]:
     return options
 
 
-def open_chat_engine(spec: str) -> Any:
+def open_chat_engine(spec: str, options: dict[str, Any] | None = None) -> Any:
     """An engine for ``spec``; raises :class:`ChatEngineError` (or the factory's own
-    WhaleboneError) with a message a person can act on."""
+    WhaleboneError) with a message a person can act on. ``options`` (the settings file's
+    ``engine_options``) go to the factory's engines; a scripted spec takes its own."""
     spec = spec.strip()
     if not spec:
         raise ChatEngineError("an engine spec is empty")
@@ -100,4 +101,9 @@ def open_chat_engine(spec: str) -> Any:
         raise ChatEngineError(
             f"engine {spec!r} cannot be opened: this build of whalebone has no engine factory "
             "yet; use --engine scripted:FILE.jsonl") from None
-    return open_engine(spec)
+    try:
+        return open_engine(spec, **(options or {}))
+    except ImportError as e:
+        raise ChatEngineError(f"engine {spec!r} needs a dependency that is not installed "
+                              f"({e.name}); for the bundled engine: pip install "
+                              "'whalebone[engine]'") from None

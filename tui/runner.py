@@ -16,7 +16,7 @@ from typing import Any
 
 from whalebone.agent import Agent, AgentConfig, AgentEvent, SessionStore
 from whalebone.engine.prices import PriceTable
-from whalebone.tools.registry import ToolError, ToolRegistry
+from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
@@ -65,13 +65,31 @@ class ChatRunner:
         self.prices = prices or PriceTable()
         self.ask_person: AskPerson | None = None  # set by the app: opens the approval modal
         self.session_id: str | None = None
-        self.tools = ToolRegistry()
-        self.tools.add(self.shell, name="shell")
         self.memory_home = memory_home
         self.memory_scope: str | None = None
+        self._memory_tools: list[Any] = []
+        self.tools = self.build_tools()
         self._book: Any | None = None
 
-    # --- the shell tool --------------------------------------------------------------------
+    # --- tools ---------------------------------------------------------------------------------
+
+    def build_tools(self) -> ToolRegistry:
+        """``whalebone run``'s built-in tools, in its order and with its schemas (so a session
+        moves between the two with the same tool list), except that the shell's ``ask`` goes to
+        the person in the chat, whose reason for a denial reaches the model; then the memory
+        tool, if a scope is attached."""
+        from whalebone.agent.tools import default_tools
+
+        tools = ToolRegistry()
+        for tool in default_tools(self.workspace, shell_policy=self.shell_policy):
+            if tool.name == "shell":
+                tool = Tool(self.shell, name="shell", description=tool.description,
+                            timeout=tool.timeout)
+            tools.add(tool)
+        for tool in self._memory_tools:
+            tools.add(tool)
+        return tools
+
 
     async def shell(self, command: str) -> str:
         """Run a shell command in the workspace and return its exit code and output.
@@ -84,7 +102,8 @@ class ChatRunner:
             return decision.approved
 
         try:
-            return await run_shell(command, self.workspace, self.shell_policy, approve)
+            return await run_shell(command, self.workspace.expanduser(), self.shell_policy,
+                                   approve)
         except ToolError:
             if decision is not None and not decision.approved:
                 why = f": {decision.reason}" if decision.reason else ""
@@ -212,14 +231,13 @@ class ChatRunner:
         """Give sessions created from now on the ``memory`` tool over ``scope``. A session's
         tool list is fixed when it starts (it is part of the cached prompt prefix), so a
         running session keeps the tools it was started with."""
-        from whalebone.memory import MemoryHome, memory_tool
+        from whalebone.memory import MemoryHome
 
         home = self.memory_home if self.memory_home is not None else MemoryHome()
-        opened = home.scope(scope)
-        tools = ToolRegistry()
-        tools.add(self.shell, name="shell")
-        tools.add(memory_tool(opened, audit=home.audit, who="agent:chat"))
-        self.memory_home, self.memory_scope, self.tools = home, scope, tools
+        memory = home.attach(scope, who=f"agent:{self.config.name}")
+        self.memory_home, self.memory_scope = home, scope
+        self._memory_tools = list(memory.tools())
+        self.tools = self.build_tools()
 
     async def compact(self) -> None:
         agent = self.agent()
