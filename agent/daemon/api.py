@@ -93,7 +93,8 @@ class ControlApi:
         if self.daemon.draining:
             raise ApiError(503, "the daemon is shutting down; submit again after its restart",
                            code="draining", headers={"Retry-After": "5"})
-        options = body.get("options") or {}
+        options = body.get("options", {})
+        options = {} if options is None else options
         if not isinstance(options, dict):
             raise ApiError(400, "options must be an object", param="options")
         try:

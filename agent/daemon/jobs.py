@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from whalebone.agent.config import AgentConfig
 from whalebone.dsml.errors import WhaleboneError
 
 SCHEMA = """
@@ -164,6 +165,11 @@ class JobQueue:
         unknown = sorted(set(options) - set(JOB_OPTIONS))
         if unknown:
             raise JobError(f"unknown job options {unknown} (known: {', '.join(JOB_OPTIONS)})")
+        try:
+            AgentConfig.model_validate(options)
+        except ValidationError as e:
+            errors = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            raise JobError(f"invalid job options: {errors}") from None
         jid = uuid.uuid4().hex[:12]
         now = time.time()
         with self._tx() as db:
