@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -77,7 +78,7 @@ class ScheduleConfig(BaseModel):
         if self.cron is not None:
             from whalebone.agent.daemon.scheduler import Cron
 
-            Cron(self.cron)  # raises on a bad expression
+            Cron(self.cron).next_after(time.time())  # raises on a bad or impossible one
         if not self.task.strip():
             raise ValueError(f"schedule {self.name!r} has an empty task")
         return self
