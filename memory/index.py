@@ -8,8 +8,9 @@ its BLAKE2 hash. A file written within :data:`RACY_NS` of the moment it was inde
 on the next sync even if size and mtime agree (the "racily clean" case: a second edit within
 the filesystem's timestamp granularity would otherwise go unseen). Writes made through the
 memory tool update the index at once (:meth:`SearchIndex.refresh`); outside edits are picked up
-by the next sync, which runs at most every ``rescan_interval`` seconds so that a burst of
-searches does not walk the directory each time.
+by the next search. Where inotify works (:mod:`whalebone.memory.watch`) every search checks,
+and walks only when something in the scope changed; without it, the walk runs at most every
+``rescan_interval`` seconds so that a burst of searches does not walk each time.
 
 Several processes may share one index (agents, the daemon, ``whalebone memory``): creating it
 and writing to it hold an flock on ``<index>.lock``; searching only reads (WAL).
@@ -24,6 +25,7 @@ import fcntl
 import hashlib
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from whalebone.memory.watch import ChangeWatch
 from whalebone.tools.confine import Parts, PathError, Root, display
 
 RACY_NS = 2_000_000_000
@@ -67,12 +70,13 @@ class SearchIndex:
     """Full-text search over the text files of one :class:`Root`."""
 
     def __init__(self, root: Root, db_path: str | Path, *, rescan_interval: float = 1.0,
-                 max_file_bytes: int = 16 << 20) -> None:
+                 max_file_bytes: int = 16 << 20, watch: bool = True) -> None:
         self.root = root
         self.rescan_interval = rescan_interval
         self.max_file_bytes = max_file_bytes
         self._lock = threading.RLock()
         self._last_sync = float("-inf")
+        self._watch = ChangeWatch() if watch else ChangeWatch.unavailable()
         path = Path(db_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = path.with_name(path.name + ".lock")
@@ -112,22 +116,33 @@ class SearchIndex:
 
     def close(self) -> None:
         with self._lock:
+            self._watch.close()
             self.db.conn.close()
 
     # -- keeping in step with the files ---------------------------------------------------
 
     def sync(self, *, force: bool = False) -> SyncReport:
-        """Bring the index in step with the files; skipped if synced < rescan_interval ago."""
-        if not force and time.monotonic() - self._last_sync < self.rescan_interval:
-            return SyncReport()
+        """Bring the index in step with the files. Skipped unless ``force`` when the watch
+        knows nothing changed, or (without a watch) when synced < rescan_interval ago."""
+        if not force:
+            if self._watch.available:
+                with self._lock:
+                    if not self._watch.changed():
+                        return SyncReport()
+            elif time.monotonic() - self._last_sync < self.rescan_interval:
+                return SyncReport()
         with self._exclusive():
             known = {r[0]: r[1:] for r in self.db.execute(
                 "select path, size, mtime_ns, hash, indexed_ns from files")}
             added = changed = scanned = 0
             seen: set[str] = set()
+            self._watch.begin(self.root.path)
             with self.db.conn:
-                for parts, st in self.root.walk():
+                for parts, st in self.root.walk(directories=True):
                     if is_hidden(parts):
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        self._watch.add(parts)
                         continue
                     scanned += 1
                     path = display(parts)
@@ -144,6 +159,7 @@ class SearchIndex:
                 gone = [p for p in known if p not in seen]
                 for path in gone:
                     self._forget_file(path)
+            self._watch.end()
             self._last_sync = time.monotonic()
             return SyncReport(added=added, changed=changed, removed=len(gone), scanned=scanned)
 

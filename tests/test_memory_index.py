@@ -103,10 +103,11 @@ def test_unchanged_files_are_not_reread(index: SearchIndex) -> None:
 
 def test_rescan_interval_limits_walks_but_refresh_is_immediate(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
-    idx = SearchIndex(Root(tmp_path / "m"), tmp_path / "i.sqlite", rescan_interval=3600)
+    idx = SearchIndex(Root(tmp_path / "m"), tmp_path / "i.sqlite", rescan_interval=3600,
+                      watch=False)
     idx.sync(force=True)
     (tmp_path / "m" / "a.md").write_text("quiet\n")
-    assert idx.search("quiet") == []  # not rescanned within the interval
+    assert idx.search("quiet") == []  # without a watch: not rescanned within the interval
     idx.refresh(("a.md",))
     assert [h.path for h in idx.search("quiet")] == ["a.md"]
     idx.close()
@@ -128,7 +129,8 @@ def test_index_survives_reopen(tmp_path: Path) -> None:
     idx = SearchIndex(Root(tmp_path / "m"), tmp_path / "i.sqlite")
     idx.sync(force=True)
     idx.close()
-    again = SearchIndex(Root(tmp_path / "m"), tmp_path / "i.sqlite", rescan_interval=3600)
+    again = SearchIndex(Root(tmp_path / "m"), tmp_path / "i.sqlite", rescan_interval=3600,
+                        watch=False)
     again._last_sync = float("inf")  # answer from what is stored, without any walk
     assert [h.path for h in again.search("persisted")] == ["a.md"]
     assert again.total_bytes() == len("persisted\n")
@@ -189,3 +191,33 @@ def test_processes_opening_a_new_index_at_once_all_succeed(tmp_path: Path) -> No
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "m"),
                                str(tmp_path / "i.sqlite")]) for _ in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+
+
+def test_with_a_watch_only_a_changed_scope_is_walked(index: SearchIndex) -> None:
+    write(index, "a.md", "first\n")
+    assert index.sync().scanned == 1  # the first use always walks
+    assert index.sync().scanned == 0  # nothing changed: no walk at all
+    assert index.search("first") and index.sync().scanned == 0
+    with open(index.root.path / "a.md", "a") as f:  # an in-place append, as `echo >>` does
+        f.write("second\n")
+    report = index.sync()
+    assert (report.scanned, report.changed) == (1, 1)
+    (index.root.path / "x" / "y").mkdir(parents=True)  # a new nested directory...
+    assert index.sync().scanned == 1
+    (index.root.path / "x" / "y" / "deep.md").write_text("nested\n")  # ...is watched too
+    assert found(index, "nested") == [("x/y/deep.md", 1)]
+    os.rename(index.root.path / "x", index.root.path / "z")
+    assert found(index, "nested") == [("z/y/deep.md", 1)]
+    (index.root.path / "z" / "y" / "deep.md").unlink()
+    assert found(index, "nested") == []
+
+
+def test_without_a_watch_edits_are_seen_after_the_interval(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    idx = SearchIndex(Root(tmp_path / "m"), tmp_path / "i.sqlite", rescan_interval=0,
+                      watch=False)
+    assert idx.sync().scanned == 0
+    (tmp_path / "m" / "a.md").write_text("seen\n")
+    assert [h.path for h in idx.search("seen")] == ["a.md"]
+    assert idx.sync().scanned == 1  # walks on every use: nothing tells it otherwise
+    idx.close()

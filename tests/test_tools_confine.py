@@ -4,6 +4,7 @@ import ctypes
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -188,6 +189,8 @@ def test_listdir_and_walk_describe_without_following(box: tuple[Root, Path, Path
     kinds = {e.name: e.kind for e in root.listdir("/memories")}
     assert kinds == {"notes.md": "file", "out": "symlink", "secret": "symlink", "sub": "dir"}
     assert sorted(p for p, _ in root.walk()) == [("notes.md",), ("sub", "deep.md")]
+    both = {p: stat.S_ISDIR(st.st_mode) for p, st in root.walk(directories=True)}
+    assert both == {(): True, ("notes.md",): False, ("sub",): True, ("sub", "deep.md"): False}
 
 
 def test_read_bytes_refuses_a_file_over_the_cap(tmp_path: Path) -> None:

@@ -153,12 +153,16 @@ class Root:
             entries = [_entry(e) for e in it]
         return sorted(entries, key=lambda e: e.name)
 
-    def walk(self, user_path: str | Parts = "") -> Iterator[tuple[Parts, os.stat_result]]:
-        """Every regular file under a directory, as (parts, status); links are not followed."""
+    def walk(self, user_path: str | Parts = "", *, directories: bool = False
+             ) -> Iterator[tuple[Parts, os.stat_result]]:
+        """Every regular file under a directory, as (parts, status); links are not followed.
+        With ``directories``, each directory walked (the start included) comes first too."""
         base = self.resolve(user_path)
         with self._dir(base) as dfd:
             for top, _dirs, files, tfd in os.fwalk(".", dir_fd=dfd, follow_symlinks=False):
                 prefix = base + tuple(p for p in top.split("/") if p not in ("", "."))
+                if directories:
+                    yield prefix, os.fstat(tfd)
                 for name in files:
                     try:
                         st = os.stat(name, dir_fd=tfd, follow_symlinks=False)
