@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from pathlib import Path
 
 # <sys/inotify.h>
@@ -46,7 +47,11 @@ class ChangeWatch:
         self._root = Path(".")
         if _init1 is not None:
             fd = _init1(os.O_NONBLOCK | os.O_CLOEXEC)
-            self._fd = fd if fd >= 0 else None
+            if fd >= 0:
+                self._fd = fd
+                # Instances are few (128 per user by default): one forgotten without close()
+                # gives its fd back when collected.
+                self._finalizer = weakref.finalize(self, os.close, fd)
 
     @classmethod
     def unavailable(cls) -> ChangeWatch:
@@ -96,5 +101,5 @@ class ChangeWatch:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            self._finalizer()  # closes the fd once, whichever comes first
             self._fd = None
