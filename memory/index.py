@@ -95,12 +95,8 @@ class SearchIndex:
         """The one writer of this index: among threads (self._lock) and among processes (an
         flock). SQLite would serialise the writes by itself, but a writer whose snapshot went
         stale meanwhile gets "database is locked" at once instead of waiting its turn."""
-        with self._lock, open(self._lock_path, "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with self._lock, exclusive_lock(self._lock_path):
+            yield
 
     def _create_tables(self) -> None:
         if "files" not in self.db.table_names():
@@ -277,6 +273,18 @@ class SearchIndex:
             files = self.db.execute("select count(*) from files").fetchone()[0]
             entries = self.db.execute("select count(*) from entries").fetchone()[0]
             return int(files), int(entries)
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing) for the block: one holder
+    among processes. Threads need their own lock besides (each open() is a new holder)."""
+    with open(path, "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def _like_prefix(path: str) -> str:

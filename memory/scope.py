@@ -17,7 +17,6 @@ frames it as data before a model sees it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from whalebone.memory.index import Hit, SearchIndex, is_hidden
+from whalebone.memory.index import Hit, SearchIndex, exclusive_lock, is_hidden
 from whalebone.memory.view import render_file, render_tree
 from whalebone.tools.confine import Parts, PathError, PathRefused, Root, display
 from whalebone.tools.registry import ToolError
@@ -199,12 +198,8 @@ class MemoryScope:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         """One writer per scope: threads of this process, and other whalebone processes."""
-        with self._thread_lock, open(self._lock_path, "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        with self._thread_lock, exclusive_lock(self._lock_path):
+            yield
 
     def _read_for_change(self, parts: Parts) -> tuple[str, os.stat_result]:
         if not parts or self.root.is_dir(parts):
