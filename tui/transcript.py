@@ -154,6 +154,11 @@ class TranscriptView(VerticalScroll):
         self.turn: AssistantTurn | None = None
         self.panels: dict[str, ToolPanel] = {}
 
+    def on_mount(self) -> None:
+        # Follow the stream at the bottom until the person scrolls up to read; no scroll call
+        # per delta (that was a layout pass for every three characters).
+        self.anchor()
+
     async def clear(self) -> None:
         await self.close_turn()
         self.panels.clear()
@@ -161,11 +166,12 @@ class TranscriptView(VerticalScroll):
 
     async def add(self, widget: Static | Vertical) -> None:
         await self.mount(widget)
-        self.scroll_end(animate=False)
 
     async def user(self, text: str) -> None:
         await self.close_turn()
         await self.add(UserTurn(text))
+        self.scroll_end(animate=False)
+        self.anchor()  # a new message follows its answer again, wherever the person had read
 
     async def notice(self, text: str, kind: str = "info") -> None:
         await self.add(Notice(text, kind))
@@ -210,7 +216,6 @@ class TranscriptView(VerticalScroll):
             if event.reason != "answer":
                 detail = f": {event.message}" if event.message else ""
                 await self.notice(f"■ stopped ({event.reason}){detail}", "stop")
-        self.scroll_end(animate=False)
 
     async def interrupted(self, text: str, kind: str = "stop") -> None:
         """The run ended without a Done (cancelled or failed): mark what was in flight."""
