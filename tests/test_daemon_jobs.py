@@ -74,10 +74,23 @@ def test_jobs_left_running_by_a_dead_daemon_are_queued_again(queue: JobQueue) ->
     job = queue.submit("a")
     queue.claim()
     queue.set_session(job.id, "s1")
-    assert queue.requeue_running() == [job.id]
+    assert queue.requeue_running(max_crashes=1) == ([job.id], [])
     again = queue.claim()
     assert again is not None and again.id == job.id
     assert again.attempts == 2 and again.session_id == "s1"  # it resumes its session
+    assert again.crashes == 1
+
+
+def test_a_job_running_at_every_crash_is_given_up_after_max_crashes(queue: JobQueue) -> None:
+    job = queue.submit("a")
+    for _ in range(2):
+        queue.claim()
+        assert queue.requeue_running(max_crashes=2) == ([job.id], [])
+    queue.claim()
+    assert queue.requeue_running(max_crashes=2) == ([], [job.id])
+    failed = queue.get(job.id)
+    assert failed.status == "failed" and failed.reason == "crashed"
+    assert "died 3 times" in failed.message and queue.claim() is None
 
 
 def test_finishing_records_the_outcome_and_usage_adds_up(queue: JobQueue) -> None:

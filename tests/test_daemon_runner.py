@@ -117,7 +117,7 @@ def test_a_session_that_answered_before_a_crash_finishes_without_a_model_call(
     calls = len(s.store.usage(answered.session_id))
     # As if the daemon died after the answer was committed but before the job was marked.
     s.queue.finish(job.id, "running")
-    s.queue.requeue_running()
+    assert s.queue.requeue_running() == ([job.id], [])
     s.run()
     again = s.queue.get(job.id)
     assert again.status == "done" and again.answer == "Three."

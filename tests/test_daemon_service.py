@@ -181,15 +181,20 @@ def test_a_schedule_that_exhausts_its_budget_stops_and_says_why(home: Path) -> N
     assert "digest" in out.stdout and "stopped" in out.stdout and "denied" in out.stdout
 
 
-def test_sighup_reloads_the_config_and_a_broken_one_is_refused(home: Path) -> None:
+def test_sighup_reloads_the_config_reopens_the_log_and_a_broken_config_is_refused(
+        home: Path) -> None:
     engine = write_script(home.parent / "s.json", appends(0))
     config = write_config(home, engine=engine, concurrency=1)
     d = DaemonProc(home)
     try:
         assert d.client.get("/health").json()["concurrency"] == 1
         write_config(home, engine=engine, concurrency=3)
+        (home / "daemon.log").rename(home / "daemon.log.1")  # as logrotate does
         d.signal(signal.SIGHUP)
         wait_for(lambda: d.client.get("/health").json()["concurrency"] == 3, 30, "reload")
+        wait_for(lambda: any(e["event"] == "reloaded" for e in d.log_events()), 30,
+                 "the reopened log")
+        assert '"started"' in (home / "daemon.log.1").read_text()
         config.write_text("concurrency = 'many'\n")
         d.signal(signal.SIGHUP)
         wait_for(lambda: any(e["event"] == "reload_failed" for e in d.log_events()), 30,

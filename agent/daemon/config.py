@@ -103,6 +103,7 @@ class DaemonConfig(BaseModel):
     port: int = Field(8765, ge=0, le=65535)  # 0: any free port (see HOME/daemon.json)
     token: str = ""  # default: $WHALEBONE_DAEMON_TOKEN, else HOME/daemon.token (made 0600)
     grace: float | str = 20.0  # seconds running jobs get to reach a checkpoint on SIGTERM
+    max_crashes: int = Field(3, ge=0)  # deaths while a job runs before it is given up
     poll: float | str = 0.2  # how often the queue and cancel flags are looked at
     log: str = "-"  # JSON lines: "-" is stderr, anything else a file appended to
     agent: dict[str, Any] = {}  # AgentConfig fields

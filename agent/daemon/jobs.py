@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     answer TEXT NOT NULL DEFAULT '',
     session_id TEXT NOT NULL DEFAULT '',
     attempts INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,
     cancel INTEGER NOT NULL DEFAULT 0,
     steps INTEGER NOT NULL DEFAULT 0,
     prompt_tokens INTEGER NOT NULL DEFAULT 0,
@@ -95,6 +96,7 @@ class Job(BaseModel):
     answer: str = ""
     session_id: str = ""
     attempts: int = 0
+    crashes: int = 0  # times a daemon died while running it
     cancel: bool = False
     steps: int = 0
     prompt_tokens: int = 0
@@ -270,14 +272,33 @@ class JobQueue:
         return [r[0] for r in self.db.execute(
             f"SELECT id FROM jobs WHERE cancel = 1 AND id IN ({marks})", ids)]
 
-    def requeue_running(self) -> list[str]:
+    def requeue_running(self, max_crashes: int | None = None) -> tuple[list[str], list[str]]:
         """Put jobs a dead daemon left ``running`` back in the queue (done at start, under the
-        daemon's lock, so no live daemon is running them)."""
+        daemon's lock, so no live daemon is running them). A job that has now been running
+        during more than ``max_crashes`` deaths is failed instead: it may be what kills the
+        daemon, and a supervisor restarting it would otherwise loop for ever.
+
+        Returns the ids queued again and the ids given up.
+        """
+        now = time.time()
         with self._tx() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM jobs WHERE status = 'running'")]
-            db.execute("UPDATE jobs SET status = 'queued', updated = ? WHERE status = 'running'",
-                       (time.time(),))
-        return ids
+            db.execute("UPDATE jobs SET crashes = crashes + 1 WHERE status = 'running'")
+            rows = db.execute("SELECT id, crashes, session_id FROM jobs "
+                              "WHERE status = 'running'").fetchall()
+            queued, failed = [], []
+            for jid, crashes, sid in rows:
+                if max_crashes is not None and crashes > max_crashes:
+                    failed.append(jid)
+                    db.execute("UPDATE jobs SET status = 'failed', reason = 'crashed', "
+                               "message = ?, finished = ?, updated = ? WHERE id = ?",
+                               (f"the daemon died {crashes} times while running this job; "
+                                f"given up (its session {sid or '-'} keeps every committed "
+                                "step: whalebone sessions resume)", now, now, jid))
+                else:
+                    queued.append(jid)
+                    db.execute("UPDATE jobs SET status = 'queued', updated = ? WHERE id = ?",
+                               (now, jid))
+        return queued, failed
 
     def active(self, schedule: str) -> bool:
         """Whether a job of ``schedule`` is queued or running (ticks never overlap)."""

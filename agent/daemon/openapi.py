@@ -51,6 +51,8 @@ SCHEMAS: dict[str, Any] = {
             "answer": _STR, "session_id": _STR,
             "attempts": {**_INT, "description": "times the job was started (restarts resume "
                          "its session)"},
+            "crashes": {**_INT, "description": "times a daemon died while running it; past "
+                        "the config's max_crashes it is given up"},
             "cancel": {"type": "boolean"}, "steps": _INT, "prompt_tokens": _INT,
             "cache_hit_tokens": _INT, "completion_tokens": _INT,
             "price": {**_NUM, "description": "USD"},

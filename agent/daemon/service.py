@@ -62,6 +62,13 @@ class JsonLog:
         except (OSError, ValueError):
             pass  # a full disk or a closed stderr must not stop the jobs
 
+    def reopen(self) -> None:
+        """Open the file again (SIGHUP after logrotate moved it away)."""
+        if self._out is not sys.stderr:
+            new = open(Path(self.target).expanduser(), "a", encoding="utf-8")
+            old, self._out = self._out, new
+            old.close()
+
     def close(self) -> None:
         if self._out is not sys.stderr:
             self._out.close()
@@ -127,11 +134,14 @@ class Daemon:
         except (DaemonBusy, OSError) as e:
             self.log("start_failed", level="error", message=str(e))
             return 1
-        requeued = self.queue.requeue_running()
+        requeued, given_up = self.queue.requeue_running(self.config.max_crashes)
         self._write_address()
         self.log("started", pid=os.getpid(), url=self.url, concurrency=self.config.concurrency,
                  engine=self.config.engine, schedules=[s.name for s in self.config.schedule],
                  resumed_jobs=requeued or None)
+        for jid in given_up:
+            self.log("job_given_up", level="error", job=jid,
+                     message=self.queue.get(jid).message)
         try:
             anyio.run(self._main, sock)
         finally:
@@ -190,7 +200,11 @@ class Daemon:
                         r.scope.cancel()
 
     def reload(self) -> bool:
-        """Re-read the configuration file (SIGHUP)."""
+        """Re-read the configuration file and reopen the log file (SIGHUP)."""
+        try:
+            self.log.reopen()
+        except OSError as e:
+            self.log("log_reopen_failed", level="error", message=str(e))
         try:
             new = load_config(self.config_path)
         except DaemonConfigError as e:
