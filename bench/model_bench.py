@@ -47,10 +47,11 @@ def main() -> None:
     print(f"{args.preset}: {params / 1e6:.1f}M params, {args.threads} thread(s)")
 
     state = model.new_state()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.forward(ids[:n], state, last_only=True)
-    cold = time.perf_counter() - t0
-    print(f"1. prefill {n} tokens in one forward: {cold:.1f} s ({n / cold:.0f} tok/s)")
+    cold, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"1. prefill {n} tokens in one forward: {cold:.1f} s wall ({n / cold:.0f} tok/s), "
+          f"{cpu:.1f} s CPU (wall > CPU x threads means the machine is shared)")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "state.safetensors"

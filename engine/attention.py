@@ -24,11 +24,13 @@ import torch
 from torch import nn
 
 from whalebone.engine.config import ModelConfig
-from whalebone.engine.layers import RMSNorm, apply_rope, rope_freqs, rope_table
+from whalebone.engine.layers import RMSNorm, apply_rope_, rope_freqs, rope_table
 from whalebone.engine.quant import fp4_round, fp8_round, hadamard
 from whalebone.engine.state import CompressorState, LayerState
 
-QUERY_BLOCK = 256  # queries per attention block in a prefill (bounds memory, not results)
+# queries per attention block in a prefill: bounds memory (not results); the block's window
+# spans QUERY_BLOCK + window - 1 keys, so smaller blocks waste fewer window dot products
+QUERY_BLOCK = 128
 
 
 class Compressor(nn.Module):
@@ -79,7 +81,7 @@ class Compressor(nn.Module):
             entries = (pool_kv * pool_score.softmax(dim=1)).sum(dim=1)  # (nb, d)
             entries = self.norm(entries)
             cos, sin = rope_table(freqs, torch.arange(first_block, first_block + n_blocks) * r)
-            entries = apply_rope(entries, cos, sin)
+            entries = apply_rope_(entries, cos, sin)
             if self.quant_sim:
                 entries = fp4_round(hadamard(entries)) if self.for_indexer else _fp8_nope(
                     entries, self.rope_dim)
@@ -107,7 +109,7 @@ class Indexer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Index queries (T, Hi, Di) and head weights (T, Hi)."""
         q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
-        q = apply_rope(q, cos[:, None], sin[:, None])
+        q = apply_rope_(q, cos[:, None], sin[:, None])
         if self.quant_sim:
             q = fp4_round(hadamard(q))
         w = self.weights_proj(x) * (self.head_dim**-0.5 * self.n_heads**-0.5)
@@ -149,9 +151,9 @@ class Attention(nn.Module):
         qr = self.q_norm(self.wq_a(x))  # (T, q_lora)
         q = self.wq_b(qr).unflatten(-1, (h, d))  # (T, H, D)
         q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + cfg.norm_eps)  # weightless
-        q = apply_rope(q, cos[:, None], sin[:, None])
+        q = apply_rope_(q, cos[:, None], sin[:, None])
 
-        kv = apply_rope(self.kv_norm(self.wkv(x)), cos, sin)  # (T, D): key and value
+        kv = apply_rope_(self.kv_norm(self.wkv(x)), cos, sin)  # (T, D): key and value
         if self.quant_sim:
             kv = _fp8_nope(kv, cfg.rope_head_dim)
         n_old = min(pos, win - 1)
@@ -173,7 +175,7 @@ class Attention(nn.Module):
         for a in range(0, t, QUERY_BLOCK):
             b = min(a + QUERY_BLOCK, t)
             out[a:b] = self._attend_block(q, a, b, pos, local, pos - n_old, comp)
-        out = apply_rope(out, cos[:, None], sin[:, None], inverse=True)
+        out = apply_rope_(out, cos[:, None], sin[:, None], inverse=True)
         g = cfg.o_groups
         out = out.view(t, g, -1)  # (T, G, H*D/G)
         wo_a = self.wo_a.weight.view(g, cfg.o_lora_rank, -1)  # (G, o_lora, H*D/G)

@@ -19,8 +19,9 @@ import torch
 def _mixes(h: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
     """h (T, hc, dim), fn (m, hc*dim) -> (T, m): the linear map of the RMS-normalised streams."""
     flat = h.flatten(1)  # (T, hc*dim)
-    rsqrt = torch.rsqrt(flat.square().mean(-1, keepdim=True) + eps)
-    return (flat @ fn.T) * rsqrt
+    # mean of squares from the 2-norm: one pass, no (T, hc*dim) temporary
+    ms = torch.linalg.vector_norm(flat, dim=-1, keepdim=True).square() / flat.size(-1)
+    return (flat @ fn.T) * torch.rsqrt(ms + eps)
 
 
 def sinkhorn_split(
@@ -54,7 +55,8 @@ def hc_post(
     out: torch.Tensor, h: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
 ) -> torch.Tensor:
     """Sub-layer output (T, dim) and old streams (T, hc, dim) -> new streams (T, hc, dim)."""
-    return post.unsqueeze(-1) * out.unsqueeze(1) + torch.einsum("tkj,tkd->tjd", comb, h)
+    # one fused pass: post ⊗ out + combᵀ @ h
+    return torch.baddbmm(post.unsqueeze(-1) * out.unsqueeze(1), comb.transpose(1, 2), h)
 
 
 def hc_head(

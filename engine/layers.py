@@ -57,10 +57,11 @@ def rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tens
     return torch.cos(angles), torch.sin(angles)
 
 
-def apply_rope(
+def apply_rope_(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False
 ) -> torch.Tensor:
-    """Rotate the last ``2 * cos.size(-1)`` channels of x (…, T, [H,] C) in interleaved pairs.
+    """Rotate, in place, the last ``2 * cos.size(-1)`` channels of x (T, [H,] C) in interleaved
+    pairs, and return x (in place: copying whole 16K-token q tensors costs more than the math).
 
     ``cos``/``sin`` must broadcast against x's leading dims: (T, R) for x (T, C),
     (T, 1, R) for x (T, H, C). ``inverse`` un-rotates (V4 does this to the attention output).
@@ -70,5 +71,12 @@ def apply_rope(
         sin = -sin
     rot = x[..., -rd:]
     x1, x2 = rot[..., 0::2], rot[..., 1::2]
-    rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    return torch.cat((x[..., :-rd], rotated), dim=-1)
+    rot.copy_(torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2))
+    return x
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False
+) -> torch.Tensor:
+    """:func:`apply_rope_` on a copy."""
+    return apply_rope_(x.clone(), cos, sin, inverse)
