@@ -131,8 +131,8 @@ class Run:
                 if isinstance(event, Done):
                     status = "done" if event.reason == "answer" else event.reason
                 yield event
-        except anyio.get_cancelled_exc_class():
-            status = "cancelled"
+        except (anyio.get_cancelled_exc_class(), GeneratorExit):
+            status = "cancelled"  # GeneratorExit: the consumer closed the stream (a TUI's Ctrl+C)
             raise
         finally:
             with anyio.CancelScope(shield=True):
