@@ -162,3 +162,21 @@ async def test_an_engine_error_is_shown_and_the_app_keeps_going(tmp_path: Path) 
         assert "[error]" in screen_text(app)
         await send(pilot, "still here")
         await wait_for(pilot, lambda: "still here" in screen_text(app))
+
+
+async def test_quitting_mid_run_leaves_the_session_closed_and_resumable(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, [answer("long " * 400), answer("Resumed.")], delay=0.01)
+    app = ChatApp(runner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await send(pilot, "start")
+        await wait_for(pilot, lambda: "long long" in screen_text(app))
+        sid = runner.session_id
+        await pilot.press("ctrl+q")
+    assert runner.store.info(sid).status == "cancelled"
+    with runner.store.open(sid):  # the writer lock was released
+        pass
+    again = ChatApp(runner, session_id=sid)
+    async with again.run_test(size=(80, 24)) as pilot:
+        assert "start" in screen_text(again)
+        await send(pilot, "go on")
+        await wait_for(pilot, lambda: not again.running and "Resumed." in screen_text(again))
