@@ -17,7 +17,9 @@ job database, so a restart neither re-runs a tick nor forgets a change.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -111,13 +113,13 @@ def fingerprint(schedule: ScheduleConfig, workspace: Path) -> str:
     """What a heartbeat compares between ticks (blocking: run it in a thread)."""
     digest = hashlib.sha256()
     for pattern in schedule.watch:
-        for path in sorted(workspace.glob(pattern)):
+        # glob.glob on names (root_dir) is several times cheaper than Path.glob per tick.
+        for name in sorted(glob.glob(pattern, root_dir=workspace, recursive=True)):
             try:
-                st = path.stat()
+                st = os.stat(os.path.join(workspace, name))
             except OSError:
                 continue  # vanished between glob and stat: the next tick sees it gone
-            digest.update(f"{path.relative_to(workspace)}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                          .encode())
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     if schedule.check is not None:
         try:
             proc = subprocess.run(["/bin/sh", "-c", schedule.check], cwd=workspace,
