@@ -26,11 +26,12 @@ class ChatCommands(Provider):
             if mode != runner.config.thinking:
                 out.append((f"Thinking: {mode}", partial(app.action_thinking, mode),
                             "the model's reasoning mode for the next turn"))
+        out.append(("Memory: attach a scope…", app.action_attach_memory,
+                    "give sessions started from now on a memory scope"))
+        if runner.can_compact:
+            out.append(("Compact the session now", app.action_compact,
+                        "summarise older turns to free context"))
         out += [
-            ("Memory: attach a scope…", app.action_attach_memory,
-             "give the agent a memory scope"),
-            ("Compact the session now", app.action_compact,
-             "summarise older turns to free context"),
             ("Session: new", app.action_new_session, "start an empty session"),
             ("Session: rename…", app.action_rename_session, "give this session a title"),
             ("Session: delete…", app.action_delete_session, "delete this session"),

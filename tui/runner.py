@@ -239,6 +239,12 @@ class ChatRunner:
         self._memory_tools = list(memory.tools())
         self.tools = self.build_tools()
 
+    @property
+    def can_compact(self) -> bool:
+        """Whether this version's agent compacts on demand (it always compacts by itself as a
+        session nears the context window)."""
+        return callable(getattr(Agent, "compact", None))
+
     async def compact(self) -> None:
         agent = self.agent()
         compact = getattr(agent, "compact", None)
