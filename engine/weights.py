@@ -9,8 +9,10 @@ tensors carry V4's inference names (``layers.{i}.attn.wq_a.weight``, ``…ffn.ex
   scale per 128×128 block, in e8m0 (a power of two) or FP32;
 - FP4 experts: ``X.weight`` of shape (out, in/2), two e2m1 codes per byte, low nibble first
   (int8, uint8 or torch's float4_e2m1fn_x2), with ``X.scale`` (out, in/32), one per 32 codes;
-- everything else in BF16/FP16/FP32; ``model.`` prefixes and HF's ``e_score_correction_bias``
-  are mapped; MTP tensors (``mtp.*``) are skipped (the engine does not run MTP).
+- everything else in BF16/FP16/FP32; ``model.`` prefixes and HF-style module names
+  (``self_attn``, ``mlp``, ``q_a_proj``, ``gate_proj``, ``e_score_correction_bias``, …) are
+  mapped as V4's ``convert.py`` maps them; MTP tensors (``mtp.*``) are skipped (the engine
+  does not run MTP).
 
 All of it becomes FP32. :func:`save_checkpoint` writes our own format: ``config.json`` +
 ``model.safetensors`` with the same names in FP32 (or BF16), which loads back through the same
@@ -133,15 +135,23 @@ def _atomic_write(path: Path, write: object) -> None:
         raise
 
 
+# HF-style module names -> the inference code's (as V4's own convert.py maps them)
+_HF_SEGMENTS = {
+    "self_attn": "attn", "mlp": "ffn", "embed_tokens": "embed", "lm_head": "head",
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "q_a_proj": "wq_a", "q_a_layernorm": "q_norm", "q_b_proj": "wq_b",
+    "gate_proj": "w1", "down_proj": "w2", "up_proj": "w3",
+    "weight_scale_inv": "scale", "e_score_correction_bias": "bias",
+}
+
+
 def _v4_name(name: str) -> str | None:
     """A release tensor name in the inference code's naming; None for tensors we skip."""
     if name.startswith("model."):
         name = name[len("model.") :]
     if name.startswith("mtp."):
         return None
-    if name.endswith(".weight_scale_inv"):
-        name = name[: -len(".weight_scale_inv")] + ".scale"
-    return name.replace("e_score_correction_bias", "bias")
+    return ".".join(_HF_SEGMENTS.get(part, part) for part in name.split("."))
 
 
 def dequantize(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -103,12 +103,21 @@ def write_v4_checkpoint(
     files[0]["mtp.0.emb.weight"] = torch.zeros(4, 4)  # the engine skips MTP
     for n, shard in enumerate(files):
         if hf_names:
-            shard = {"model." + k.replace("gate.bias", "gate.e_score_correction_bias"): v
-                     for k, v in shard.items()}
+            shard = {"model." + _hf_style(k): v for k, v in shard.items()}
         save_file(shard, folder / f"model{n}-mp2.safetensors")
     config = model.cfg.to_json() | {"max_batch_size": 4, "dtype": "fp8", "expert_dtype": "fp4"}
     (folder / "config.json").write_text(json.dumps(config))
     return decoded
+
+
+def _hf_style(name: str) -> str:
+    """Some of the names as HF-style checkpoints spell them."""
+    renames = [(".attn.", ".self_attn."), (".ffn.", ".mlp."), ("embed.", "embed_tokens."),
+               ("gate.bias", "gate.e_score_correction_bias"), (".wq_a.", ".q_a_proj."),
+               (".w1.", ".gate_proj."), (".w3.", ".up_proj."), ("attn_norm", "input_layernorm")]
+    for ours, theirs in renames:
+        name = name.replace(ours, theirs)
+    return name
 
 
 # -- tests --------------------------------------------------------------------------------------
@@ -119,6 +128,8 @@ def test_v4_release_layout_loads_to_the_dequantized_weights(
     model: Transformer, tmp_path: Path, hf_names: bool
 ) -> None:
     decoded = write_v4_checkpoint(model, tmp_path, hf_names)
+    written = {k for p in tmp_path.glob("*.safetensors") for k in load_file(p)}
+    assert ("model.layers.1.self_attn.q_a_proj.weight_scale_inv" in written) == hf_names
     loaded = load_checkpoint(tmp_path)
     weights = loaded.state_dict()
     assert weights.keys() == decoded.keys()
