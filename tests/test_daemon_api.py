@@ -25,7 +25,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProc]:
     write_script(home / "three.json", appends(3, "Three lines."))
     # Turns reserve their prompt plus 65 output tokens: one turn fits a run's 700-token
     # limit, the second does not, and the run freezes until a person decides.
-    write_config(home, engine=engine, concurrency=2, tables={
+    write_config(home, engine=engine, concurrency=2, engines=[
+        f"replay:{home / 'three.json'}", "bundled:/nonexistent/checkpoint"], tables={
         "agent": {"date_in_task": False, "max_tokens": 64},
         "budget": {"run_tokens": 700, "on_cap": "human", "max_step_tokens": 5000}})
     d = DaemonProc(home)
@@ -122,6 +123,14 @@ def test_not_json_unknown_jobs_and_endpoints_answer_error_json(daemon: DaemonPro
     validate(r.json(), "Error")
     r = daemon.client.post("/schedules/none/resume")
     assert r.status_code == 404
+
+
+def test_a_job_may_name_only_the_daemons_engines(daemon: DaemonProc) -> None:
+    before = len(daemon.client.get("/jobs").json()["jobs"])
+    for spec in ("openai:https://attacker.example/v1", "replay:/etc/passwd", 7):
+        r = daemon.client.post("/jobs", json={"task": "x", "engine": spec})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "engine_not_allowed"
+    assert len(daemon.client.get("/jobs").json()["jobs"]) == before
 
 
 def test_a_job_on_an_engine_that_cannot_open_fails_and_says_why(daemon: DaemonProc) -> None:

@@ -124,6 +124,16 @@ def test_a_session_that_answered_before_a_crash_finishes_without_a_model_call(
     assert len(s.store.usage(answered.session_id)) == calls
 
 
+def test_a_job_queued_directly_on_an_engine_not_in_the_config_fails_unrun(tmp_path: Path
+                                                                         ) -> None:
+    s = Setup(tmp_path)
+    job = s.queue.submit("x", engine="openai:https://attacker.example/v1")
+    s.run()
+    done = s.queue.get(job.id)
+    assert (done.status, done.reason) == ("failed", "engine_not_allowed")
+    assert done.session_id == ""  # nothing was started
+
+
 @pytest.mark.parametrize("tools, needle", [("nowhere.at_all:tools", "cannot be loaded"),
                                            ("agent_kit:no_such_function", "cannot be loaded")])
 def test_tools_that_cannot_load_fail_the_job_clearly(tmp_path: Path, tools: str,

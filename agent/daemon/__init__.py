@@ -27,11 +27,13 @@ daemon.token)``; the OpenAPI document at ``GET /openapi.json``)::
 Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads it)::
 
     engine = "deepseek:deepseek-v4-flash"   # any --engine spec; replay:FILE for demos, tests
+    engines = ["deepseek:deepseek-v4-pro"]  # others a submitted job may name (no others)
     workspace = "~/work/repo"               # where the tools work
     tools = "builtin"                       # builtin | none | "package.module:function"
     concurrency = 2
     port = 8765                             # 127.0.0.1 only; 0 = any (see HOME/daemon.json)
     grace = "20s"                           # SIGTERM: time to reach a checkpoint
+    max_crashes = 3                         # daemon deaths mid-job before it is given up
     log = "-"                               # JSON lines to stderr, or a file
 
     [agent]                                 # AgentConfig fields

@@ -97,6 +97,11 @@ class ControlApi:
         options = {} if options is None else options
         if not isinstance(options, dict):
             raise ApiError(400, "options must be an object", param="options")
+        engine = body.get("engine") or ""
+        if not isinstance(engine, str) or not self.daemon.config.allows_engine(engine):
+            raise ApiError(400, f"engine {engine!r} is not among the daemon's engines (engine,"
+                           " engines = [...] in its config)", param="engine",
+                           code="engine_not_allowed")
         try:
             job = self.daemon.queue.submit(body.get("task"),  # type: ignore[arg-type]
                                            engine=body.get("engine") or "", options=options)

@@ -93,6 +93,9 @@ class DaemonConfig(BaseModel):
 
     engine: str = "bundled"  # any spec open_engine() takes, or replay:FILE (see engines.py)
     engine_options: dict[str, Any] = {}
+    # Other specs a submitted job may name. A job's engine is the daemon's choice, not the
+    # submitter's: an engine spec can point at any URL with the host's API key.
+    engines: list[str] = []
     home: str = ""  # default: $WHALEBONE_HOME or ~/.whalebone
     store: str = ""  # sessions database (default: HOME/sessions.db)
     jobs: str = ""  # job queue database (default: HOME/jobs.db)
@@ -151,6 +154,11 @@ class DaemonConfig(BaseModel):
     @property
     def poll_s(self) -> float:
         return float(self.poll)
+
+    def allows_engine(self, spec: str) -> bool:
+        """Whether a job may run on ``spec`` (empty: the daemon's own engine)."""
+        return (not spec or spec == self.engine or spec in self.engines
+                or any(s.engine == spec for s in self.schedule))
 
     def schedule_named(self, name: str) -> ScheduleConfig | None:
         return next((s for s in self.schedule if s.name == name), None)

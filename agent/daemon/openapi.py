@@ -66,7 +66,9 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"jobs": {"type": "array", "items": _ref("Job")}}},
     "Submit": {
         "type": "object", "required": ["task"], "additionalProperties": False,
-        "properties": {"task": {**_STR, "minLength": 1}, "engine": _STR,
+        "properties": {"task": {**_STR, "minLength": 1},
+                       "engine": {**_STR, "description": "one of the daemon's engines "
+                                  "(its config's engine or engines); empty: its default"},
                        "options": {"type": "object", "additionalProperties": False,
                                    "properties": {"max_steps": {**_INT, "minimum": 1},
                                                   "thinking": {"enum": ["chat", "thinking",

@@ -22,7 +22,7 @@ from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
 from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
 from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
-from whalebone.agent.store import SessionError, SessionStore
+from whalebone.agent.store import SessionBusy, SessionError, SessionStore
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import EngineError
 
@@ -78,21 +78,24 @@ class JobRunner:
         """The budget guard for a job: the daemon's policy, plus the schedule's own scopes."""
         budget = dict(self.config.budget)
         budget.pop("ledger", None)
-        if not budget and schedule is None:
+        limited = schedule is not None and any(
+            v is not None for v in (schedule.budget_usd, schedule.budget_tokens,
+                                    schedule.day_usd, schedule.day_tokens))
+        if not budget and not limited:
             return None
         from whalebone.budget.guard import BudgetGuard, BudgetPolicy
         from whalebone.budget.ledger import Limit, day_scope
 
-        key = schedule.name if schedule else ""
+        key = schedule.name if schedule is not None and limited else ""
         guard = self._guards.get(key)
         if guard is None:
             policy = BudgetPolicy.model_validate({"on_cap": "human", **budget})
-            if schedule is not None:
+            if schedule is not None and limited:
                 extra = (*policy.extra_scopes, f"schedule:{schedule.name}")
                 policy = policy.model_copy(update={"extra_scopes": extra})
             guard = BudgetGuard(self.config.ledger_path, policy=policy)
             self._guards[key] = guard
-        if schedule is not None:
+        if schedule is not None and limited:
             ledger = guard.ledger
             # A limit set by a person or raised by an extension is kept (ensure, not set).
             ledger.ensure_limit(Limit(scope=f"schedule:{schedule.name}",
@@ -146,6 +149,9 @@ class JobRunner:
         schedule = self.config.schedule_named(job.schedule) if job.schedule else None
         spec = job.engine or (schedule.engine if schedule and schedule.engine else "") \
             or self.config.engine
+        if not self.config.allows_engine(spec):
+            return ("failed", "engine_not_allowed", f"the engine {spec!r} is not among the "
+                    "daemon's engines (engine, engines = [...] in its config)", "", 0)
         try:
             engine = self.engines.get(spec, self.config.engine_options)
         except (EngineError, WhaleboneError) as e:
@@ -191,8 +197,10 @@ class JobRunner:
                             self._usage(job, running.step, event)
                         elif isinstance(event, Done):
                             done = event
-            except SessionError as e:  # SessionBusy: another process writes this session
+            except SessionBusy as e:  # a person resuming it by hand, say: never interleave
                 return "failed", "busy", str(e), "", 0
+            except SessionError as e:  # deleted under the job
+                return "failed", "no_session", str(e), "", 0
         if done is None:
             steps = max(0, running.step - 1)
             if running.stopping:
