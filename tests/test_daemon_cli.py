@@ -43,6 +43,10 @@ def test_bad_input_exits_2_with_a_message(home: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["submit", "   "]) == 2
     assert "non-empty" in capsys.readouterr().err
+    assert main(["submit", "x", "--engine", "openai:https://elsewhere.example/v1"]) == 2
+    assert "not among the daemon's engines" in capsys.readouterr().err
+    assert main(["submit", "x", "--max-steps", "0"]) == 2
+    assert "max_steps" in capsys.readouterr().err
     assert main(["jobs", "show", "nope"]) == 2
     assert "no job 'nope'" in capsys.readouterr().err
     assert main(["jobs", "cancel", "nope"]) == 2

@@ -116,7 +116,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("max_steps", args.max_steps), ("thinking", args.thinking))
                if v is not None}
     try:
-        queue = _queue(args)
+        config = _config(args)
+        if not config.allows_engine(args.engine):
+            return _fail(f"engine {args.engine!r} is not among the daemon's engines (engine, "
+                         "engines = [...] in its config)")
+        from whalebone.agent.daemon.jobs import JobQueue
+
+        queue = JobQueue(config.jobs_path)
         job = queue.submit(args.task, engine=args.engine, options=options)
     except WhaleboneError as e:
         return _fail(str(e))
