@@ -106,6 +106,10 @@ class ChatApp(App[None]):
         self.refresh_scopes()
         self.prompt.focus()
 
+    async def on_unmount(self) -> None:
+        # The engine may hold a model, connections or a cache file: release it on the way out.
+        await self.runner.engine.aclose()
+
     # --- sessions --------------------------------------------------------------------------
 
     async def refresh_sessions(self) -> None:
