@@ -224,3 +224,36 @@ def test_a_second_daemon_on_the_same_queue_refuses_to_start(home: Path) -> None:
         assert d.client.get("/health").json()["status"] == "ok"
     finally:
         d.stop()
+
+
+def test_a_job_that_never_reaches_a_checkpoint_is_cut_off_after_the_grace_period(
+        home: Path) -> None:
+    engine = write_script(home.parent / "s.json", appends(2, "Two lines."))
+    # The second turn does not fit the session's tokens: the job freezes for a person, so it
+    # reaches no checkpoint; draining must still end within the grace period. (A session
+    # limit, not a run limit: a job is one session, and each restart is a new run.)
+    write_config(home, engine=engine, grace=2, tables={
+        "agent": {"date_in_task": False, "max_tokens": 64},
+        "budget": {"session_tokens": 700, "on_cap": "human", "max_step_tokens": 5000}})
+    d = DaemonProc(home)
+    job = d.submit("Append two lines.")
+    wait_for(lambda: d.job(job["id"])["pending_budget"], 60, "the job to freeze")
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    wait_for(lambda: d.client.get("/health").json()["status"] == "draining", 10, "draining")
+    refused = d.client.post("/jobs", json={"task": "more"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+    assert d.wait_exit(30) == 0
+    assert time.monotonic() - started < 10
+    assert any(e["event"] == "job_cut_off" for e in d.log_events())
+    d2 = DaemonProc(home)
+    try:
+        frozen = wait_for(lambda: (j := d2.job(job["id"]))["pending_budget"] and j, 60,
+                          "the resumed job to freeze again")
+        assert frozen["attempts"] == 2 and lines(home) == ["line-0"]
+        r = d2.client.post(f"/jobs/{job['id']}/budget", json={"decision": "approve"})
+        assert r.status_code == 200
+        done = d2.wait_job(job["id"])
+        assert done["status"] == "done" and lines(home) == ["line-0", "line-1"]
+    finally:
+        d2.stop()

@@ -43,7 +43,8 @@ Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads 
     allow = ["git status", "pytest*"]
 
     [budget]                                # BudgetPolicy fields, plus the ledger file
-    run_usd = 0.50
+    session_usd = 0.50                      # per job (a job is one session; run_* limits
+                                            # start afresh each time a job is resumed)
     global_day_usd = 5.0
     on_cap = "human"                        # frozen until approved over the API (default)
 
