@@ -90,6 +90,7 @@ async def test_a_shell_command_under_ask_opens_a_modal_and_runs_once_approved(
         await send(pilot, "run it")
         await wait_for(pilot, lambda: asking(app, ShellApproval)
                        and "echo approved-output" in screen_text(app))
+        assert app.query_one(ToolPanel).status == "awaiting approval"
         await pilot.press(*"looks safe")
         await pilot.press("ctrl+y")
         await wait_for(pilot, lambda: not app.running)

@@ -248,7 +248,11 @@ class ChatApp(App[None]):
 
     async def ask_shell(self, command: str) -> Decision:
         """The shell tool's ``ask``: a modal; the run waits for the person's answer."""
-        return await self.ask(ShellApproval(command, str(self.runner.workspace)))
+        self.transcript.awaiting("shell", True)
+        try:
+            return await self.ask(ShellApproval(command, str(self.runner.workspace)))
+        finally:
+            self.transcript.awaiting("shell", False)
 
     async def ask(self, modal: Any) -> Decision:
         """Show an approval modal and wait for its decision. If the step is cancelled while

@@ -96,6 +96,12 @@ class ToolPanel(Vertical):
         return RichText.assemble(("⚙ ", "bold"), (self.tool_name, "bold"),
                                  f"  {self.status}{took}")
 
+    def waiting(self, waiting: bool) -> None:
+        """Say that the call waits for a person's approval (and no longer, once decided)."""
+        if self.status in ("running", "awaiting approval"):
+            self.status = "awaiting approval" if waiting else "running"
+            self._header.update(self._header_text())
+
     def finish(self, content: str, *, is_error: bool, seconds: float | None,
                status: str | None = None) -> None:
         self.status = status or ("error" if is_error else "ok")
@@ -217,11 +223,17 @@ class TranscriptView(VerticalScroll):
                 detail = f": {event.message}" if event.message else ""
                 await self.notice(f"■ stopped ({event.reason}){detail}", "stop")
 
+    def awaiting(self, tool: str, waiting: bool) -> None:
+        """Mark the running calls of ``tool`` as waiting for a person (or not)."""
+        for panel in self.panels.values():
+            if panel.tool_name == tool:
+                panel.waiting(waiting)
+
     async def interrupted(self, text: str, kind: str = "stop") -> None:
         """The run ended without a Done (cancelled or failed): mark what was in flight."""
         await self.close_turn()
         for panel in self.panels.values():
-            if panel.status == "running":
+            if panel.status in ("running", "awaiting approval"):
                 panel.finish("(no result: the run ended first)", is_error=True, seconds=None,
                              status="cancelled")
         await self.notice(text, kind)
