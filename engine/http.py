@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from whalebone.dsml.errors import WhaleboneError
@@ -254,3 +254,28 @@ class EventStream(StreamingResponse):
                     await aclose()
             if self._on_close is not None:
                 self._on_close()
+
+
+def exception_handlers(on_internal: Callable[[Exception], None]
+                       ) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Starlette exception handlers that answer every failure as error JSON: an
+    :class:`ApiError` as itself, routing errors (404, 405) in the same shape, and anything
+    unhandled as a 500 after ``on_internal`` has logged it."""
+    from starlette.exceptions import HTTPException
+
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
+        return ApiError(exc.status_code, message.get(exc.status_code, str(exc.detail)),
+                        code="not_found" if exc.status_code == 404 else None).response()
+
+    async def internal(_: Request, exc: Exception) -> Response:
+        on_internal(exc)
+        return ApiError(500, f"internal error: {type(exc).__name__}",
+                        code="internal_error").response()
+
+    return {ApiError: api_error, HTTPException: http_error, Exception: internal}

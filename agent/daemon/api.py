@@ -29,14 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from whalebone.agent.daemon.jobs import Job, JobError
 from whalebone.agent.daemon.openapi import openapi_document
-from whalebone.engine.http import ApiError, EventStream, check_bearer, read_json_object
+from whalebone.engine.http import (
+    ApiError,
+    EventStream,
+    check_bearer,
+    exception_handlers,
+    read_json_object,
+)
 
 if TYPE_CHECKING:
     from whalebone.agent.daemon.service import Daemon
@@ -238,22 +243,8 @@ ROUTES = [
 def create_app(daemon: Daemon) -> Starlette:
     api = ControlApi(daemon)
 
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return exc.response()
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
-        return ApiError(exc.status_code, message.get(exc.status_code, str(exc.detail)),
-                        code="not_found" if exc.status_code == 404 else None).response()
-
-    async def internal(_: Request, exc: Exception) -> Response:
+    def internal(exc: Exception) -> None:
         daemon.log("api_error", level="error", message=f"{type(exc).__name__}: {exc}")
-        return ApiError(500, f"internal error: {type(exc).__name__}",
-                        code="internal_error").response()
 
     routes = [Route(path, getattr(api, name), methods=methods) for path, name, methods in ROUTES]
-    return Starlette(routes=routes, exception_handlers={ApiError: api_error,
-                                                       HTTPException: http_error,
-                                                       Exception: internal})
+    return Starlette(routes=routes, exception_handlers=exception_handlers(internal))

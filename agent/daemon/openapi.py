@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from whalebone.engine.openapi import SCHEMAS as ENGINE_SCHEMAS
+
 _REF = "#/components/schemas/"
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -26,12 +28,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 JOB_STATUSES = ["queued", "running", "done", "stopped", "budget", "failed", "cancelled"]
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object", "required": ["error"],
-        "properties": {"error": {
-            "type": "object", "required": ["message", "type"],
-            "properties": {"message": _STR, "type": _STR, "param": _nullable(_STR),
-                           "code": _nullable(_STR)}}}},
+    "Error": ENGINE_SCHEMAS["Error"],  # every whalebone endpoint fails the same way
     "Job": {
         "type": "object",
         "required": ["id", "task", "status", "reason", "message", "answer", "session_id",
