@@ -69,4 +69,19 @@ def test_engines_are_opened_once_per_spec_and_options(tmp_path: Path) -> None:
     assert engines.get(f"replay:{tmp_path / 's.json'}", {"delay": 0.01}) is not a
     with pytest.raises(EngineError):
         engines.get("nonsense:thing", {})
+
+    spec = f"replay:{tmp_path / 's.json'}"
+
+    async def open_one(got: list[object]) -> None:
+        got.append(await engines.open(spec, {"name": "x"}))
+
+    async def from_threads() -> list[object]:
+        got: list[object] = []
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(open_one, got)
+        return got
+
+    opened = anyio.run(from_threads)
+    assert len({id(e) for e in opened}) == 1  # four jobs at once share one engine
     anyio.run(engines.aclose)

@@ -145,7 +145,7 @@ def _print_end(job: Any, as_json: bool) -> int:
             print(safe(job.answer))
         if job.status != "done":
             print(f"{job.status} ({job.reason}): {safe(job.message)}", file=sys.stderr)
-        print(f"— job {job.id} · session {job.session_id} · {job.steps} steps · "
+        print(f"— job {job.id} · session {job.session_id or '-'} · {job.steps} steps · "
               f"{job.prompt_tokens:,} prompt tokens, {job.cache_hit_tokens:,} cached · "
               f"${job.price:.6f}")
     return EXIT_OF_STATUS.get(job.status, 1)

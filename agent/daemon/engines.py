@@ -48,6 +48,18 @@ class Engines:
 
     def __init__(self) -> None:
         self._open: dict[str, Engine] = {}
+        self._opening: Any = None  # an anyio.Lock, made inside the event loop
+
+    async def open(self, spec: str, options: dict[str, Any]) -> Engine:
+        """:meth:`get` from a worker thread: loading a checkpoint takes seconds, and the
+        daemon's API and other jobs must not wait on it. One opening at a time, so two jobs
+        naming one spec share one engine."""
+        import anyio
+
+        if self._opening is None:
+            self._opening = anyio.Lock()
+        async with self._opening:
+            return await anyio.to_thread.run_sync(self.get, spec, options)
 
     def get(self, spec: str, options: dict[str, Any]) -> Engine:
         key = json.dumps([spec, options], sort_keys=True, default=str)

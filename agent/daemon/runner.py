@@ -153,7 +153,7 @@ class JobRunner:
             return ("failed", "engine_not_allowed", f"the engine {spec!r} is not among the "
                     "daemon's engines (engine, engines = [...] in its config)", "", 0)
         try:
-            engine = self.engines.get(spec, self.config.engine_options)
+            engine = await self.engines.open(spec, self.config.engine_options)
         except (EngineError, WhaleboneError) as e:
             return "failed", "no_engine", f"cannot open the engine {spec!r}: {e}", "", 0
         try:
