@@ -16,6 +16,14 @@ stack as one safetensors file (tensor ``logits``, shape (steps, vocab), and ``to
     python -m whalebone.engine.fidelity CKPT --tokens 0,5,7,9,11 --prefill 3 --out out.safetensors
 
 ``token_ids`` are *model* vocabulary ids (no tokenizer is involved).
+
+Checked this way against a transcription of V4's ``inference/model.py`` (FP32, quantization
+steps off) on random micro/nano checkpoints: prefills of 1-260 tokens then up to 299 decode
+steps agree to ~3e-6. One known difference: when indexer scores tie exactly (ReLU makes every
+head 0 — common with 2-4 index heads and random weights, negligible with V4's 64), we give the
+last top-k slots to the oldest entries so that any chunking picks the same keys, while
+``torch.topk`` in the reference breaks ties arbitrarily; compare on models whose scores do not
+tie at the top-k boundary.
 """
 
 from __future__ import annotations
