@@ -37,6 +37,9 @@ def test_submit_list_show_and_cancel_without_a_daemon(home: Path,
     assert "cancelled" in capsys.readouterr().out
     assert main(["jobs", "list", "--status", "queued"]) == 0
     assert capsys.readouterr().out == ""
+    assert main(["jobs", "prune", "--days", "0"]) == 0
+    assert capsys.readouterr().out.startswith("1 finished jobs deleted")
+    assert main(["jobs", "show", jid]) == 2
 
 
 def test_bad_input_exits_2_with_a_message(home: Path,

@@ -135,3 +135,15 @@ def test_schedule_state_survives_reopening_and_a_stop_says_why(tmp_path: Path) -
     assert not q2.active("inbox")
     q2.submit("t", schedule="inbox")
     assert q2.active("inbox")
+
+
+def test_prune_deletes_old_finished_jobs_and_their_events_only(queue: JobQueue) -> None:
+    old = queue.submit("old")
+    queue.claim()
+    queue.add_event(old.id, {"type": "step", "step": 1})
+    queue.finish(old.id, "done")
+    waiting = queue.submit("waiting")
+    assert queue.prune(older_than=3600) == 0  # finished just now: kept
+    assert queue.prune(older_than=0) == 1
+    assert [j.id for j in queue.list()] == [waiting.id]
+    assert queue.events(old.id) == []

@@ -60,8 +60,12 @@ def test_a_job_runs_to_its_answer_with_events_and_usage(tmp_path: Path) -> None:
     done = s.queue.get(job.id)
     assert (done.status, done.answer, done.steps) == ("done", "Three.", 4)
     assert s.lines() == ["line-0", "line-1", "line-2"]
-    kinds = [e["type"] for _, e in s.queue.events(job.id)]
+    events = [e for _, e in s.queue.events(job.id)]
+    kinds = [e["type"] for e in events]
     assert kinds.count("step") == 4 and kinds.count("usage") == 4 and kinds[-1] == "done"
+    # Deltas coalesced: one reasoning event per call, whole.
+    assert [e["text"] for e in events if e["type"] == "reasoning"] == [
+        "Step 0: append.", "Step 1: append.", "Step 2: append.", "Done."]
     assert done.prompt_tokens == sum(e["prompt_tokens"] for _, e in s.queue.events(job.id)
                                      if e["type"] == "usage")
     assert [e["step"] for e in s.logs if e["event"] == "model_call"] == [1, 2, 3, 4]

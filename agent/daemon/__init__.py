@@ -62,6 +62,9 @@ Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads 
     check = "git rev-parse origin/main"     # heartbeat on a command's output
     task = "If CI on main is red, find the failing test and propose a fix."
 
+Finished jobs and their events stay in the job database until ``whalebone jobs prune --days
+N`` (their sessions stay in the session store).
+
 A schedule whose job is stopped by its budget stops ticking and says why (``whalebone jobs
 schedules``, ``GET /schedules``) until it is resumed (``POST /schedules/NAME/resume``), e.g.
 after ``whalebone budget set schedule:NAME --usd 30``.

@@ -5,6 +5,7 @@
     whalebone jobs list [--status S] [--json]
     whalebone jobs show ID [--events] [--json]
     whalebone jobs cancel ID
+    whalebone jobs prune --days N
     whalebone jobs schedules [--json]
 
 ``submit`` and ``jobs`` work on the job database directly (the daemon need not be running: a
@@ -64,6 +65,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cancel.add_argument("job")
     _config_option(cancel)
     cancel.set_defaults(handler=cmd_cancel)
+    prune = jsub.add_parser("prune", help="delete finished jobs older than --days (their "
+                            "sessions are kept)")
+    _config_option(prune)
+    prune.add_argument("--days", type=float, required=True)
+    prune.set_defaults(handler=cmd_prune)
     sch = jsub.add_parser("schedules", help="schedules and heartbeats with their state")
     _config_option(sch)
     sch.add_argument("--json", action="store_true")
@@ -198,6 +204,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"{job.id}: cancelling (the daemon stops it within a moment)")
     else:
         print(f"{job.id}: {job.status}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if not args.days >= 0:
+        return _fail("--days must be a non-negative number")
+    try:
+        gone = _queue(args).prune(args.days * 86400)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    print(f"{gone} finished jobs deleted")
     return 0
 
 

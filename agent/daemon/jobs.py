@@ -305,6 +305,15 @@ class JobQueue:
         return self.db.execute("SELECT 1 FROM jobs WHERE schedule = ? AND status IN "
                                "('queued', 'running') LIMIT 1", (schedule,)).fetchone() is not None
 
+    def prune(self, older_than: float) -> int:
+        """Delete finished jobs (and their events) that ended more than ``older_than``
+        seconds ago; their sessions stay in the session store. Returns how many."""
+        with self._tx() as db:
+            marks = ",".join("?" * len(TERMINAL))
+            cur = db.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND finished < ?",
+                             (*TERMINAL, time.time() - older_than))
+        return int(cur.rowcount)
+
     # --- events -----------------------------------------------------------------------------
 
     def add_event(self, jid: str, event: dict[str, Any]) -> int:

@@ -152,8 +152,8 @@ def openapi_document() -> dict[str, Any]:
             "description": "Each event's id is its sequence number; reconnect with "
                            "Last-Event-ID (or ?after=N) to resume. Event names are the agent's "
                            "event types (step, usage, tool_call, tool_result, warning, "
-                           "compacted, done; text is coalesced per step). A final 'end' event "
-                           "carries the finished Job.",
+                           "compacted, done; reasoning and text are coalesced per model "
+                           "call). A final 'end' event carries the finished Job.",
             "parameters": [*_ID, {"name": "after", "in": "query", "required": False,
                                   "schema": _INT}],
             "responses": {"200": {"description": "event stream",

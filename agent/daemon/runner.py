@@ -176,18 +176,21 @@ class JobRunner:
         task = None if has_task else job.task
         agent = Agent(engine, tools=tools, store=self.store, config=config, budget=guard)
         done: Done | None = None
-        text: list[str] = []
+        # Deltas are coalesced: one reasoning and one text event per model call, not one
+        # database row per few characters.
+        deltas: dict[str, list[str]] = {"reasoning": [], "text": []}
         with running.scope:
             try:
                 async with aclosing(agent.stream(task, session_id=sid)) as events:
                     async for event in events:
                         if isinstance(event, Text | Reasoning):
-                            if isinstance(event, Text):
-                                text.append(event.text)
-                            continue  # deltas are coalesced: one text event per step
-                        if text:
-                            self.queue.add_event(job.id, {"type": "text", "text": "".join(text)})
-                            text.clear()
+                            deltas[event.type].append(event.text)
+                            continue
+                        for kind, parts in deltas.items():
+                            if parts:
+                                self.queue.add_event(job.id, {"type": kind,
+                                                              "text": "".join(parts)})
+                                parts.clear()
                         self.queue.add_event(job.id, event.model_dump(mode="json"))
                         if isinstance(event, StepStarted):
                             running.step = event.step
