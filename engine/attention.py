@@ -92,8 +92,9 @@ class Compressor(nn.Module):
 
 class Indexer(nn.Module):
     """The lightning indexer of ratio-4 layers: its own compressor at ``index_head_dim`` and a
-    multi-head ReLU score. (The release's Hadamard rotation is orthogonal on both sides and
-    changes no score without its FP4 step, so it is left out.)"""
+    multi-head ReLU score. The release's Hadamard rotation of queries and keys is orthogonal
+    and changes no score without its FP4 rounding, so it runs only when quantization is
+    simulated."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

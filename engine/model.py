@@ -29,7 +29,7 @@ from torch import nn
 
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.attention import Attention
-from whalebone.engine.config import ModelConfig
+from whalebone.engine.config import ModelConfig, ModelConfigError
 from whalebone.engine.hyper import hc_head, hc_post, hc_pre
 from whalebone.engine.layers import RMSNorm
 from whalebone.engine.moe import MoE
@@ -138,6 +138,12 @@ class Transformer(nn.Module):
         """Round activations the way V4's kernels do (see :mod:`whalebone.engine.quant`):
         FP8 inputs to the FP8/FP4 linears, FP8 KV, FP4 Hadamard-rotated indexer. Off by
         default; the weights are not touched."""
+        di = self.cfg.index_head_dim
+        if enabled and di & (di - 1):
+            raise ModelConfigError(
+                f"simulated quantization rotates indexer vectors: index_head_dim {di} must be "
+                "a power of two"
+            )
         for handle in self._quant_hooks:
             handle.remove()
         self._quant_hooks = []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from whalebone.engine.config import ModelConfig
+from whalebone.engine.config import ModelConfig, ModelConfigError
 from whalebone.engine.model import Transformer
 from whalebone.engine.quant import E2M1_GRID, fp4_round, fp8_round, hadamard
 
@@ -55,3 +56,9 @@ def test_simulated_numerics_nudge_logits_keep_chunking_exact_and_switch_off() ->
     model.simulate_quantization(False)
     assert model.fingerprint() == plain_key
     torch.testing.assert_close(model.forward(ids, model.new_state()), exact, atol=0, rtol=0)
+
+
+def test_simulation_needs_a_power_of_two_indexer_width() -> None:
+    model = Transformer(ModelConfig.preset("micro").replace(index_head_dim=48))
+    with pytest.raises(ModelConfigError, match="power of two"):
+        model.simulate_quantization(True)
