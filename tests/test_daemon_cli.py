@@ -27,7 +27,7 @@ def test_submit_list_show_and_cancel_without_a_daemon(home: Path,
                                                       ) -> None:
     assert main(["submit", "Summarise the inbox.", "--max-steps", "5"]) == 0
     jid = capsys.readouterr().out.strip()
-    assert main(["jobs", "list"]) == 0
+    assert main(["jobs"]) == 0  # list, by default
     listed = capsys.readouterr().out
     assert jid in listed and "queued" in listed and "Summarise the inbox." in listed
     assert main(["jobs", "show", jid, "--json"]) == 0

@@ -66,7 +66,7 @@ def test_a_job_submitted_over_the_api_runs_to_its_answer_and_logs_json_lines(hom
 def _interrupt_and_resume(home: Path, signum: int) -> tuple[dict, DaemonProc]:
     n = 6
     engine = write_script(home.parent / "s.json", appends(n, "Six lines."))
-    write_config(home, engine=engine, engine_options={"delay": 0.004})
+    write_config(home, engine=engine, engine_options={"delay": 0.008})
     d = DaemonProc(home)
     job = d.submit("Append six lines, one per step.")
     wait_for(lambda: len(lines(home)) >= 2, 60, "two lines")

@@ -16,6 +16,7 @@ import pytest
 from whalebone.agent.cli import main
 from whalebone.agent.store import SessionStore
 from whalebone.dsml import emit_completion
+from whalebone.tui.approvals import ApprovalLog
 
 
 def test_an_unknown_session_is_a_clear_error(tmp_path: Path,
@@ -77,9 +78,12 @@ def whalebone_command() -> list[str]:
                     "(apt-get install -y tmux)")
 def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
     script = tmp_path / "demo.jsonl"
-    script.write_text(json.dumps(emit_completion(
-        "The answer is **forty-two**.", reasoning="The user asks a question.")) + "\n",
-        encoding="utf-8")
+    completions = [
+        emit_completion("", reasoning="I will look.",
+                        tool_calls=[("shell", {"command": "echo from-the-shell"})]),
+        emit_completion("The answer is **forty-two**.", reasoning="The user asks a question."),
+    ]
+    script.write_text("\n".join(json.dumps(c) for c in completions) + "\n", encoding="utf-8")
     db = tmp_path / "sessions.db"
     socket = f"whalebone-test-{os.getpid()}"
     tmux = ["tmux", "-L", socket]
@@ -106,7 +110,12 @@ def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
         wait_for("Enter sends")
         subprocess.run([*tmux, "send-keys", "-t", "chat", "what is the answer"], check=True)
         subprocess.run([*tmux, "send-keys", "-t", "chat", "Enter"], check=True)
+        wait_for("Run this shell command?", "echo from-the-shell")
+        # The reason and the approval arrive in one burst, as from a fast typist or a paste:
+        # the reason logged must still be the reason typed.
+        subprocess.run([*tmux, "send-keys", "-t", "chat", "fine", "C-y"], check=True)
         shown = wait_for("The answer is forty-two.", "[idle]")
+        assert "shell  ok" in shown
         assert "what is the answer" in shown  # the user's turn, and the session's title
         assert "Reasoning (25 chars)" in shown  # folded
         assert "scripted·whalebone-local" in shown
@@ -122,3 +131,7 @@ def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
     (info,) = store.list()
     assert info.title == "what is the answer"
     assert store.messages(info.id)[-1]["content"] == "The answer is **forty-two**."
+    assert "from-the-shell" in store.messages(info.id)[-2]["content"]
+    (decision,) = ApprovalLog(tmp_path / "approvals.jsonl").records()
+    assert (decision.subject, decision.approved, decision.reason) == (
+        "echo from-the-shell", True, "fine")

@@ -29,8 +29,10 @@ class ApprovalModal(ModalScreen[Decision]):
     """Approve or deny, with a reason."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+y", "approve", "Approve", priority=True),
-        Binding("ctrl+d", "deny", "Deny", priority=True),
+        # Not priority bindings: keys typed into the reason box just before are handled first,
+        # in order, so the reason logged is the reason typed. (Input keeps ctrl+d for itself.)
+        Binding("ctrl+y", "approve", "Approve"),
+        Binding("ctrl+n", "deny", "Deny"),
         Binding("escape", "deny", "Deny"),
     ]
     kind = "approval"
@@ -51,7 +53,7 @@ class ApprovalModal(ModalScreen[Decision]):
             yield Input(placeholder="reason (optional, logged)", id="reason", compact=True)
             with Horizontal(id="dialog-buttons"):
                 yield Button("Approve ^Y", variant="success", id="approve", compact=True)
-                yield Button("Deny ^D", variant="error", id="deny", compact=True)
+                yield Button("Deny ^N", variant="error", id="deny", compact=True)
 
     def compose_fields(self) -> ComposeResult:
         """Inputs a kind of approval asks for besides the reason."""
