@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.set_defaults(handler=cmd_submit)
 
     j = sub.add_parser("jobs", help="list, show or cancel daemon jobs")
+    j.set_defaults(handler=cmd_list, status=None, limit=50, json=False, config=None)
     jsub = j.add_subparsers(dest="jobs_command", metavar="ACTION")
     ls = jsub.add_parser("list", help="jobs, most recent first")
     _config_option(ls)
