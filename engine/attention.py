@@ -31,6 +31,7 @@ from whalebone.engine.state import CompressorState, LayerState
 # queries per attention block in a prefill: bounds memory (not results); the block's window
 # spans QUERY_BLOCK + window - 1 keys, so smaller blocks waste fewer window dot products
 QUERY_BLOCK = 128
+SCORE_BUDGET = 1 << 25  # values in one indexer-score temporary (128 MB in FP32)
 
 
 class Compressor(nn.Module):
@@ -118,8 +119,17 @@ class Indexer(nn.Module):
 
     @staticmethod
     def scores(q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """score[t, j] = Σ_h ReLU(q[t,h]·keys[j]) · w[t,h]: (Tq, N)."""
-        return torch.einsum("thd,nd->thn", q, keys).relu_().mul_(w[:, :, None]).sum(dim=1)
+        """score[t, j] = Σ_h ReLU(q[t,h]·keys[j]) · w[t,h]: (Tq, N).
+
+        Heads are taken a few at a time so that the (Tq, heads, N) temporary stays within
+        SCORE_BUDGET values at long contexts (64 heads x 262K entries at 1M tokens)."""
+        tq, heads, _ = q.shape
+        step = max(1, min(heads, SCORE_BUDGET // max(1, tq * keys.size(0))))
+        total = torch.zeros(tq, keys.size(0))
+        for h in range(0, heads, step):
+            part = torch.einsum("thd,nd->thn", q[:, h : h + step], keys).relu_()
+            total += part.mul_(w[:, h : h + step, None]).sum(dim=1)
+        return total
 
 
 class Attention(nn.Module):

@@ -137,3 +137,14 @@ def test_indexer_ties_go_to_the_oldest_entries() -> None:
                           [3.0, float("-inf"), float("-inf"), 1.0, float("-inf"), 2.0]])
     picked = attention_module._top_k_oldest_first(score, 3)
     assert [sorted(row) for row in picked.tolist()] == [[0, 1, 4], [0, 1, 2], [0, 3, 5]]
+
+
+def test_indexer_scores_taken_a_few_heads_at_a_time_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    g = torch.Generator().manual_seed(4)
+    q, w, keys = torch.randn(6, 8, 16, generator=g), torch.randn(6, 8, generator=g), torch.randn(
+        30, 16, generator=g)
+    expected = (torch.relu(torch.einsum("thd,nd->thn", q, keys)) * w[:, :, None]).sum(1)
+    monkeypatch.setattr(attention_module, "SCORE_BUDGET", 6 * 30 * 3)  # 3 heads per pass
+    torch.testing.assert_close(attention_module.Indexer.scores(q, w, keys), expected)
