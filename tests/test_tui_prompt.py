@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import pytest
 from textual.app import App, ComposeResult
 
@@ -16,12 +19,13 @@ def anyio_backend() -> str:
 
 
 class PromptOnly(App[None]):
-    def __init__(self) -> None:
+    def __init__(self, history: Path | None = None) -> None:
         super().__init__()
         self.sent: list[str] = []
+        self.history = history
 
     def compose(self) -> ComposeResult:
-        yield PromptInput()
+        yield PromptInput(self.history)
 
     def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
         self.sent.append(message.text)
@@ -74,3 +78,21 @@ async def test_up_inside_a_multi_line_message_moves_the_cursor_not_the_history()
         await pilot.press(*"old", "enter", *"a", "ctrl+j", *"b")
         await pilot.press("up")
         assert box.text == "a\nb" and box.cursor_location[0] == 0
+
+
+async def test_the_history_outlives_the_app_in_a_private_file(tmp_path: Path) -> None:
+    history = tmp_path / "home" / "chat_history.jsonl"
+    app = PromptOnly(history)
+    async with app.run_test() as pilot:
+        app.query_one(PromptInput).focus()
+        await pilot.press(*"first", "ctrl+j", *"two lines", "enter", *"second", "enter")
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600
+    with history.open("a") as f:
+        f.write("not json\n")  # a damaged line is skipped, not fatal
+    again = PromptOnly(history)
+    async with again.run_test() as pilot:
+        box = again.query_one(PromptInput)
+        box.focus()
+        assert box.sent == ["first\ntwo lines", "second"]
+        await pilot.press("up", "up")
+        assert box.text == "first\ntwo lines"

@@ -13,6 +13,7 @@ import asyncio
 import time
 from contextlib import aclosing
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -51,9 +52,10 @@ class ChatApp(App[None]):
     ]
 
     def __init__(self, runner: ChatRunner, *, session_id: str | None = None,
-                 theme: str = "dark") -> None:
+                 theme: str = "dark", history_file: Path | None = None) -> None:
         super().__init__()
         self.runner = runner
+        self.history_file = history_file
         self.initial_session = session_id
         self.theme = THEMES.get(theme, theme)
         engine = runner.engine
@@ -74,7 +76,7 @@ class ChatApp(App[None]):
             yield SessionList(id="sessions")
             with Vertical(id="chat"):
                 yield TranscriptView(id="transcript")
-                yield PromptInput(id="prompt")
+                yield PromptInput(self.history_file, id="prompt")
         yield StatusBar(self.figures, id="status")
         yield Footer()
 

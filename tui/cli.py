@@ -110,4 +110,5 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     )
     if args.memory:
         runner.attach_memory(args.memory)
-    return ChatApp(runner, session_id=args.session, theme=args.theme)
+    return ChatApp(runner, session_id=args.session, theme=args.theme,
+                   history_file=Path(sessions).with_name("chat_history.jsonl"))
