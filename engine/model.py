@@ -34,7 +34,7 @@ from whalebone.engine.hyper import hc_head, hc_post, hc_pre
 from whalebone.engine.layers import RMSNorm
 from whalebone.engine.moe import MoE
 from whalebone.engine.quant import fp8_inputs_hook, runs_in_low_precision
-from whalebone.engine.state import SeqState, StateError
+from whalebone.engine.state import LayerState, SeqState, StateError
 
 
 class ModelInputError(WhaleboneError, ValueError):
@@ -57,7 +57,7 @@ class Block(nn.Module):
         self.hc_attn_scale = nn.Parameter(torch.ones(3))
         self.hc_ffn_scale = nn.Parameter(torch.ones(3))
 
-    def forward(self, h: torch.Tensor, st: Any, pos: int, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, st: LayerState, pos: int, ids: torch.Tensor) -> torch.Tensor:
         """Streams h (T, hc, dim) of positions pos … pos+T-1 -> new streams (T, hc, dim)."""
         c = self.cfg
         x, post, comb = hc_pre(h, self.hc_attn_fn, self.hc_attn_scale, self.hc_attn_base,
