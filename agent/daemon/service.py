@@ -128,6 +128,8 @@ class Daemon:
         os.replace(tmp, path)
 
     def run(self) -> int:
+        # Until the event loop listens for it, a SIGHUP (a reload) must not end the process.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
             self._take_lock()
             sock = self._bind()
@@ -142,14 +144,18 @@ class Daemon:
         for jid in given_up:
             self.log("job_given_up", level="error", job=jid,
                      message=self.queue.get(jid).message)
+        code = 0
         try:
             anyio.run(self._main, sock)
+        except Exception as e:  # said in the log, where an unattended daemon's owner looks
+            self.log("crashed", level="error", message=f"{type(e).__name__}: {e}")
+            code = 1
         finally:
-            self.log("stopped", pid=os.getpid(), requeued=[j for j in self.running] or None)
+            self.log("stopped", pid=os.getpid(), exit_code=code)
             self.store.close()
             self.queue.close()
             self.log.close()
-        return 0
+        return code
 
     async def _main(self, sock: socket.socket) -> None:
         import uvicorn
