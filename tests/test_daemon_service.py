@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -98,14 +99,34 @@ def test_sigterm_drains_to_a_checkpoint_and_a_restart_resumes_the_job(home: Path
         d.stop()
 
 
-def test_sigkill_mid_run_loses_nothing_and_runs_nothing_twice(home: Path) -> None:
-    done, d = _interrupt_and_resume(home, signal.SIGKILL)
+def test_sigkills_at_random_moments_lose_nothing_and_run_nothing_twice(home: Path) -> None:
+    rng = random.Random(1123)
+    n = 8
+    engine = write_script(home.parent / "s.json", appends(n, "Eight lines."))
+    write_config(home, engine=engine, engine_options={"delay": 0.004}, max_crashes=10)
+    d = DaemonProc(home)
+    jid = d.submit("Append eight lines, one per step.")["id"]
+    kills = 0
+    while d.job(jid)["status"] != "done" and kills < 3:
+        time.sleep(rng.uniform(0.05, 0.6))  # anywhere: in a model call, a tool, a commit
+        d.signal(signal.SIGKILL)
+        d.wait_exit(30)
+        kills += 1
+        d = DaemonProc(home)
     try:
-        assert done["status"] == "done"
-        assert lines(home) == [f"line-{k}" for k in range(6)]
-        assert done["attempts"] == 2
-        resumed = [e for e in d.log_events() if e["event"] == "started"][-1]  # the restart
-        assert resumed["resumed_jobs"] == [done["id"]]
+        done = d.wait_job(jid)
+        assert done["status"] == "done" and done["answer"] == "Eight lines."
+        assert lines(home) == [f"line-{k}" for k in range(n)]  # none lost, none twice
+        assert done["crashes"] == done["attempts"] - 1 >= 1  # every restart resumed it
+        restart = [e for e in d.log_events() if e["event"] == "started"][1]
+        assert restart["resumed_jobs"] == [jid]
+        calls = model_calls(home)
+    finally:
+        d.stop()
+    d = DaemonProc(home)  # a finished job is never run again
+    try:
+        time.sleep(0.3)
+        assert d.job(jid)["status"] == "done" and model_calls(home) == calls
     finally:
         d.stop()
 
