@@ -278,3 +278,26 @@ def test_a_job_that_never_reaches_a_checkpoint_is_cut_off_after_the_grace_period
         assert done["status"] == "done" and lines(home) == ["line-0", "line-1"]
     finally:
         d2.stop()
+
+
+def test_jobs_run_at_most_concurrency_at_once(home: Path) -> None:
+    engine = write_script(home.parent / "s.json", [emit_completion(
+        "A long enough answer to take a while.", reasoning="Thinking it over slowly.")])
+    write_config(home, engine=engine, engine_options={"delay": 0.01}, concurrency=2)
+    d = DaemonProc(home)
+    try:
+        ids = [d.submit(f"Task {i}.")["id"] for i in range(5)]
+        for jid in ids:
+            assert d.wait_job(jid)["status"] == "done"
+    finally:
+        d.stop()
+    running, peak, order = 0, 0, []
+    for e in d.log_events():
+        if e["event"] == "job_started":
+            running += 1
+            order.append(e["job"])
+        elif e["event"] == "job_finished":
+            running -= 1
+        peak = max(peak, running)
+    assert peak == 2  # the limit was used, and never passed
+    assert order == ids  # oldest first
