@@ -56,6 +56,9 @@ class Engines:
         naming one spec share one engine."""
         import anyio
 
+        key = json.dumps([spec, options], sort_keys=True, default=str)
+        if key in self._open:  # the usual case: no thread, no lock
+            return self._open[key]
         if self._opening is None:
             self._opening = anyio.Lock()
         async with self._opening:
