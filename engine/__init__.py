@@ -5,6 +5,24 @@ use, so ``import whalebone.engine`` imports neither torch nor httpx nor starlett
 
     from whalebone.engine import open_engine
     engine = open_engine("deepseek:deepseek-v4-flash")   # or "vllm:http://gpu1:8000", …
+
+The modules, by job:
+
+- the interface: ``base`` (requests, streamed deltas, DeepSeek-shaped usage, errors),
+  ``factory`` (engine specs), ``router`` (tiers, failover, sticky sessions), ``prices``,
+  ``scripted`` (replays fixed completions: tests, demos, evaluations);
+- the V4 model, readable module by module: ``config`` (V4's inference-config keys, presets),
+  ``layers`` (RMSNorm, RoPE/YaRN), ``attention`` (window, compressors, lightning indexer, sink),
+  ``moe``, ``hyper`` (hyper-connections), ``model``, ``state`` (what a sequence carries),
+  ``weights`` and ``quant`` (V4 checkpoints, FP8/FP4), ``fidelity`` (logits to hold against
+  V4's own inference code);
+- the bundled engine's runtime: ``bundled``, ``prefix_cache`` (snapshots on disk),
+  ``sampling``, ``vocab`` (a small model's ids mapped to V4's), ``progress``; ``nano/`` trains
+  the shipped checkpoint in ``checkpoints/``;
+- engines elsewhere: ``clients/`` (DeepSeek/OpenAI chat, raw completions for vLLM/SGLang,
+  retries);
+- serving: ``server`` (``whalebone serve``), ``chat_request``/``chat_response`` (OpenAI shapes),
+  ``http`` (auth, errors, SSE, the bounded queue; shared with the daemon), ``openapi``, ``cli``.
 """
 
 from __future__ import annotations
