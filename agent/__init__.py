@@ -7,6 +7,7 @@ run yields are in events.py; sessions in store.py; the loop itself in loop.py, w
 
 from whalebone.agent.agent import Agent, AgentError
 from whalebone.agent.budgeting import BudgetStopped
+from whalebone.agent.compaction import CompactionError, CompactionFailed, NothingToCompact
 from whalebone.agent.config import AgentConfig
 from whalebone.agent.events import (
     AgentEvent,
@@ -30,7 +31,10 @@ __all__ = [
     "AgentEvent",
     "BudgetStopped",
     "Compacted",
+    "CompactionError",
+    "CompactionFailed",
     "Done",
+    "NothingToCompact",
     "Reasoning",
     "SessionBusy",
     "SessionError",

@@ -7,6 +7,7 @@ budget guard and memory, and a configuration.
         ...
     done = await agent.resume(done.session_id, "now add a changelog entry")
     done = agent.run_sync("…")                               # for scripts
+    report = await agent.compact(done.session_id)            # older turns → a summary, now
 
 A session holds the conversation; a run continues it. Runs of one session never interleave (the
 store's writer lock), and a run killed at any point resumes from what was committed.
@@ -24,7 +25,7 @@ import anyio
 from pydantic import ValidationError
 
 from whalebone.agent.config import AgentConfig, ThinkingMode
-from whalebone.agent.events import AgentEvent, Done
+from whalebone.agent.events import AgentEvent, Compacted, Done
 from whalebone.agent.store import SessionStore
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.prices import PriceTable
@@ -124,6 +125,47 @@ class Agent:
             async with aclosing(Run(self, session, config).go(task)) as events:
                 async for event in events:
                     yield event
+
+
+    async def compact(self, session_id: str, *, keep_recent: int | None = None) -> Compacted:
+        """Compact a session now, between runs: its older turns become a summary the model
+        writes on the cached prompt, the last ``keep_recent`` assistant turns (default:
+        ``config.keep_recent``) stay verbatim, and a later run continues from the result. The
+        same compaction a run makes near the context window, metered the same way.
+
+        Raises :class:`~whalebone.agent.store.SessionError` for an unknown session,
+        :class:`~whalebone.agent.store.SessionBusy` while a run writes it,
+        :class:`~whalebone.agent.compaction.NothingToCompact` when it is too short (or was
+        interrupted mid-call), :class:`~whalebone.agent.compaction.CompactionFailed` when no
+        summary could be had, and ``BudgetStopped`` when the guard refuses the summary call;
+        in every case the session is left as it was.
+        """
+        from whalebone.agent import compaction as C
+        from whalebone.agent.loop import Run
+
+        keep = self.config.keep_recent if keep_recent is None else keep_recent
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise AgentError(f"keep_recent is a whole number of turns, at least 1, not {keep!r}")
+        with self.store.open(session_id) as session:
+            config = _as_rendered(self.config, self.store.config(session_id))
+            return await C.on_demand(Run(self, session, config), keep)
+
+    def compact_sync(self, session_id: str, *, keep_recent: int | None = None) -> Compacted:
+        """:meth:`compact` for scripts with no event loop of their own."""
+        return anyio.run(lambda: self.compact(session_id, keep_recent=keep_recent))
+
+
+def _as_rendered(config: AgentConfig, stored: dict[str, Any]) -> AgentConfig:
+    """``config`` in the thinking mode the session was last rendered in: a compaction must
+    render the session as its last turn did, or the summary call misses the cache (and the
+    session's rendering is for its runs to change, not for a compaction)."""
+    rendered = stored.get("rendered_as")
+    if not isinstance(rendered, dict):
+        return config
+    mode = rendered.get("mode")
+    thinking = "chat" if mode == "chat" else "max" if rendered.get("effort") == "max" \
+        else "thinking"
+    return config.model_copy(update={"thinking": thinking})
 
 
 class _PriceFnTable(PriceTable):

@@ -9,14 +9,21 @@ the prefix cache (the whole conversation was just cached by the previous turn).
 The store stays append-only: a compaction is recorded as a marker message (role ``compaction``)
 naming what was kept, and :func:`effective_history` replays markers to rebuild the conversation a
 resumed run sees. Markers never reach the codec.
+
+There is one compaction, :func:`compact`: the loop calls it as a prompt nears the context window
+(:func:`near_limit`), and ``Agent.compact`` calls it on demand (:func:`on_demand`), so both write
+the same marker, keep the same bytes and meter the summary call the same way (``kind=
+"compaction"``, cleared by the budget guard first).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from whalebone.agent.events import AgentEvent, Warning
+from whalebone.agent.agent import AgentError
+from whalebone.agent.events import AgentEvent, Compacted, Warning
 from whalebone.agent.generate import Generation
 from whalebone.dsml.parser import CompletionParser
 from whalebone.dsml.untrusted import neutralise
@@ -80,19 +87,35 @@ def marker(head: int, keep_from: int, summary_msg: dict[str, Any]) -> dict[str, 
     return {"role": "compaction", "head": head, "keep_from": keep_from, "summary": summary_msg}
 
 
-async def compact(run: Run) -> AsyncIterator[AgentEvent]:
+class CompactionError(AgentError):
+    """A compaction asked for on demand that did not happen; the session is as it was."""
+
+
+class NothingToCompact(CompactionError):
+    """Too few turns are old enough to compact (or the last turn's calls await results)."""
+
+
+class CompactionFailed(CompactionError):
+    """The summary call failed (an engine error) or wrote no usable summary."""
+
+
+async def compact(run: Run, keep_recent: int) -> AsyncIterator[AgentEvent]:
     """Compact ``run``'s conversation in place: ask for the summary on the cached prompt,
-    store the marker, and reset the transcript to head + summary + recent turns. On any failure
-    the conversation is left as it was, with a warning."""
-    cut = cut_point(run.history, run.cfg.keep_recent)
+    store the marker, and reset the transcript to head + summary + recent turns; the figures
+    for the :class:`Compacted` report are left in ``run.pending_compaction``.
+
+    The one implementation, for the loop near the context window (:func:`near_limit`) and for
+    ``Agent.compact`` alike. Yields the summary call's :class:`UsageReport`; raises
+    :class:`NothingToCompact` or :class:`CompactionFailed` with the conversation, the
+    transcript and the store as they were (a budget refusal propagates as ``BudgetStopped``).
+    """
+    cut = cut_point(run.history, keep_recent)
     if cut is None:
-        yield Warning(kind="context_full", message="the prompt is near the context window "
-                      "but too few turns are old enough to compact")
-        return
+        raise NothingToCompact(f"too few turns to compact: it needs more than {keep_recent} "
+                               "assistant turns after the task, and there are "
+                               f"{_turns(run.history)}")
     before = list(run.history)
-    last = run.last
-    hit_before = last.cache_hit_tokens / last.prompt_tokens if last and last.prompt_tokens \
-        else 0.0
+    hit_before = _hit_rate_before(run)
     run.transcript.append({"role": "user", "content": SUMMARY_REQUEST})
     run.transcript.render()  # merges into the unsent last turn: nothing cached is lost
     gen = Generation()
@@ -103,6 +126,9 @@ async def compact(run: Run) -> AsyncIterator[AgentEvent]:
             parser.feed(delta)
     except EngineError as e:
         failure = f"no summary: {e}"
+    except BaseException:  # cancelled or refused by the budget: the conversation stays whole
+        run.transcript.reset(before)
+        raise
     if not failure:
         parser.close()
         yield run._usage("compaction", gen)
@@ -111,8 +137,7 @@ async def compact(run: Run) -> AsyncIterator[AgentEvent]:
     if failure:
         run.transcript.reset(before)
         run.transcript.render()
-        yield Warning(kind="compaction_failed", message=failure)
-        return
+        raise CompactionFailed(failure)
     head = head_length(before)
     new, summary_msg = compacted(before, cut, neutralise(parser.result.content.strip()))
     marker_seq = run.session.next_seq
@@ -129,3 +154,54 @@ async def compact(run: Run) -> AsyncIterator[AgentEvent]:
         "tokens_before": gen.prompt_tokens, "hit_rate_before": hit_before,
         "summary_hit_rate": gen.cache_hit_tokens / gen.prompt_tokens if gen.prompt_tokens
         else 0.0, "kept_prefix_chars": kept}
+
+
+async def near_limit(run: Run) -> AsyncIterator[AgentEvent]:
+    """The loop's compaction as a prompt nears the context window: :func:`compact`, with
+    a refusal or a failure turned into a warning (the run goes on with what it has)."""
+    try:
+        async for event in compact(run, run.cfg.keep_recent):
+            yield event
+    except NothingToCompact:
+        yield Warning(kind="context_full", message="the prompt is near the context window "
+                      "but too few turns are old enough to compact")
+    except CompactionFailed as e:
+        yield Warning(kind="compaction_failed", message=str(e))
+
+
+async def on_demand(run: Run, keep_recent: int) -> Compacted:
+    """Compact a stored session between runs (``Agent.compact``): take up its conversation,
+    then :func:`compact` it. ``run`` holds the session open, so no run writes it meanwhile."""
+    run.load()
+    answered = {m.get("tool_call_id") for m in run.history if m.get("role") == "tool"}
+    last = next((m for m in reversed(run.history) if m.get("role") == "assistant"), None)
+    if last is not None and any(tc["id"] not in answered for tc in last.get("tool_calls") or ()):
+        # The loop closes such calls when it resumes (and may re-run one); compacting must
+        # neither run tools nor ask for a summary of a turn that has not finished.
+        raise NothingToCompact(f"session {run.session.id} was interrupted with tool calls "
+                               "awaiting results: resume it before compacting")
+    run.transcript.render()
+    run.estimate = run._count(run.transcript.text)
+    async with aclosing(compact(run, keep_recent)) as events:
+        async for _ in events:
+            pass  # the summary call's usage is in the store (and the budget ledger) already
+    stats, run.pending_compaction = run.pending_compaction, None
+    assert stats is not None  # compact() either raised or left its figures
+    return Compacted(**stats, tokens_after=run.estimate)
+
+
+def _turns(history: list[dict[str, Any]]) -> int:
+    head = head_length(history)
+    return sum(1 for m in history[head:] if m.get("role") == "assistant")
+
+
+def _hit_rate_before(run: Run) -> float:
+    """The cache hit rate of the last turn before the compaction: this run's, or (for a
+    compaction between runs) the last one the store recorded."""
+    last = run.last
+    if last is not None:
+        return last.cache_hit_tokens / last.prompt_tokens if last.prompt_tokens else 0.0
+    turns = [u for u in run.session.store.usage(run.session.id) if u.kind != "compaction"]
+    if not turns or not turns[-1].prompt_tokens:
+        return 0.0
+    return turns[-1].cache_hit_tokens / turns[-1].prompt_tokens

@@ -80,16 +80,17 @@ class Warning(BaseModel):
 
 
 class Compacted(BaseModel):
-    """A compaction: what it saved, and the cache hit rate either side of it (reported after
-    the first turn that follows it)."""
+    """A compaction: what it saved, and the cache hit rate either side of it. A run reports it
+    after the first turn that follows; ``Agent.compact`` (on demand, between runs) reports it
+    at once, with ``tokens_after`` counted and ``hit_rate_after`` None (no turn has followed)."""
 
     type: Literal["compacted"] = "compacted"
     messages_before: int
     messages_after: int
     tokens_before: int  # prompt tokens of the conversation that was compacted
-    tokens_after: int  # prompt tokens of the first turn after it
+    tokens_after: int  # prompt tokens of the first turn after it (on demand: of the new prompt)
     hit_rate_before: float  # of the last turn before the compaction
-    hit_rate_after: float  # of the first turn after it
+    hit_rate_after: float | None = None  # of the first turn after it; None until there is one
     summary_hit_rate: float  # of the summary call itself
     kept_prefix_chars: int  # prompt characters that stayed byte-identical (system, tools, task)
 

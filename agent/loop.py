@@ -100,14 +100,19 @@ class Run:
 
     # --- the loop ------------------------------------------------------------------------
 
-    async def go(self, task: str | None) -> AsyncIterator[AgentEvent]:
+    def load(self) -> None:
+        """Take up the stored conversation, compaction markers applied (what a run, or a
+        compaction on demand, continues from)."""
         for seq, msg in C.effective_history(self.session.messages()):
             self.history.append(msg)
             self.seqs.append(seq)
+        if self.history:
+            self.transcript.append(*self.history)
+
+    async def go(self, task: str | None) -> AsyncIterator[AgentEvent]:
+        self.load()
         if not self.history:
             self._commit(self._system_message())
-        else:
-            self.transcript.append(*self.history)
         brk = mode_change(self.session, self.cfg, self.history, self.transcript)
         if brk is not None:
             yield brk
@@ -265,7 +270,7 @@ class Run:
         self.estimate = self._estimate(render.text, render.prefix_break is None)
         window = getattr(self.agent.engine, "context_window", 1_048_576)
         if self.estimate + self.cfg.max_tokens >= self.cfg.compact_at * window:
-            async for event in C.compact(self):  # older turns become a summary
+            async for event in C.near_limit(self):  # older turns become a summary
                 yield event
         parser = CompletionParser(self.cfg.mode, tools=self.schemas)
         gen = Generation()

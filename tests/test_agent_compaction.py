@@ -6,17 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-from agent_kit import agent, call, file_tools, say
+import pytest
+from agent_kit import agent, call, events_of, file_tools, say
 
+from whalebone.agent import AgentError, BudgetStopped, SessionBusy, SessionError
 from whalebone.agent.compaction import (
     SUMMARY_HEADER,
     SUMMARY_REQUEST,
+    CompactionFailed,
+    NothingToCompact,
     cut_point,
     effective_history,
     head_length,
 )
 from whalebone.agent.events import Compacted, Done, UsageReport, Warning
 from whalebone.dsml import tokens as T
+from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import GenerationRequest
 from whalebone.engine.scripted import ScriptedEngine
 
@@ -107,3 +112,131 @@ def test_cut_point_keeps_recent_turns_and_needs_old_ones() -> None:
     assert cut is not None and history[cut]["tool_calls"][0]["id"] == "c3"
     assert cut_point(history, keep_recent=5) is None
     assert T.EOS not in SUMMARY_REQUEST
+
+
+# --- on demand: Agent.compact ----------------------------------------------------------------
+
+SUMMARY = "SUMMARY: I counted the lines of the log four times; it is empty."
+
+
+def on_demand_agent(tmp_path: Path, turns: int = 4, **config: object):
+    """A finished session of ``turns`` tool turns and an answer, on an engine that writes
+    summaries and then answers whatever comes next."""
+    done_turns: list[int] = []
+
+    def reply(req: GenerationRequest) -> str:
+        assert req.prompt is not None
+        if SUMMARY_REQUEST in req.prompt[-len(SUMMARY_REQUEST) - 200:]:
+            return say(SUMMARY)
+        done_turns.append(1)
+        if len(done_turns) > turns:
+            return say(f"Answer {len(done_turns) - turns}: the log is empty.")
+        return call(("count_lines", {}), reasoning=f"Counting, pass {len(done_turns)}.")
+
+    engine = ScriptedEngine(reply)
+    a = agent(engine, tmp_path, tools=file_tools(tmp_path), loop_limit=1000, max_tokens=200,
+              keep_recent=2, **config)
+    done = a.run_sync(TASK)
+    assert done.reason == "answer"
+    return engine, a, done.session_id
+
+
+def test_compacting_on_demand_keeps_the_head_bytes_and_summarises_on_the_cached_prompt(
+        tmp_path: Path) -> None:
+    engine, a, sid = on_demand_agent(tmp_path)
+    last_prompt = engine.requests[-1].prompt
+    raw_before = a.store.messages(sid)
+    c = a.compact_sync(sid)
+    assert isinstance(c, Compacted) and c.hit_rate_after is None  # no turn has followed yet
+    summary_req = engine.requests[-1].prompt
+    # The summary is asked for at the end of the last turn's prompt (its completion included).
+    assert summary_req.startswith(last_prompt) and SUMMARY_REQUEST in summary_req[
+        len(last_prompt):]
+    # A cache hit on everything the last turn read and wrote; only the request itself is new.
+    *_, last_turn, summary_call = a.store.usage(sid)
+    assert summary_call.kind == "compaction" and last_turn.kind == "turn"
+    assert summary_call.cache_hit_tokens >= last_turn.prompt_tokens + last_turn.completion_tokens \
+        - 1  # the end-of-sentence token an engine stops on without returning
+    assert summary_call.cache_miss_tokens < engine.count_tokens(SUMMARY_REQUEST) + 10
+    assert c.summary_hit_rate == summary_call.cache_hit_tokens / summary_call.prompt_tokens
+    assert c.hit_rate_before == last_turn.cache_hit_tokens / last_turn.prompt_tokens > 0.9
+    assert c.messages_after < c.messages_before and 0 < c.tokens_after < c.tokens_before
+    raw = a.store.messages(sid)
+    assert raw[:len(raw_before)] == raw_before  # append-only: one marker added, nothing edited
+    (mark,) = raw[len(raw_before):]
+    assert mark["role"] == "compaction" and SUMMARY in mark["summary"]["content"]
+
+    engine.requests.clear()
+    events = events_of(a, "Once more?", session_id=sid)
+    done = events[-1]
+    assert done.answer == "Answer 2: the log is empty.", done
+    assert not [e for e in events if isinstance(e, Warning)]  # no prefix break, no mode change
+    resumed = engine.requests[0].prompt
+    head = last_prompt[:last_prompt.index(TASK) + len(TASK)]  # BOS, system, tools, task
+    assert resumed.startswith(head) and c.kept_prefix_chars >= len(head)
+    assert SUMMARY_HEADER + SUMMARY in resumed
+    # The recent turns verbatim (pass 4, then the answer), the older ones gone.
+    assert "Counting, pass 4." in resumed and "Counting, pass 3." not in resumed
+    assert "Answer 1: the log is empty." in resumed
+    view = [m for _, m in effective_history(a.store.messages(sid))]
+    assert view[-1] == {"role": "assistant", "content": "Answer 2: the log is empty.",
+                        "reasoning_content": "Done thinking."}
+
+
+def test_compact_on_demand_goes_through_the_budget_guard(tmp_path: Path) -> None:
+    from whalebone.budget.guard import BudgetGuard, BudgetPolicy
+
+    _, a, sid = on_demand_agent(tmp_path)
+    a.budget = BudgetGuard(tmp_path / "ledger.db")
+    c = a.compact_sync(sid)
+    state = a.budget.ledger.state(f"session:{sid}")
+    (record,) = [u for u in a.store.usage(sid) if u.kind == "compaction"]
+    assert state.spent_tokens == record.prompt_tokens + record.completion_tokens > 0
+    assert state.reserved_usd == 0 and c.tokens_before == record.prompt_tokens
+
+    engine2, b, sid2 = on_demand_agent(tmp_path / "denied")
+    b.budget = BudgetGuard(tmp_path / "denied" / "ledger.db",
+                           policy=BudgetPolicy(session_tokens=100, on_cap="deny"))
+    raw, calls = b.store.messages(sid2), len(engine2.requests)
+    with pytest.raises(BudgetStopped):
+        b.compact_sync(sid2)
+    assert b.store.messages(sid2) == raw and len(engine2.requests) == calls  # nothing spent
+
+
+def test_compact_on_demand_refuses_unknown_busy_short_and_interrupted_sessions(
+        tmp_path: Path) -> None:
+    engine, a, sid = on_demand_agent(tmp_path, turns=2)
+    calls = len(engine.requests)
+    with pytest.raises(SessionError, match="no session"):
+        a.compact_sync("nosuchsession")
+    with a.store.open(sid), pytest.raises(SessionBusy):
+        a.compact_sync(sid)
+    with pytest.raises(NothingToCompact, match="too few turns"):
+        a.compact_sync(sid, keep_recent=3)  # three assistant turns: none old enough
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(AgentError, match="keep_recent"):
+            a.compact_sync(sid, keep_recent=bad)  # type: ignore[arg-type]
+    assert len(engine.requests) == calls  # no refusal asked the model anything
+    assert not any(m.get("role") == "compaction" for m in a.store.messages(sid))
+
+    # A session killed while a call was running: its results are the next run's to settle.
+    with a.store.open(sid) as session:
+        session.append({"role": "user", "content": "count again"},
+                       {"role": "assistant", "content": "", "tool_calls": [
+                           {"id": "call_x", "type": "function",
+                            "function": {"name": "count_lines", "arguments": "{}"}}]})
+    with pytest.raises(NothingToCompact, match="interrupted"):
+        a.compact_sync(sid, keep_recent=1)
+    assert isinstance(NothingToCompact("x"), WhaleboneError)
+
+
+def test_a_failed_summary_leaves_the_session_as_it_was(tmp_path: Path) -> None:
+    _, a, sid = on_demand_agent(tmp_path)
+    raw = a.store.messages(sid)
+    a.engine = ScriptedEngine(["I will not stop writing"])  # no EOS: cut off, not a summary
+    with pytest.raises(CompactionFailed, match="no usable summary"):
+        a.compact_sync(sid)
+    a.engine = ScriptedEngine([])  # the engine fails outright
+    with pytest.raises(CompactionFailed, match="no summary"):
+        a.compact_sync(sid)
+    assert a.store.messages(sid) == raw
