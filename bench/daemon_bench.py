@@ -1,7 +1,7 @@
 """Daemon benchmark: what the daemon adds to a job, what an idle heartbeat costs, and how fast
 the SQLite queue moves.
 
-    .venv/bin/python bench/daemon_bench.py [--jobs 40] [--ticks 500] [--files 1000]
+    .venv/bin/python bench/daemon_bench.py [--jobs 40] [--ticks 500] [--files 1000] [--idle 10]
 
 1. Overhead per job: the same one-turn task run ``--jobs`` times with ``Agent.run`` directly
    and through the daemon's path (submit to the queue, claim, ``JobRunner.run``: session
@@ -11,6 +11,7 @@ the SQLite queue moves.
    change, beside a plain schedule on the same period whose jobs are finished between ticks.
    Reports CPU per tick and the jobs (each at least one model call) each submitted.
 3. The queue: submissions and claims per second (each its own committed transaction).
+4. An idle daemon (a real subprocess, default config, no jobs): CPU per second and memory.
 """
 
 from __future__ import annotations
@@ -138,11 +139,46 @@ def queue_rates(root: Path, n: int = 2000) -> None:
     print(f"3. queue of {n}: {submit:,.0f} submissions/s · {claim:,.0f} claims/s")
 
 
+def idle_daemon(root: Path, seconds: float) -> None:
+    """A real ``whalebone daemon`` with nothing to do: CPU it burns while idle."""
+    import json as _json
+    import subprocess
+
+    home = root / "idle"
+    home.mkdir()
+    (home / "daemon.toml").write_text("port = 0\n")
+    env = {**os.environ, "WHALEBONE_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "whalebone.agent.cli", "daemon"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "daemon.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _json.loads((home / "daemon.json").read_text())["pid"] == proc.pid
+        time.sleep(1.0)  # past start-up
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before = cpu()
+        time.sleep(seconds)
+        used = cpu() - before
+        rss = next(line.split()[1] for line in Path(f"/proc/{proc.pid}/status").read_text()
+                   .splitlines() if line.startswith("VmRSS"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(f"4. idle daemon over {seconds:g} s: {used * 1e3:.0f} ms CPU "
+          f"({used / seconds:.2%} of a core), {int(rss) / 1024:.0f} MiB resident")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--jobs", type=int, default=40)
     p.add_argument("--ticks", type=int, default=500)
     p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--idle", type=float, default=10.0, help="seconds to watch an idle daemon")
     args = p.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,6 +188,7 @@ def main() -> int:
         job_overhead(root / "a", args.jobs)
         idle_heartbeat(root / "b", args.ticks, args.files)
         queue_rates(root)
+        idle_daemon(root, args.idle)
     return 0
 
 
