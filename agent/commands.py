@@ -4,6 +4,7 @@
     whalebone sessions list
     whalebone sessions show ID
     whalebone sessions resume ID ["TASK"]
+    whalebone sessions compact ID [--keep-recent N] [--engine SPEC] [--json]
 
 ``run`` streams a readable transcript (reasoning, text, tool calls and results, warnings) and
 ends with a usage line: tokens, cache hit rate, price and the session id. ``--json`` prints the
@@ -19,6 +20,8 @@ Exit codes (also in ``whalebone run --help``):
     5  no engine: the engine cannot be opened (no checkpoint, missing extra, bad spec, no key)
     6  the session is being written by another process
     130  interrupted (Ctrl-C); the session can be resumed
+
+``sessions compact``: see :mod:`whalebone.agent.compact_command`.
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = sessions.add_subparsers(dest="sessions_command", metavar="ACTION")
     ls = ssub.add_parser("list", help="sessions, most recent first")
-    _store_options(ls)
+    store_options(ls)
     ls.set_defaults(handler=cmd_list)
     show = ssub.add_parser("show", help="a session's messages and usage")
     show.add_argument("session")
-    _store_options(show)
+    store_options(show)
     show.set_defaults(handler=cmd_show)
     resume = ssub.add_parser("resume", help="continue a session (after a stop or a crash)",
                              epilog=EXIT_HELP,
@@ -81,22 +84,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     resume.add_argument("task", nargs="?", help="a new message for the agent (optional)")
     _run_options(resume)
     resume.set_defaults(handler=cmd_resume)
+    from whalebone.agent.compact_command import register_compact
+
+    register_compact(ssub)
 
 
-def _store_options(p: argparse.ArgumentParser) -> None:
+def store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="settings TOML (default: "
                    "$WHALEBONE_HOME/config.toml or ~/.whalebone/config.toml)")
     p.add_argument("--store", metavar="DB", help="session database (default: "
                    "~/.whalebone/sessions.db)")
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
-    _store_options(p)
+def engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", metavar="SPEC", help="bundled (default) | bundled:PATH | "
                    "deepseek[:MODEL] | vllm:URL | sglang:URL | whalebone:URL | openai:URL | "
                    "router:FILE.toml | random:PRESET | scripted:FILE.json "
                    "(or $WHALEBONE_ENGINE, or engine = … in the config)")
     p.add_argument("--model", help="model name, for engines that need one (openai:URL)")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    store_options(p)
+    engine_options(p)
     p.add_argument("--workspace", metavar="DIR", help="the directory the file and shell tools "
                    "work in (default: the current one)")
     p.add_argument("--thinking", choices=["chat", "thinking", "max"], help="thinking mode")
@@ -109,7 +119,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the answer and usage line")
 
 
-def _fail(message: str, code: int) -> int:
+def fail(message: str, code: int) -> int:
     print(f"whalebone: {message}", file=sys.stderr)
     return code
 
@@ -156,7 +166,7 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
 
             memory = MemoryHome().attach(args.memory, who=f"agent:{config.name}")
     except (WhaleboneError, ValueError) as e:
-        return _fail(str(e), EXIT_CODES["usage"])
+        return fail(str(e), EXIT_CODES["usage"])
     spec = args.engine or settings.engine
     options = dict(settings.engine_options)
     if args.model:
@@ -164,7 +174,7 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     try:
         engine = open_engine_spec(spec, options)
     except EngineError as e:
-        return _fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
+        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
     agent = Agent(engine, tools=tools, store=store, config=config, budget=budget,
                   memory=memory)
     if session_id is None:  # made here so that an interrupted run can name it
@@ -185,14 +195,14 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         done = anyio.run(main)
     except KeyboardInterrupt:
         print(file=sys.stderr)
-        return _fail("interrupted; resume with: whalebone sessions resume "
+        return fail("interrupted; resume with: whalebone sessions resume "
                      f"{session_id}", EXIT_CODES["cancelled"])
     except SessionBusy as e:
-        return _fail(str(e), EXIT_CODES["busy"])
+        return fail(str(e), EXIT_CODES["busy"])
     except SessionError as e:
-        return _fail(str(e), EXIT_CODES["usage"])
+        return fail(str(e), EXIT_CODES["usage"])
     except EngineError as e:
-        return _fail(str(e), EXIT_CODES["no_engine"])
+        return fail(str(e), EXIT_CODES["no_engine"])
     if done is None:
         return EXIT_CODES["error"]
     return EXIT_CODES.get(done.reason, 1)
@@ -261,9 +271,9 @@ class _Printer:
         elif kind == "warning":
             print(f"\n! {event.kind}: {safe(event.message)}", file=sys.stderr)
         elif kind == "compacted":
+            after = "?" if event.hit_rate_after is None else f"{event.hit_rate_after:.0%}"
             self._write(f"\n[compacted: {event.tokens_before} → {event.tokens_after} prompt "
-                        f"tokens, cache hits {event.hit_rate_before:.0%} → "
-                        f"{event.hit_rate_after:.0%}]\n")
+                        f"tokens, cache hits {event.hit_rate_before:.0%} → {after}]\n")
 
     def _end(self, done: Any) -> None:
         if self.quiet and done.answer:
@@ -302,7 +312,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         info = store.info(args.session)
     except SessionError as e:
-        return _fail(str(e), EXIT_CODES["usage"])
+        return fail(str(e), EXIT_CODES["usage"])
     print(f"session {info.id} · {safe(info.title)} · {info.status} · agent {info.agent}")
     for _, msg in effective_history(store.messages(info.id)):
         role = msg.get("role")
@@ -332,5 +342,5 @@ def _store(args: argparse.Namespace) -> Any:
         settings = load_settings(args.config)
         return SessionStore(args.store or settings.store_path)
     except WhaleboneError as e:
-        _fail(str(e), EXIT_CODES["usage"])
+        fail(str(e), EXIT_CODES["usage"])
         return None
