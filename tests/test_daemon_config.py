@@ -58,6 +58,11 @@ task = "Check CI."
     ("[[schedule]]\nname = 'a'\ntask = 't'\nevery = 1\n[[schedule]]\nname = 'a'\ntask = 't'\n"
      "every = 2", "unique"),
     ("engine = ", "cannot read"),
+    ("[budget]\nsesion_usd = 1.0", "unknown keys"),  # a typo must not drop a limit
+    ("[budget]\nsession_usd = -1", "session_usd"),
+    ("[budget]\nauditor = 3", "auditor"),
+    ("[agent]\nmax_step = 3", "unknown keys"),
+    ("[shell]\ndefault = 'sometimes'", "default"),
 ])
 def test_a_bad_config_is_a_clear_error(tmp_path: Path, text: str, needle: str) -> None:
     with pytest.raises(DaemonConfigError, match=needle):

@@ -159,3 +159,25 @@ def test_a_budget_stop_ends_the_job_and_stops_its_schedule(tmp_path: Path) -> No
     state = s.queue.schedule_state("digest")
     assert state.status == "stopped" and state.reason == done.message
     assert s.store.usage(done.session_id) == []  # stopped before spending
+
+
+def test_an_auditor_engine_from_the_config_decides_a_frozen_jobs_extension(tmp_path: Path
+                                                                           ) -> None:
+    from whalebone.budget.auditor import TOOL_NAME
+    from whalebone.budget.ledger import Ledger
+    from whalebone.budget.records import DecisionBook
+    from whalebone.dsml import emit_completion
+
+    verdict = emit_completion("", reasoning="Steady progress, no errors.", tool_calls=[
+        (TOOL_NAME, {"decision": "approve", "amount": 2000,
+                     "reason": "Each step appended a line without errors."})])
+    auditor = write_script(tmp_path / "auditor.json", [verdict])
+    s = Setup(tmp_path, agent={"date_in_task": False, "max_tokens": 64}, budget={
+        "session_tokens": 700, "max_step_tokens": 5000, "auditor": auditor})
+    job = s.queue.submit("Append three lines.")
+    s.run()
+    done = s.queue.get(job.id)
+    assert done.status == "done" and s.lines() == ["line-0", "line-1", "line-2"]
+    decisions = DecisionBook(Ledger(s.config.ledger_path)).decisions()
+    assert [d.decision for d in decisions] == ["approve"]
+    assert decisions[0].decider.startswith("auditor:replay") and decisions[0].amount == 2000

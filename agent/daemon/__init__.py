@@ -46,7 +46,8 @@ Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads 
     session_usd = 0.50                      # per job (a job is one session; run_* limits
                                             # start afresh each time a job is resumed)
     global_day_usd = 5.0
-    on_cap = "human"                        # frozen until approved over the API (default)
+    on_cap = "human"                        # frozen until decided over the API (the default;
+    # auditor = "deepseek:deepseek-v4-pro"  # with an auditor engine, on_cap is "auditor")
 
     [[schedule]]
     name = "issues"

@@ -124,7 +124,27 @@ class DaemonConfig(BaseModel):
             raise ValueError(f"schedule names must be unique: {sorted(dup)}")
         if self.tools not in ("builtin", "none") and ":" not in self.tools:
             raise ValueError(f"tools = {self.tools!r}: builtin, none or module:function")
+        self._check_tables()
         return self
+
+    def _check_tables(self) -> None:
+        """[agent], [shell] and [budget] checked now, at start or reload, not when a job runs:
+        a misspelt budget key silently ignored would be a limit silently missing."""
+        from whalebone.agent.config import AgentConfig
+        from whalebone.budget.policy import BudgetPolicy
+        from whalebone.tools.shell import ShellPolicy
+
+        budget = {k: v for k, v in self.budget.items() if k not in ("ledger", "auditor")}
+        for table, model, values in (("agent", AgentConfig, self.agent),
+                                     ("shell", ShellPolicy, self.shell),
+                                     ("budget", BudgetPolicy, budget)):
+            unknown = sorted(set(values) - set(model.model_fields))
+            if unknown:
+                raise ValueError(f"[{table}] has unknown keys {unknown}")
+            model.model_validate(values)
+        auditor = self.budget.get("auditor")
+        if auditor is not None and (not isinstance(auditor, str) or not auditor):
+            raise ValueError("[budget] auditor must be an engine spec")
 
     # --- paths ------------------------------------------------------------------------------
 

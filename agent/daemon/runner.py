@@ -74,10 +74,12 @@ class JobRunner:
             raise WhaleboneError(f"tools = {kind!r} cannot be loaded: {e}") from None
         return factory(workspace)
 
-    def _guard(self, schedule: ScheduleConfig | None) -> Any | None:
-        """The budget guard for a job: the daemon's policy, plus the schedule's own scopes."""
+    async def _guard(self, schedule: ScheduleConfig | None) -> Any | None:
+        """The budget guard for a job: the daemon's policy, plus the schedule's own scopes.
+        ``[budget] auditor = SPEC`` has that engine decide extensions (on_cap "auditor")."""
         budget = dict(self.config.budget)
         budget.pop("ledger", None)
+        auditor_spec = budget.pop("auditor", None)
         limited = schedule is not None and any(
             v is not None for v in (schedule.budget_usd, schedule.budget_tokens,
                                     schedule.day_usd, schedule.day_tokens))
@@ -89,11 +91,17 @@ class JobRunner:
         key = schedule.name if schedule is not None and limited else ""
         guard = self._guards.get(key)
         if guard is None:
-            policy = BudgetPolicy.model_validate({"on_cap": "human", **budget})
+            auditor = None
+            if auditor_spec:
+                from whalebone.budget.auditor import Auditor
+
+                auditor = Auditor(await self.engines.open(auditor_spec, {}))
+            policy = BudgetPolicy.model_validate(
+                {"on_cap": "auditor" if auditor else "human", **budget})
             if schedule is not None and limited:
                 extra = (*policy.extra_scopes, f"schedule:{schedule.name}")
                 policy = policy.model_copy(update={"extra_scopes": extra})
-            guard = BudgetGuard(self.config.ledger_path, policy=policy)
+            guard = BudgetGuard(self.config.ledger_path, policy=policy, auditor=auditor)
             self._guards[key] = guard
         if schedule is not None and limited:
             ledger = guard.ledger
@@ -159,7 +167,9 @@ class JobRunner:
         try:
             config = self._agent_config(job)
             tools = self._tools()
-            guard = self._guard(schedule)
+            guard = await self._guard(schedule)
+        except EngineError as e:
+            return "failed", "no_engine", f"cannot open the auditor's engine: {e}", "", 0
         except (WhaleboneError, ValueError) as e:
             return "failed", "bad_config", str(e), "", 0
         sid = job.session_id
