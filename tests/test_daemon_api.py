@@ -46,7 +46,8 @@ def test_health_needs_no_token_and_every_other_endpoint_does(daemon: DaemonProc)
     validate(r.json(), "Health")
     for method, path in (("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/x"),
                          ("GET", "/jobs/x/events"), ("POST", "/jobs/x/cancel"),
-                         ("POST", "/jobs/x/budget"), ("GET", "/schedules"),
+                         ("POST", "/jobs/x/budget"), ("POST", "/jobs/x/retry"),
+                         ("GET", "/schedules"),
                          ("POST", "/schedules/x/resume")):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
             r = httpx.request(method, daemon.url + path, headers=headers, json={})
@@ -118,6 +119,7 @@ def test_not_json_unknown_jobs_and_endpoints_answer_error_json(daemon: DaemonPro
         r = daemon.client.get(path)
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert daemon.client.post("/jobs/nope/cancel").status_code == 404
+    assert daemon.client.post("/jobs/nope/retry").status_code == 404
     r = daemon.client.get("/nowhere")
     assert r.status_code == 404
     validate(r.json(), "Error")
@@ -189,3 +191,13 @@ def test_a_denied_extension_ends_the_job_with_the_budget_reason(daemon: DaemonPr
     assert r.status_code == 200
     done = daemon.wait_job(job["id"])
     assert done["status"] == "budget" and "not today" in done["message"]
+    # Retried, it resumes its session, freezes at the same cap again, and can be approved.
+    r = daemon.client.post(f"/jobs/{job['id']}/retry")
+    assert r.status_code == 200
+    validate(r.json(), "Job")
+    wait_for(lambda: daemon.job(job["id"])["pending_budget"], 60, "the cap again")
+    daemon.client.post(f"/jobs/{job['id']}/budget", json={"decision": "approve"})
+    again = daemon.wait_job(job["id"])
+    assert again["status"] == "done" and again["session_id"] == done["session_id"]
+    r = daemon.client.post(f"/jobs/{job['id']}/retry")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_retryable"

@@ -147,3 +147,22 @@ def test_prune_deletes_old_finished_jobs_and_their_events_only(queue: JobQueue) 
     assert queue.prune(older_than=0) == 1
     assert [j.id for j in queue.list()] == [waiting.id]
     assert queue.events(old.id) == []
+
+
+def test_only_a_job_that_stopped_can_be_retried(queue: JobQueue) -> None:
+    job = queue.submit("a")
+    with pytest.raises(JobError, match="is queued"):
+        queue.retry(job.id)
+    queue.claim()
+    with pytest.raises(JobError, match="is running"):
+        queue.retry(job.id)
+    queue.finish(job.id, "budget", reason="budget", message="budget stop")
+    again = queue.retry(job.id)
+    assert (again.status, again.reason, again.message, again.finished) == ("queued", "", "",
+                                                                           None)
+    queue.claim()
+    queue.finish(job.id, "done")
+    with pytest.raises(JobError, match="is done"):
+        queue.retry(job.id)
+    with pytest.raises(JobError, match="no job"):
+        queue.retry("nope")

@@ -181,3 +181,22 @@ def test_an_auditor_engine_from_the_config_decides_a_frozen_jobs_extension(tmp_p
     decisions = DecisionBook(Ledger(s.config.ledger_path)).decisions()
     assert [d.decision for d in decisions] == ["approve"]
     assert decisions[0].decider.startswith("auditor:replay") and decisions[0].amount == 2000
+
+
+def test_a_budget_stopped_job_retried_after_a_raise_resumes_where_it_stopped(tmp_path: Path
+                                                                            ) -> None:
+    from whalebone.budget.ledger import Ledger, Limit
+
+    s = Setup(tmp_path, agent={"date_in_task": False, "max_tokens": 64},
+              budget={"session_tokens": 700, "on_cap": "deny"})
+    job = s.queue.submit("Append three lines.")
+    s.run()
+    stopped = s.queue.get(job.id)
+    assert stopped.status == "budget" and s.lines() == ["line-0"]
+    Ledger(s.config.ledger_path).set_limit(Limit(scope=f"session:{stopped.session_id}",
+                                                 max_tokens=100_000))  # a person raises it
+    assert s.queue.retry(job.id).status == "queued"
+    s.run()
+    done = s.queue.get(job.id)
+    assert done.status == "done" and done.session_id == stopped.session_id
+    assert s.lines() == ["line-0", "line-1", "line-2"]  # continued, nothing repeated

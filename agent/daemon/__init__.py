@@ -21,6 +21,7 @@ daemon.token)``; the OpenAPI document at ``GET /openapi.json``)::
     curl -s -H "Authorization: Bearer $TOKEN" -d '{"task": "…"}' localhost:8765/jobs
     curl -sN -H "Authorization: Bearer $TOKEN" localhost:8765/jobs/ID/events      # SSE
     curl -s -H "Authorization: Bearer $TOKEN" -X POST localhost:8765/jobs/ID/cancel
+    curl -s -H "Authorization: Bearer $TOKEN" -X POST localhost:8765/jobs/ID/retry   # resume
     curl -s -H "Authorization: Bearer $TOKEN" -d '{"decision": "approve", "amount": 0.5}' \\
          localhost:8765/jobs/ID/budget                  # a frozen job's budget extension
 
@@ -62,6 +63,10 @@ Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads 
     every = "10m"
     check = "git rev-parse origin/main"     # heartbeat on a command's output
     task = "If CI on main is red, find the failing test and propose a fix."
+
+A job that stopped (its budget, a step limit, a failure, a cancel) can be queued again with
+``whalebone jobs retry ID`` or ``POST /jobs/ID/retry``: it resumes its session where it
+stopped, e.g. after ``whalebone budget set session:SID --usd 2``.
 
 Finished jobs and their events stay in the job database until ``whalebone jobs prune --days
 N`` (their sessions stay in the session store).

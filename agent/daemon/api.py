@@ -11,6 +11,8 @@
                                          ``end`` event once the job is finished
 ``POST /jobs/{id}/cancel``               cancel (queued: at once; running: at once, committed
                                          steps kept) → Job
+``POST /jobs/{id}/retry``                queue a stopped, budget-stopped, failed or cancelled
+                                         job again: it resumes its session → Job
 ``POST /jobs/{id}/budget``               ``{"decision": "approve"|"deny", "amount"?, "reason"?}``
                                          decides the job's pending budget extension(s)
 ``GET  /schedules``                      every configured schedule with its state
@@ -142,6 +144,17 @@ class ControlApi:
         self.daemon.log("job_cancel_requested", job=job.id, status=job.status)
         return JSONResponse(job_json(job))
 
+    async def retry(self, request: Request) -> Response:
+        self._auth(request)
+        self._job(request.path_params["id"])
+        try:
+            job = self.daemon.queue.retry(request.path_params["id"])
+        except JobError as e:
+            raise ApiError(409, str(e), code="not_retryable") from None
+        self.daemon.log("job_retried", job=job.id, session=job.session_id or None)
+        self.daemon.wake()
+        return JSONResponse(job_json(job))
+
     async def budget(self, request: Request) -> Response:
         """A person's decision on the job's frozen budget extension (the same transaction as
         ``whalebone budget approve|deny``)."""
@@ -234,6 +247,7 @@ ROUTES = [
     ("/jobs/{id}", "show", ["GET"]),
     ("/jobs/{id}/events", "events", ["GET"]),
     ("/jobs/{id}/cancel", "cancel", ["POST"]),
+    ("/jobs/{id}/retry", "retry", ["POST"]),
     ("/jobs/{id}/budget", "budget", ["POST"]),
     ("/schedules", "schedules", ["GET"]),
     ("/schedules/{name}/resume", "resume_schedule", ["POST"]),

@@ -5,6 +5,7 @@
     whalebone jobs list [--status S] [--json]
     whalebone jobs show ID [--events] [--json]
     whalebone jobs cancel ID
+    whalebone jobs retry ID
     whalebone jobs prune --days N
     whalebone jobs schedules [--json]
 
@@ -66,6 +67,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cancel.add_argument("job")
     _config_option(cancel)
     cancel.set_defaults(handler=cmd_cancel)
+    retry = jsub.add_parser("retry", help="queue a stopped, budget-stopped, failed or "
+                            "cancelled job again (it resumes its session)")
+    retry.add_argument("job")
+    _config_option(retry)
+    retry.set_defaults(handler=cmd_retry)
     prune = jsub.add_parser("prune", help="delete finished jobs older than --days (their "
                             "sessions are kept)")
     _config_option(prune)
@@ -205,6 +211,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"{job.id}: cancelling (the daemon stops it within a moment)")
     else:
         print(f"{job.id}: {job.status}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    try:
+        job = _queue(args).retry(args.job)
+    except WhaleboneError as e:
+        return _fail(str(e))
+    print(f"{job.id}: queued again (session {job.session_id or '-'})")
     return 0
 
 

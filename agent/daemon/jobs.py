@@ -265,6 +265,22 @@ class JobQueue:
                 db.execute("UPDATE jobs SET cancel = 1, updated = ? WHERE id = ?", (now, jid))
         return self.get(jid)
 
+    def retry(self, jid: str) -> Job:
+        """Queue a job that stopped (budget, limit, failure, cancel) again: it resumes its
+        session where it stopped, e.g. after its budget was raised. A finished job, or one
+        still queued or running, is refused."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (jid,)).fetchone()
+            if row is None:
+                raise JobError(f"no job {jid!r}")
+            if row[0] not in ("stopped", "budget", "failed", "cancelled"):
+                raise JobError(f"job {jid} is {row[0]}: only a stopped, budget-stopped, failed "
+                               "or cancelled job can be retried")
+            db.execute("UPDATE jobs SET status = 'queued', reason = '', message = '', "
+                       "cancel = 0, finished = NULL, updated = ? WHERE id = ?", (now, jid))
+        return self.get(jid)
+
     def cancel_requested(self, ids: list[str]) -> list[str]:
         if not ids:
             return []

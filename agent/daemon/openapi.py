@@ -161,6 +161,12 @@ def openapi_document() -> dict[str, Any]:
                           **_ERRORS}}},
         "/jobs/{id}/cancel": {"post": {"summary": "cancel a job", "parameters": _ID,
                                        "responses": {"200": _ok("Job"), **_ERRORS}}},
+        "/jobs/{id}/retry": {"post": {
+            "summary": "queue a stopped, budget-stopped, failed or cancelled job again; it "
+                       "resumes its session where it stopped", "parameters": _ID,
+            "responses": {"200": _ok("Job"),
+                          "409": {"description": "done, queued or running", **_json("Error")},
+                          **_ERRORS}}},
         "/jobs/{id}/budget": {"post": {
             "summary": "approve or deny the job's pending budget extension", "parameters": _ID,
             "requestBody": {"required": True, **_json("BudgetDecision")},
