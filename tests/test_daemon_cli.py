@@ -37,6 +37,11 @@ def test_submit_list_show_and_cancel_without_a_daemon(home: Path,
     assert "cancelled" in capsys.readouterr().out
     assert main(["jobs", "list", "--status", "queued"]) == 0
     assert capsys.readouterr().out == ""
+    assert main(["jobs", "retry", jid]) == 0
+    assert "queued again" in capsys.readouterr().out
+    assert main(["jobs", "retry", jid]) == 2  # already queued
+    assert "only a stopped" in capsys.readouterr().err
+    assert main(["jobs", "cancel", jid]) == 0
     assert main(["jobs", "prune", "--days", "0"]) == 0
     assert capsys.readouterr().out.startswith("1 finished jobs deleted")
     assert main(["jobs", "show", jid]) == 2
