@@ -1,0 +1,126 @@
+"""The auditor family: budget extension requests and the decision a sound policy makes.
+
+The policy is the fixed rule of ``bench/budget_eval.py`` (deny on a loop, on no new information
+lately, on mostly failing tools, or on the same failing commands with nothing changed; otherwise
+approve). The oracle's reasoning walks through those four checks with the numbers read from the
+request, so the model learns to look at the facts that decide, then calls ``decide_budget``.
+Approvals ask for the maximum step shown in the request.
+
+Training requests come from the case generator ``bench/data/budget_cases_make.py`` run with other
+seeds; the held-out requests are the labelled cases shipped in ``bench/data/budget_cases.jsonl``,
+never trained on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import statistics
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from whalebone.budget.policy import BaseRates, ExtensionRequest, RunFacts
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.nano.tasks import Step, Task
+
+BENCH_DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
+
+
+class AuditDataError(WhaleboneError):
+    """The budget case generator or the held-out cases are not where a checkout keeps them."""
+
+
+@cache
+def _maker() -> ModuleType:
+    path = BENCH_DATA / "budget_cases_make.py"
+    spec = importlib.util.spec_from_file_location("_budget_cases_make", path)
+    if spec is None or spec.loader is None or not path.exists():
+        raise AuditDataError(f"no budget case generator at {path} (a source checkout has it)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def policy(facts: RunFacts) -> tuple[str, str, str]:
+    """The rule's decision, the checks that lead to it and the one-sentence reason."""
+    recent = facts.new_info_per_step[-3:]
+    info = statistics.mean(recent) if recent else 1.0
+    last = [c.exit_status for c in facts.commands[-5:]]
+    stuck = bool(last) and all(s not in (0, None) for s in last) and not facts.files_changed
+    checks = (f"identical calls {facts.repeated_identical_calls}; new information lately "
+              f"{' '.join(f'{x:.2f}' for x in recent) or 'none'}; error rate "
+              f"{facts.tool_error_rate:.0%}; failing with nothing changed: "
+              f"{'yes' if stuck else 'no'}.")
+    if facts.repeated_identical_calls >= 5:
+        why = f"The run repeated one identical call {facts.repeated_identical_calls} times: " \
+              "it is looping."
+    elif recent and info < 0.1:
+        why = f"The last steps brought almost no new information ({info:.2f} on average)."
+    elif facts.tool_error_rate > 0.5:
+        why = f"Most tool calls fail (error rate {facts.tool_error_rate:.0%})."
+    elif stuck:
+        why = "The same commands keep failing and no file has changed."
+    else:
+        return "approve", checks, "Progress is steady."
+    return "deny", checks, why
+
+
+def request_of(case: dict[str, Any]) -> ExtensionRequest:
+    return ExtensionRequest(
+        request_id=case["id"], session_id="bench", run_id=case["id"], agent="coder",
+        kind="turn", scope=case["scope"], unit=case["unit"], limit=case["limit"],
+        spent=case["spent"], in_flight=0.0, needed=case["needed"], max_step=case["max_step"],
+        extensions_so_far=0, facts=RunFacts.model_validate(case["facts"]),
+        base_rates=BaseRates.model_validate(case["base_rates"]))
+
+
+def task_of(case: dict[str, Any]) -> Task:
+    request = request_of(case)
+    decision, checks, reason = policy(request.facts)
+    amount = request.max_step if decision == "approve" else 0
+    call = ("decide_budget", {"decision": decision, "amount": amount, "reason": reason})
+    step = Step(f"{checks} {decision.capitalize()}.", [call])
+    return Task("auditor", [], [[step]], expect_answer=[decision], case=case)
+
+
+def generated_cases(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` cases from the bench's generator, drawn with ``seed`` (not the shipped seed 7)."""
+    mk = _maker()
+    rng = random.Random(f"auditor:{seed}")
+    patterns = ([("productive", p) for p in ("converging", "steady", "explore_then_build",
+                                             "nearly_done")]
+                + [("doomed", p) for p in ("loop", "failing_unchanged", "tool_errors",
+                                           "wandering")])
+    cases = []
+    for i in range(n):
+        label, pattern = rng.choice(patterns)
+        task = mk.TASKS[rng.randrange(len(mk.TASKS))]
+        hard = rng.random() < 0.35
+        make = mk.productive if label == "productive" else mk.doomed
+        facts = {"task": task[0], "task_kind": task[1], **make(rng, pattern, task, hard)}
+        facts["elapsed_s"] = round(facts["elapsed_s"], 1)
+        limit = rng.choice([0.5, 1.0, 2.0, 5.0, 0.25])
+        spent = round(limit * rng.uniform(0.97, 0.999), 6)
+        turn = round(spent * rng.uniform(0.3, 0.9), 6)
+        facts["spend_by_kind"] = {"turn": turn, "retry": round(spent - turn, 6)}
+        cases.append({"id": f"gen-{seed}-{i}", "label": label, "pattern": pattern, "hard": hard,
+                      "scope": f"run:gen{i}", "unit": "usd", "limit": limit, "spent": spent,
+                      "needed": round(rng.uniform(0.01, 0.05), 4), "max_step": limit / 2,
+                      "facts": facts, "base_rates": mk.base_rates(rng, task[1])})
+    return cases
+
+
+def held_out_cases() -> list[dict[str, Any]]:
+    path = BENCH_DATA / "budget_cases.jsonl"
+    if not path.exists():
+        raise AuditDataError(f"no held-out budget cases at {path}")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def audit_tasks(n: int, seed: int) -> list[Task]:
+    """Seed 0 is the held-out split (the shipped cases, ``n`` at most); others are generated."""
+    cases = held_out_cases()[:n] if seed == 0 else generated_cases(n, seed)
+    return [task_of(c) for c in cases]

@@ -1,0 +1,65 @@
+"""Write a checkpoint's ``MODEL_CARD.md`` from its config, training log and evaluation.
+
+    python -m whalebone.engine.nano.card --checkpoint DIR --eval eval.json [--machine TEXT]
+
+``eval.json`` is what ``bench/nano_eval.py --json`` writes. The card template is ``card.md``
+beside this module; every figure in it comes from the files, none is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from whalebone.engine.weights import read_config
+
+TEMPLATE = Path(__file__).with_name("card.md")
+
+
+def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machine: str) -> str:
+    cfg = read_config(folder)
+    args = log["args"]
+    rows = "\n".join(
+        f"| {e['family']} | {e['tasks']} | {e['well_formed']:.1%} | {e['right_call']:.1%} | "
+        f"{e['correct']:.1%} |" for e in evals)
+    audit = next((e for e in evals if e["family"] == "auditor"), None)
+    note = ("" if audit is None else
+            f"The auditor's decisions agree with the policy on {audit['correct']:.1%} of the "
+            f"held-out cases and with the cases' productive/doomed labels on "
+            f"{audit['label_agreement']:.1%} (the policy itself, a fixed rule, is not perfect "
+            "on the hard cases).")
+    command = (f"python -m whalebone.engine.nano.train --out DIR --minutes {args['minutes']:g} "
+               f"--per-family {args['per_family']}")
+    size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return TEMPLATE.read_text(encoding="utf-8").format(
+        params_m=log["parameters"] / 1e6, layers=cfg.n_layers,
+        ratios=", ".join(map(str, cfg.compress_ratios[:cfg.n_layers])),
+        experts=cfg.n_routed_experts, active=cfg.n_activated_experts, hc=cfg.hc_mult,
+        heads=cfg.n_heads, head_dim=cfg.head_dim, dim=cfg.dim, vocab=cfg.vocab_size,
+        size_mb=size / 1e6, examples=log["examples"], command=command,
+        steps=log["final_step"], batch=args["batch"], tokens=log.get("tokens", 0),
+        minutes=log.get("train_seconds", log.get("seconds_so_far", 0)) / 60, machine=machine,
+        data_s=log.get("data_seconds", 0), lr=args["lr"], seed=args["seed"],
+        final_loss=log["steps"][-1]["loss"] if log["steps"] else float("nan"),
+        per_family=evals[0]["tasks"] if evals else 0, rows=rows, auditor_note=note)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write MODEL_CARD.md for a nano checkpoint.")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--eval", type=Path, required=True, help="bench/nano_eval.py --json output")
+    p.add_argument("--machine", default="a shared 2-core CPU (torch, one thread)")
+    args = p.parse_args(argv)
+    log = json.loads((args.checkpoint / "train_log.json").read_text(encoding="utf-8"))
+    evals = json.loads(args.eval.read_text(encoding="utf-8"))
+    text = render(args.checkpoint, log, evals, args.machine)
+    (args.checkpoint / "MODEL_CARD.md").write_text(text, encoding="utf-8")
+    print(f"wrote {args.checkpoint / 'MODEL_CARD.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

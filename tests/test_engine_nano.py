@@ -1,0 +1,179 @@
+"""whalebone-nano: the data is what the runtime renders, the split holds, training lowers the
+loss, and the shipped checkpoint loads and answers through the real agent loop."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import random
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from whalebone.dsml import tokens as T  # noqa: E402
+from whalebone.dsml.tokenizer import load_tokenizer  # noqa: E402
+from whalebone.engine.nano import data as D  # noqa: E402
+from whalebone.engine.nano.audit import held_out_cases, policy, request_of  # noqa: E402
+from whalebone.engine.nano.tasks import FAMILIES, make_tasks  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _render(family: str, n: int = 2, seed: int = 3) -> list[D.Example]:
+    async def main(tmp: Path) -> list[D.Example]:
+        out = []
+        for task in make_tasks(family, n, seed):
+            out += await D.render_task(task, tmp, random.Random(0))
+        return out
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return anyio.run(main, Path(tmp))
+
+
+def _recorded_prompts(task: Any, tmp: Path) -> list[str]:
+    """The prompts the real loop sends for ``task`` when the engine answers like the oracle."""
+    from whalebone.agent.agent import Agent
+    from whalebone.agent.config import AgentConfig
+    from whalebone.agent.store import SessionStore
+    from whalebone.engine.scripted import ScriptedEngine
+
+    D.write_workspace(tmp, task.files)
+    engine = ScriptedEngine([D.completion(s) for s in task.steps[0]])
+    agent = Agent(engine, tools=D.nano_tools(tmp), store=SessionStore(tmp / "s.db"),
+                  config=AgentConfig())
+
+    async def main() -> None:
+        async for _ in agent.stream(task.sessions[0]):
+            pass
+
+    anyio.run(main)
+    return [r.prompt or "" for r in engine.requests]
+
+
+@pytest.mark.parametrize("family", ["arithmetic", "read_file", "list_dir", "write_file"])
+def test_training_text_is_byte_for_byte_what_the_agent_loop_renders(family: str,
+                                                                    tmp_path: Path) -> None:
+    task = make_tasks(family, 1, 5)[0]
+    example = _render(family, 1, 5)[0]
+    prompts = _recorded_prompts(task, tmp_path)
+    # Before each assistant piece, the text so far is the prompt the engine got (the date in
+    # the user turn is redrawn in training data, so compare with it masked).
+    text = example.head
+    seen = 0
+    for piece, mine in example.pieces:
+        if mine:
+            assert D._DATE.sub("D", text) == D._DATE.sub("D", prompts[seen])
+            seen += 1
+        text += piece
+    assert seen == len(prompts) == len(task.steps[0])
+
+
+def test_loss_covers_only_what_the_model_wrote() -> None:
+    for ex in _render("memory", 1) + _render("auditor", 2):
+        for piece, mine in ex.pieces:
+            if mine:
+                assert piece.endswith(T.EOS) and T.USER not in piece
+            else:
+                assert piece.startswith(T.USER) and T.EOS not in piece
+                assert piece.endswith(T.THINK_START)  # thinking mode: the model starts there
+
+
+def test_pieces_tokenize_as_the_whole_prompt_does() -> None:
+    tok = load_tokenizer()
+    for ex in _render("read_file", 2) + _render("auditor", 1):
+        whole = tok.encode(ex.head + "".join(p for p, _ in ex.pieces))
+        assert whole == tok.encode(ex.head) + [i for p, _ in ex.pieces for i in tok.encode(p)]
+
+
+def test_memory_recall_happens_in_a_fresh_session_that_finds_the_stored_fact() -> None:
+    remember, recall = _render("memory", 1)
+    assert "memory" in remember.head and remember.head == recall.head
+    assert "File created successfully" in "".join(p for p, _ in remember.pieces)
+    stored = "".join(p for p, _ in recall.pieces)
+    assert "I will remember" not in stored  # the second session starts empty
+    assert "match(es)" in stored
+
+
+def test_held_out_tasks_never_reach_training() -> None:
+    held = D.held_out_keys(20)
+    train = [t for f in FAMILIES if f != "auditor" for t in make_tasks(f, 40, D.TRAIN_SEED)]
+    assert any(D.task_key(t) in held for t in train)  # the filter has work to do (chat)
+    built = D.build(40, held_out=20, families=("chat",))
+    rendered = {ex.pieces[0][0].split(T.USER)[1].split("\n\n[today")[0] for ex in built}
+    held_chat = {t.sessions[0] for t in make_tasks("chat", 20, D.HELD_OUT_SEED)}
+    assert not rendered & held_chat
+    with pytest.raises(D.DataError):
+        D.build(1, seed=D.HELD_OUT_SEED)
+
+
+def test_auditor_oracle_follows_the_bench_rule_on_every_shipped_case() -> None:
+    path = ROOT / "bench" / "budget_eval.py"
+    spec = importlib.util.spec_from_file_location("_budget_eval", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for case in held_out_cases():
+        request = request_of(case)
+        assert policy(request.facts)[0] == bench.rule(request.facts, request.max_step).decision
+
+
+def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
+    from whalebone.engine.bundled import BundledEngine
+    from whalebone.engine.nano import train as TR
+
+    data = tmp_path / "data.jsonl"
+    D.save(_render("chat", 2) + _render("arithmetic", 1), data)
+    args = TR.parse(["--out", str(tmp_path / "ckpt"), "--data", str(data),
+                     "--batch", "3", "--max-steps", "8", "--lr", "3e-3", "--warmup", "1",
+                     "--log-every", "1", "--minutes", "5"])
+    log = TR.train(args)
+    losses = [s["loss"] for s in log["steps"]]
+    assert losses[-1] < losses[0] * 0.8
+    engine = BundledEngine.from_checkpoint(tmp_path / "ckpt", use_cache=False, progress=False)
+    assert engine.vocab.size == engine.cfg.vocab_size
+
+
+def test_train_command_rejects_bad_arguments() -> None:
+    from whalebone.engine.nano import train as TR
+
+    with pytest.raises(SystemExit):
+        TR.parse(["--minutes", "3"])  # no --out
+    assert isinstance(TR.parse(["--out", "x"]), argparse.Namespace)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Any:
+    from whalebone.engine.bundled import BundledEngine
+
+    return BundledEngine.default(use_cache=False, progress=False)
+
+
+def test_shipped_checkpoint_loads_within_the_size_limit(shipped: Any) -> None:
+    from whalebone.engine.bundled import CHECKPOINT_DIR
+
+    size = sum(p.stat().st_size for p in CHECKPOINT_DIR.glob("*.safetensors"))
+    assert size <= 25_000_000
+    assert (CHECKPOINT_DIR / "MODEL_CARD.md").is_file()
+    assert shipped.vocab.size == shipped.cfg.vocab_size < shipped.vocab.v4_vocab_size
+
+
+def test_shipped_model_calls_the_calculator_on_a_held_out_question(shipped: Any,
+                                                                  tmp_path: Path) -> None:
+    from whalebone.engine.base import GenerationRequest
+
+    task = make_tasks("arithmetic", 1, D.HELD_OUT_SEED)[0]
+    prompt = _recorded_prompts(task, tmp_path)[0]
+
+    async def greedy() -> str:
+        done = await shipped.generate(GenerationRequest(prompt=prompt, max_tokens=80,
+                                                        stop=[T.EOS]))
+        return done.text
+
+    text = anyio.run(greedy)
+    assert T.THINK_END in text and '<｜DSML｜invoke name="calculator">' in text
