@@ -42,6 +42,7 @@ def test_submit_list_show_and_cancel_without_a_daemon(home: Path,
     assert main(["jobs", "retry", jid]) == 2  # already queued
     assert "only a stopped" in capsys.readouterr().err
     assert main(["jobs", "cancel", jid]) == 0
+    assert capsys.readouterr().out == f"{jid}: cancelled\n"
     assert main(["jobs", "prune", "--days", "0"]) == 0
     assert capsys.readouterr().out.startswith("1 finished jobs deleted")
     assert main(["jobs", "show", jid]) == 2
