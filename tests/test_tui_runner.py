@@ -10,6 +10,7 @@ import anyio
 import pytest
 from tui_support import answer, make_runner
 
+from whalebone.agent import AgentConfig
 from whalebone.budget.ledger import Actual, Ledger, Limit, day_scope
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.memory import MemoryHome
@@ -128,9 +129,21 @@ def test_the_scopes_shown_are_this_chats_capped_ones(tmp_path: Path) -> None:
     assert state.spent_usd == 0.5
 
 
-def test_compacting_on_demand_is_refused_clearly_when_the_agent_cannot(tmp_path: Path) -> None:
-    runner = make_runner(tmp_path, [])
-    if hasattr(runner.agent(), "compact"):
-        pytest.skip("this agent compacts on demand; the app test covers it")
-    with pytest.raises(ChatEngineError, match="compacts by itself"):
+def test_compacting_on_demand_needs_a_session_and_reports_what_it_saved(
+        tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, [answer("One."), answer("Two."), answer("SUMMARY: two.")],
+                         config=AgentConfig(keep_recent=1))
+    with pytest.raises(ChatEngineError, match="no session"):
         anyio.run(runner.compact)
+
+    async def two_turns() -> None:
+        for text in ("first", "second"):
+            async for _ in runner.turn(text):
+                pass
+
+    anyio.run(two_turns)
+    report = anyio.run(runner.compact)
+    assert (report.messages_before, report.messages_after) == (5, 4)
+    assert runner.store.messages(runner.session_id)[-1]["role"] == "compaction"
+    with pytest.raises(WhaleboneError, match="too few turns"):
+        anyio.run(runner.compact)  # what is left is the head, the summary and one turn

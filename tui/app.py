@@ -346,12 +346,28 @@ class ChatApp(App[None]):
         if self.running or self.runner.session_id is None:
             self.notify("Compaction needs an idle session.", severity="warning")
             return
+        # A worker, like a turn: the summary is a model call, Ctrl+C cancels it.
+        self.worker = self.run_worker(self.compact_session(), group="agent",
+                                      exit_on_error=False)
+
+    async def compact_session(self) -> None:
+        self.figures.state = "compacting"
+        self.status.show()
         try:
-            await self.runner.compact()
+            report = await self.runner.compact()
+        except asyncio.CancelledError:
+            self.figures.state = "idle"
+            self.notify("Compaction cancelled: the session is as it was.")
+            return
         except WhaleboneError as e:
+            self.figures.state = "idle"
             self.notify(str(e), severity="error", timeout=8)
             return
+        finally:
+            self.status.show()
+        assert self.runner.session_id is not None
         await self.open_session(self.runner.session_id)
+        await self.transcript.feed(report)
 
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"

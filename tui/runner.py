@@ -14,7 +14,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from whalebone.agent import Agent, AgentConfig, AgentEvent, SessionStore
+from whalebone.agent import Agent, AgentConfig, AgentEvent, Compacted, SessionStore
 from whalebone.engine.prices import PriceTable
 from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
@@ -241,14 +241,13 @@ class ChatRunner:
 
     @property
     def can_compact(self) -> bool:
-        """Whether this version's agent compacts on demand (it always compacts by itself as a
-        session nears the context window)."""
-        return callable(getattr(Agent, "compact", None))
+        """Whether there is a session to compact on demand (the agent also compacts by itself
+        as a session nears the context window)."""
+        return self.session_id is not None
 
-    async def compact(self) -> None:
-        agent = self.agent()
-        compact = getattr(agent, "compact", None)
-        if compact is None:
-            raise ChatEngineError("this version's agent cannot compact on demand; it compacts "
-                                  "by itself as a session nears the context window")
-        await compact(session_id=self.session_id)
+    async def compact(self) -> Compacted:
+        """Compact the current session now: older turns become a summary the model writes on
+        the cached prompt (``Agent.compact``, metered by the budget guard like any call)."""
+        if self.session_id is None:
+            raise ChatEngineError("no session is open to compact")
+        return await self.agent().compact(self.session_id)

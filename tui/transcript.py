@@ -211,10 +211,11 @@ class TranscriptView(VerticalScroll):
                 panel.finish(event.content, is_error=event.is_error, seconds=event.seconds)
         elif isinstance(event, ev.Compacted):
             await self.close_turn()
+            after = (f"{event.hit_rate_after:.0%} after" if event.hit_rate_after is not None
+                     else f"{event.summary_hit_rate:.0%} on the summary call")
             await self.notice(f"⇣ compacted: {event.messages_before} → {event.messages_after} "
                               f"messages, {event.tokens_saved} tokens saved; cache hits "
-                              f"{event.hit_rate_before:.0%} before, {event.hit_rate_after:.0%} "
-                              "after", "info")
+                              f"{event.hit_rate_before:.0%} before, {after}", "info")
         elif isinstance(event, ev.Warning):
             await self.notice(f"⚠ {event.kind}: {event.message}", "warning")
         elif isinstance(event, ev.Done):
