@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from whalebone.agent import Agent, AgentConfig
 from whalebone.dsml import emit_completion
@@ -56,3 +58,20 @@ def agent(engine: ScriptedEngine, tmp_path: Path, tools: ToolRegistry | None = N
     config.setdefault("date_in_task", False)
     return Agent(engine, tools=tools, store=tmp_path / "sessions.db",
                  config=AgentConfig(**config))
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``whalebone ARGS`` through its entry point, without a process start (cheap checks):
+    (exit code, stdout, stderr)."""
+    from whalebone.agent.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def script(tmp_path: Path, name: str, completions: list[str]) -> str:
+    """An engine spec replaying ``completions`` from a JSON file under ``tmp_path``."""
+    path = tmp_path / name
+    path.write_text(json.dumps(completions), encoding="utf-8")
+    return f"scripted:{path}"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from agent_kit import call, say
+from agent_kit import call, in_process, say, script
 
 import whalebone
 from whalebone.agent.cli import main
@@ -23,19 +23,6 @@ def whalebone_cmd(*args: str, home: Path, timeout: float = 120) -> subprocess.Co
     env.pop("WHALEBONE_ENGINE", None)
     return subprocess.run([sys.executable, "-m", "whalebone.agent.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The same command through the same entry point, without a process start (cheap checks)."""
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def script(tmp_path: Path, name: str, completions: list[str]) -> str:
-    path = tmp_path / name
-    path.write_text(json.dumps(completions), encoding="utf-8")
-    return f"scripted:{path}"
 
 
 def test_run_streams_a_transcript_and_ends_with_a_usage_line(

@@ -10,25 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from agent_kit import call, say
+from agent_kit import call, say, script
+from agent_kit import in_process as cli
 
-from whalebone.agent.cli import main
 from whalebone.agent.compaction import SUMMARY_HEADER, effective_history
 from whalebone.agent.store import SessionStore
 
 SUMMARY = "SUMMARY: listed the directory and read a.txt and b.txt; both say hi."
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def script(tmp_path: Path, name: str, completions: list[str]) -> str:
-    path = tmp_path / name
-    path.write_text(json.dumps(completions), encoding="utf-8")
-    return f"scripted:{path}"
 
 
 @pytest.fixture

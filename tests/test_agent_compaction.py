@@ -240,3 +240,24 @@ def test_a_failed_summary_leaves_the_session_as_it_was(tmp_path: Path) -> None:
     with pytest.raises(CompactionFailed, match="no summary"):
         a.compact_sync(sid)
     assert a.store.messages(sid) == raw
+
+
+def test_a_cancelled_compaction_leaves_the_session_whole_and_free(tmp_path: Path) -> None:
+    from whalebone.budget.guard import BudgetGuard
+
+    _, a, sid = on_demand_agent(tmp_path)
+    raw, usage = a.store.messages(sid), a.store.usage(sid)
+    a.budget = BudgetGuard(tmp_path / "ledger.db")
+    a.engine = ScriptedEngine([say(SUMMARY)], delay=0.05)  # slow: cancelled mid-summary
+
+    async def cancel_midway() -> bool:
+        with anyio.move_on_after(0.3) as scope:
+            await a.compact(sid)
+        return scope.cancelled_caught
+
+    assert anyio.run(cancel_midway)
+    assert a.store.messages(sid) == raw and a.store.usage(sid) == usage
+    state = a.budget.ledger.state(f"session:{sid}")
+    assert state.reserved_usd == 0 and state.reserved_tokens == 0  # the reservation released
+    a.engine = ScriptedEngine([say(SUMMARY)])
+    assert a.compact_sync(sid).messages_after < len(raw)  # the session was not left locked
