@@ -94,3 +94,16 @@ def test_the_token_is_made_once_private_and_then_reused(tmp_path: Path,
     assert control_token(cfg) == "from-env"
     given = load_config(write(tmp_path, f'home = "{tmp_path}"\ntoken = "given"'))
     assert control_token(given) == "given"
+
+
+def test_the_documented_example_config_loads(tmp_path: Path) -> None:
+    import whalebone.agent.daemon as daemon
+
+    doc = daemon.__doc__ or ""
+    block = doc.split("SIGHUP re-reads it)::\n", 1)[1].split("\nA job that stopped", 1)[0]
+    text = "\n".join(line[4:] for line in block.splitlines())
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.engine == "deepseek:deepseek-v4-flash" and cfg.allows_engine(
+        "deepseek:deepseek-v4-pro") and not cfg.allows_engine("deepseek:other")
+    assert [s.name for s in cfg.schedule] == ["issues", "ci"]
+    assert cfg.budget["session_usd"] == 0.5
