@@ -107,3 +107,11 @@ def test_the_documented_example_config_loads(tmp_path: Path) -> None:
         "deepseek:deepseek-v4-pro") and not cfg.allows_engine("deepseek:other")
     assert [s.name for s in cfg.schedule] == ["issues", "ci"]
     assert cfg.budget["session_usd"] == 0.5
+
+
+def test_the_default_workspace_is_under_home_never_the_current_directory(
+        tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, f'home = "{tmp_path}"'))
+    assert cfg.workspace_path == tmp_path / "workspace"
+    given = load_config(write(tmp_path, f'home = "{tmp_path}"\nworkspace = "~/repo"'))
+    assert given.workspace_path == Path("~/repo").expanduser()

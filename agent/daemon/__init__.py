@@ -29,7 +29,7 @@ Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads 
 
     engine = "deepseek:deepseek-v4-flash"   # any --engine spec; replay:FILE for demos, tests
     engines = ["deepseek:deepseek-v4-pro"]  # others a submitted job may name (no others)
-    workspace = "~/work/repo"               # where the tools work
+    workspace = "~/work/repo"               # where the tools work (default: HOME/workspace)
     tools = "builtin"                       # builtin | none | "package.module:function"
     concurrency = 2
     port = 8765                             # 127.0.0.1 only; 0 = any (see HOME/daemon.json)

@@ -99,7 +99,9 @@ class DaemonConfig(BaseModel):
     home: str = ""  # default: $WHALEBONE_HOME or ~/.whalebone
     store: str = ""  # sessions database (default: HOME/sessions.db)
     jobs: str = ""  # job queue database (default: HOME/jobs.db)
-    workspace: str = "."
+    # Where the tools work. Not the current directory by default: a service manager starts
+    # the daemon in "/", and an agent must never get the whole machine by omission.
+    workspace: str = ""  # default: HOME/workspace
     tools: str = "builtin"  # builtin | none | module:function (called with the workspace Path)
     concurrency: int = Field(2, ge=1, le=64)
     host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"  # loopback only
@@ -154,6 +156,10 @@ class DaemonConfig(BaseModel):
 
     def _path(self, value: str, default: str) -> Path:
         return Path(value).expanduser() if value else self.home_path / default
+
+    @property
+    def workspace_path(self) -> Path:
+        return self._path(self.workspace, "workspace")
 
     @property
     def store_path(self) -> Path:

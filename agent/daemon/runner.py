@@ -13,7 +13,6 @@ import importlib
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -57,7 +56,7 @@ class JobRunner:
 
     def _tools(self) -> Any:
         kind = self.config.tools
-        workspace = Path(self.config.workspace).expanduser()
+        workspace = self.config.workspace_path
         if kind == "none":
             return None
         if kind == "builtin":

@@ -136,6 +136,8 @@ class Daemon:
         except (DaemonBusy, OSError) as e:
             self.log("start_failed", level="error", message=str(e))
             return 1
+        if not self.config.workspace:
+            self.config.workspace_path.mkdir(parents=True, exist_ok=True)
         requeued, given_up = self.queue.requeue_running(self.config.max_crashes)
         self._write_address()
         self.log("started", pid=os.getpid(), url=self.url, concurrency=self.config.concurrency,
@@ -282,7 +284,7 @@ class Daemon:
         while not self.draining:
             try:
                 await self.scheduler.tick(self.config.schedule,
-                                          Path(self.config.workspace).expanduser())
+                                          self.config.workspace_path)
             except Exception as e:  # a broken schedule must not stop the others next time
                 self.log("schedule_error", level="error", message=f"{type(e).__name__}: {e}")
             await anyio.sleep(min(self.config.poll_s, 1.0))
