@@ -9,9 +9,10 @@ nearly everything), so there is no field in which narrative could travel.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import difflib
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 OnCap = Literal["auditor", "human", "deny"]
@@ -30,9 +31,12 @@ class BudgetPolicy(BaseModel):
     A limit of ``None`` leaves that scope metered but uncapped. A limit set in the ledger (by
     ``whalebone budget set`` or by an approved extension) wins over the policy's default, which
     only applies the first time a scope is seen.
+
+    Unknown keys are refused: a misspelt limit (``sesion_usd``) silently ignored would be a
+    limit silently missing.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     run_usd: float | None = Field(None, ge=0)
     run_tokens: int | None = Field(None, ge=0)
@@ -58,6 +62,19 @@ class BudgetPolicy(BaseModel):
     # reserves them at the hit price, as spend is normally bounded; not trusting it reserves
     # them at the miss price, so that even an eviction can never take a scope past its limit.
     trust_cache: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        # extra="forbid" alone would refuse them too; this names the key a typo meant.
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                hints = [f"{k!r}: did you mean {m[0]!r}?" for k in unknown
+                         if (m := difflib.get_close_matches(k, cls.model_fields, n=1))]
+                hint = f" ({'; '.join(hints)})" if hints else ""
+                raise ValueError(f"unknown keys {unknown} in the budget policy{hint}")
+        return data
 
 
 @dataclass(frozen=True)

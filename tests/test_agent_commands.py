@@ -83,6 +83,9 @@ def test_exit_codes_for_limits_bad_engines_and_unknown_sessions(
     (tmp_path / "bad.toml").write_text("engine = [")
     code, _, err = in_process(capsys, "run", "x", "--config", str(tmp_path / "bad.toml"))
     assert code == 2 and "cannot read the config file" in err
+    (tmp_path / "typo.toml").write_text("[budget]\nsesion_usd = 0.5\n")  # would mean no limit
+    code, _, err = in_process(capsys, "run", "x", "--config", str(tmp_path / "typo.toml"))
+    assert code == 2 and "sesion_usd" in err and "session_usd" in err
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     help_text = capsys.readouterr().out

@@ -130,20 +130,21 @@ class DaemonConfig(BaseModel):
         return self
 
     def _check_tables(self) -> None:
-        """[agent], [shell] and [budget] checked now, at start or reload, not when a job runs:
-        a misspelt budget key silently ignored would be a limit silently missing."""
+        """[agent], [shell] and [budget] checked now, at start or reload, not when a job runs.
+        BudgetPolicy refuses unknown keys itself; AgentConfig and ShellPolicy accept them (an
+        AgentConfig is read back from stored sessions), so their keys are checked here."""
         from whalebone.agent.config import AgentConfig
         from whalebone.budget.policy import BudgetPolicy
         from whalebone.tools.shell import ShellPolicy
 
-        budget = {k: v for k, v in self.budget.items() if k not in ("ledger", "auditor")}
         for table, model, values in (("agent", AgentConfig, self.agent),
-                                     ("shell", ShellPolicy, self.shell),
-                                     ("budget", BudgetPolicy, budget)):
+                                     ("shell", ShellPolicy, self.shell)):
             unknown = sorted(set(values) - set(model.model_fields))
             if unknown:
                 raise ValueError(f"[{table}] has unknown keys {unknown}")
             model.model_validate(values)
+        BudgetPolicy.model_validate(
+            {k: v for k, v in self.budget.items() if k not in ("ledger", "auditor")})
         auditor = self.budget.get("auditor")
         if auditor is not None and (not isinstance(auditor, str) or not auditor):
             raise ValueError("[budget] auditor must be an engine spec")
