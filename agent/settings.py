@@ -23,7 +23,6 @@ TOML file (``--config PATH``, else ``$WHALEBONE_HOME/config.toml``, else
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.base import Engine, EngineError
+from whalebone.engine.base import Engine
 
 
 class SettingsError(WhaleboneError):
@@ -79,30 +78,11 @@ def load_settings(config: str | None = None) -> Settings:
 
 
 def open_engine_spec(spec: str, options: dict[str, Any] | None = None) -> Engine:
-    """Open an engine by spec. ``scripted:FILE`` (a JSON list of completions) replays fixed
-    completions (demos, tests); every other spec goes to ``whalebone.engine.factory``."""
-    options = dict(options or {})
-    if spec.startswith("scripted:"):
-        from whalebone.engine.scripted import ScriptedEngine
+    """Open an engine by spec (``scripted:FILE`` and every other spec
+    :func:`whalebone.engine.factory.open_engine` takes) with the settings' ``engine_options``."""
+    from whalebone.engine.factory import open_engine
 
-        path = Path(spec.partition(":")[2]).expanduser()
-        try:
-            script = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise EngineError(f"cannot read the script {path}: {e}") from None
-        if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
-            raise EngineError(f"the script {path} must be a JSON list of completion strings")
-        return ScriptedEngine(script, **options)
-    try:
-        from whalebone.engine.factory import open_engine
-    except ImportError as e:  # pragma: no cover - the factory ships with whalebone
-        raise EngineError(f"no engine factory is installed: {e}") from None
-    try:
-        return open_engine(spec, **options)
-    except ImportError as e:
-        raise EngineError(f"engine {spec!r} needs a dependency that is not installed "
-                          f"({e.name}); for the bundled engine: pip install "
-                          "'whalebone[engine]'") from None
+    return open_engine(spec, **dict(options or {}))
 
 
 def open_budget(settings: Settings) -> Any | None:

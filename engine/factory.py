@@ -7,7 +7,11 @@ spec                                   engine
 ``bundled``                            the shipped checkpoint in this process (the default)
 ``bundled:PATH``                       a checkpoint folder in this process
 ``random[:PRESET]``                    random weights of a preset shape (``micro``…): tests, benches
-``scripted:FILE``                      replays a JSON list of completions (demos, tests)
+``scripted:FILE[?OPTS]``               replays completions in call order (demos, tests); FILE is
+                                       a JSON list or JSON lines (``load_script``); OPTS e.g.
+                                       ``delay=0.02&model=deepseek-v4-flash``
+``replay:FILE[?OPTS]``                 the n-th call of a session gets the n-th completion (a
+                                       resumed session continues its script: daemon demos)
 ``deepseek[:MODEL]``                   DeepSeek's API (``DEEPSEEK_API_KEY``, ``DEEPSEEK_BASE_URL``);
                                        MODEL defaults to ``deepseek-v4-flash``
 ``vllm:URL`` / ``sglang:URL``          raw completions on vLLM / SGLang (whalebone renders prompts)
@@ -41,6 +45,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from whalebone.engine.base import Engine, EngineRequestError
 
@@ -49,11 +54,18 @@ class EngineSpecError(EngineRequestError):
     """An engine spec or router file that cannot be understood."""
 
 
-KINDS = ("bundled", "random", "scripted", "deepseek", "vllm", "sglang", "whalebone", "openai",
-         "router")
+KINDS = ("bundled", "random", "scripted", "replay", "deepseek", "vllm", "sglang", "whalebone",
+         "openai", "router")
+
+
+# Options a scripted or replay spec takes after "?", with their types.
+SCRIPT_OPTIONS = {"delay": float, "delta_chars": int, "model": str, "name": str,
+                  "context_window": int}
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
+    if not spec.strip():
+        raise EngineSpecError("an engine spec is empty")
     kind, sep, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind not in KINDS:
@@ -69,6 +81,10 @@ def open_engine(spec: str = "bundled", **options: Any) -> Engine:
         return _open(kind, arg, spec, options)
     except TypeError as e:  # an option the engine does not take
         raise EngineSpecError(f"engine {spec!r}: {e}") from None
+    except ImportError as e:  # torch for the bundled engine, an HTTP client, …
+        raise EngineSpecError(f"engine {spec!r} needs a dependency that is not installed "
+                              f"({e.name}); for the bundled engine: pip install "
+                              "'whalebone[engine]'") from None
 
 
 def _url(arg: str | None, spec: str) -> str:
@@ -88,8 +104,8 @@ def _open(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Eng
         from whalebone.engine.bundled import BundledEngine
 
         return BundledEngine.random(arg or "micro", **options)
-    if kind == "scripted":
-        return _scripted(arg, spec, options)
+    if kind in ("scripted", "replay"):
+        return _scripted(kind, arg, spec, options)
     if kind == "deepseek":
         from whalebone.engine.clients.deepseek import DeepSeekEngine
 
@@ -112,19 +128,32 @@ def _open(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Eng
     return open_router(arg, **options)
 
 
-def _scripted(arg: str | None, spec: str, options: dict[str, Any]) -> Engine:
-    from whalebone.engine.scripted import ScriptedEngine
+def _script_options(query: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        kind = SCRIPT_OPTIONS.get(key)
+        if kind is None:
+            known = ", ".join(SCRIPT_OPTIONS)
+            raise EngineSpecError(f"unknown scripted-engine option {key!r} (known: {known})")
+        try:
+            options[key] = kind(values[-1])
+        except ValueError:
+            raise EngineSpecError(f"option {key}={values[-1]!r} is not a {kind.__name__}"
+                                  ) from None
+    return options
 
-    if not arg:
-        raise EngineSpecError(f"engine {spec!r} needs a file: scripted:FILE.json")
-    path = Path(arg).expanduser()
-    try:
-        script = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise EngineSpecError(f"cannot read the script {path}: {e}") from None
-    if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
-        raise EngineSpecError(f"the script {path} must be a JSON list of completion strings")
-    return ScriptedEngine(script, **options)
+
+def _scripted(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Engine:
+    from whalebone.engine.scripted import ReplayEngine, ScriptedEngine, load_script
+
+    path, _, query = (arg or "").partition("?")
+    if not path:
+        raise EngineSpecError(f"engine {spec!r} needs a file: {kind}:FILE.json")
+    options = {**options, **_script_options(query)}  # the spec's own options win
+    if kind == "replay":
+        return ReplayEngine(load_script(path, "replay script"),
+                            label=f"replay script {Path(path).expanduser()}", **options)
+    return ScriptedEngine(load_script(path), **options)
 
 
 def _entry(raw: Any, where: str) -> tuple[str, dict[str, Any]]:

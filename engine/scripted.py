@@ -5,11 +5,20 @@ tokenizer, prompt-cache hits are counted the way the bundled engine's prefix cac
 (the longest token prefix shared with an earlier request's prompt plus completion), completions
 stream in small deltas, ``max_tokens`` and stop strings are honoured, and cancellation stops the
 stream. So a loop driven by it exercises the real codec and the real token accounting.
+
+:class:`ReplayEngine` answers by the conversation instead of by arrival order: the n-th model call
+*of a session* (n counted from the assistant turns already in the prompt) gets the n-th
+completion, so a session resumed after a restart continues its script where it stopped and
+concurrent sessions do not take each other's completions. :func:`load_script` reads the files
+both take (``scripted:FILE`` and ``replay:FILE`` in ``whalebone.engine.factory``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -24,12 +33,52 @@ from whalebone.engine.base import (
     TextDelta,
     Usage,
 )
+from whalebone.engine.factory import EngineSpecError
 
 Script = Iterable[str] | Callable[[GenerationRequest], str]
 
 
 class ScriptExhausted(EngineError):
     """The script has no completion left for this request."""
+
+
+def load_script(path: str | Path, label: str = "script") -> list[str]:
+    """The completions in a script file, in order: one JSON list of completion strings, or JSON
+    lines, each a string or an object with a ``completion`` string (blank lines and lines
+    starting with ``#`` skipped). ``label`` names the file in errors ("replay script")."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EngineSpecError(f"cannot read the {label} {p}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+    if text.strip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EngineSpecError(f"the {label} {p} is not a JSON list ({e.msg})") from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise EngineSpecError(f"the {label} {p} must be a JSON list of completion strings")
+        completions: list[str] = items
+    else:
+        completions = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EngineSpecError(f"the {label} {p}:{number}: not JSON ({e.msg})") from None
+            if isinstance(item, dict) and isinstance(item.get("completion"), str):
+                item = item["completion"]
+            if not isinstance(item, str):
+                raise EngineSpecError(
+                    f"the {label} {p}:{number}: expected a JSON string or an object with a "
+                    "'completion' string (or the whole file one JSON list of completion strings)")
+            completions.append(item)
+    if not completions:
+        raise EngineSpecError(f"the {label} {p} holds no completions")
+    return completions
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -126,3 +175,23 @@ class ScriptedEngine(Engine):
                       completion_tokens=len(out_ids) + (1 if finish == "stop" else 0))
         yield Finished(finish_reason=finish, text=completion, usage=usage,  # type: ignore[arg-type]
                        engine=self.name, model=self.model)
+
+
+class ReplayEngine(ScriptedEngine):
+    """Replay ``completions`` by a session's turn: a call whose prompt already holds n
+    assistant turns gets ``completions[n]``. Untrusted text is neutralised before it enters a
+    prompt, so only real turns carry the Assistant token (the prompt ends with the one this
+    call answers)."""
+
+    def __init__(self, completions: list[str], *, label: str = "replay script",
+                 name: str = "replay", **options: Any) -> None:
+        self.completions = list(completions)
+
+        def by_turn(request: GenerationRequest) -> str:
+            turn = (request.prompt or "").count(T.ASSISTANT) - 1
+            if not 0 <= turn < len(self.completions):
+                raise ScriptExhausted(f"the {label} has no completion for model call "
+                                      f"{turn + 1} of this session")
+            return self.completions[turn]
+
+        super().__init__(by_turn, name=name, **options)

@@ -55,6 +55,19 @@ def test_scripted_spec_replays_a_json_file(tmp_path: Path) -> None:
         open_engine(f"scripted:{tmp_path / 'missing.json'}")
 
 
+def test_replay_spec_answers_by_the_sessions_turn_with_the_specs_options(tmp_path: Path) -> None:
+    script = tmp_path / "replay.jsonl"
+    script.write_text('"First.<｜end▁of▁sentence｜>"\n"Second.<｜end▁of▁sentence｜>"\n')
+    engine = open_engine(f"replay:{script}?model=m1", delay=0.5)
+    assert (engine.name, engine.model, engine.delay) == ("replay", "m1", 0.5)
+    engine.delay = 0.0
+    second = "<｜begin▁of▁sentence｜><｜User｜>a<｜Assistant｜>x<｜User｜>b<｜Assistant｜>"
+    fin = anyio.run(engine.generate, GenerationRequest(prompt=second))
+    assert fin.text == "Second."  # by turn, though it is the first call
+    with pytest.raises(EngineSpecError, match="unknown scripted-engine option 'pace'"):
+        open_engine(f"replay:{script}?pace=1")
+
+
 @pytest.mark.slow
 def test_random_spec_builds_the_bundled_engine_with_random_weights(tmp_path: Path) -> None:
     engine = open_engine("random:micro", cache_dir=tmp_path)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import anyio
 import pytest
 
 from whalebone.dsml import tokens as T
 from whalebone.dsml.tokenizer import load_tokenizer
 from whalebone.engine.base import EngineError, Finished, GenerationRequest, TextDelta
-from whalebone.engine.scripted import ScriptedEngine, ScriptExhausted
+from whalebone.engine.factory import EngineSpecError
+from whalebone.engine.scripted import ScriptedEngine, ScriptExhausted, load_script
 
 PROMPT = T.BOS + "You are terse." + T.USER + "Say hello." + T.ASSISTANT + T.THINK_START
 
@@ -80,3 +84,40 @@ def test_cancellation_stops_the_stream() -> None:
 
     got = anyio.run(go)
     assert 0 < got < 300
+
+
+def write(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_script_holds_strings_or_completion_objects_and_skips_comments(tmp_path: Path) -> None:
+    script = write(tmp_path / "s.jsonl", "# a demo", json.dumps("one"), "",
+                   json.dumps({"completion": "two", "note": "kept out"}))
+    assert load_script(script) == ["one", "two"]
+
+
+def test_a_script_may_be_one_json_list_as_the_engine_factory_takes_it(tmp_path: Path) -> None:
+    script = write(tmp_path / "s.json", json.dumps(["one", "two\nlines"], indent=2))
+    assert load_script(script) == ["one", "two\nlines"]
+    with pytest.raises(EngineSpecError, match="a JSON list of completion strings"):
+        load_script(write(tmp_path / "bad.json", json.dumps(["one", 2])))
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("{not json", "s.jsonl:2: not JSON"),
+    ("42", "s.jsonl:2: expected a JSON string"),
+    ('{"text": "x"}', "s.jsonl:2: expected a JSON string"),
+])
+def test_a_bad_script_line_is_named_by_its_number(tmp_path: Path, line: str,
+                                                   problem: str) -> None:
+    script = write(tmp_path / "s.jsonl", json.dumps("fine"), line)
+    with pytest.raises(EngineSpecError, match=problem):
+        load_script(script)
+
+
+def test_an_empty_or_missing_script_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(EngineSpecError, match="holds no completions"):
+        load_script(write(tmp_path / "empty.jsonl", "# nothing"))
+    with pytest.raises(EngineSpecError, match="cannot read"):
+        load_script(tmp_path / "absent.jsonl")

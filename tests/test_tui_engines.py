@@ -1,4 +1,5 @@
-"""Engine specs for the chat: scripted replays from a file, and clear errors."""
+"""Engine specs for the chat: scripted replays from a file, and clear errors. (The script
+file's format is the engine room's: tests/test_engine_scripted.py.)"""
 
 from __future__ import annotations
 
@@ -10,44 +11,12 @@ import pytest
 
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import Finished, GenerationRequest, TextDelta
-from whalebone.tui.engines import ChatEngineError, load_script, open_chat_engine
+from whalebone.tui.engines import ChatEngineError, open_chat_engine
 
 
 def write(path: Path, *lines: str) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def test_a_script_holds_strings_or_completion_objects_and_skips_comments(tmp_path: Path) -> None:
-    script = write(tmp_path / "s.jsonl", "# a demo", json.dumps("one"), "",
-                   json.dumps({"completion": "two", "note": "kept out"}))
-    assert load_script(script) == ["one", "two"]
-
-
-def test_a_script_may_be_one_json_list_as_the_engine_factory_takes_it(tmp_path: Path) -> None:
-    script = write(tmp_path / "s.json", json.dumps(["one", "two\nlines"], indent=2))
-    assert load_script(script) == ["one", "two\nlines"]
-    with pytest.raises(ChatEngineError, match="a JSON list of completion strings"):
-        load_script(write(tmp_path / "bad.json", json.dumps(["one", 2])))
-
-
-@pytest.mark.parametrize("line, problem", [
-    ("{not json", "s.jsonl:2: not JSON"),
-    ("42", "s.jsonl:2: expected a JSON string"),
-    ('{"text": "x"}', "s.jsonl:2: expected a JSON string"),
-])
-def test_a_bad_script_line_is_named_by_its_number(tmp_path: Path, line: str,
-                                                   problem: str) -> None:
-    script = write(tmp_path / "s.jsonl", json.dumps("fine"), line)
-    with pytest.raises(ChatEngineError, match=problem):
-        load_script(script)
-
-
-def test_an_empty_or_missing_script_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ChatEngineError, match="holds no completions"):
-        load_script(write(tmp_path / "empty.jsonl", "# nothing"))
-    with pytest.raises(ChatEngineError, match="cannot read"):
-        load_script(tmp_path / "absent.jsonl")
 
 
 def test_a_scripted_spec_replays_its_file_with_the_options_given(tmp_path: Path) -> None:

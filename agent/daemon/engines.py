@@ -1,12 +1,9 @@
 """Engines for jobs, opened once per spec and shared by the jobs that name it.
 
-Every spec ``whalebone run --engine`` takes works here (``whalebone.agent.settings``), plus one
-for demos and tests of a daemon: ``replay:FILE``, a JSON list of completions where the n-th
-model call *of a session* gets the n-th completion (n counted from the assistant turns already
-in the prompt). Unlike ``scripted:FILE``, which hands completions out in the order calls
-arrive, a replay is a function of the conversation, as a real model is: a session resumed after
-a restart continues its script where it stopped, and concurrent jobs do not take each other's
-completions.
+Every spec ``whalebone.engine.factory.open_engine`` takes works here, ``replay:FILE`` among
+them (made for daemon demos and tests: the n-th model call *of a session* gets the n-th
+completion, so a session resumed after a restart continues its script and concurrent jobs do
+not take each other's completions; see ``whalebone.engine.scripted.ReplayEngine``).
 """
 
 from __future__ import annotations
@@ -15,32 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from whalebone.dsml import tokens as T
-from whalebone.engine.base import Engine, EngineError, GenerationRequest
+from whalebone.engine.base import Engine, EngineError
 
 
 def replay_engine(path: str | Path, **options: Any) -> Engine:
-    from whalebone.engine.scripted import ScriptedEngine
+    """The ``replay:FILE`` engine for ``path``."""
+    from whalebone.engine.factory import open_engine
 
-    file = Path(path).expanduser()
-    try:
-        script = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise EngineError(f"cannot read the replay script {file}: {e}") from None
-    if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
-        raise EngineError(f"the replay script {file} must be a JSON list of completion strings")
-
-    def completion(request: GenerationRequest) -> str:
-        # Untrusted text is neutralised before it enters a prompt, so only real turns carry
-        # the Assistant token; the prompt ends with the one this call answers.
-        turn = (request.prompt or "").count(T.ASSISTANT) - 1
-        if not 0 <= turn < len(script):
-            raise EngineError(f"the replay script {file} has no completion for model call "
-                              f"{turn + 1} of this session")
-        return script[turn]
-
-    options.setdefault("name", "replay")
-    return ScriptedEngine(completion, **options)
+    return open_engine(f"replay:{path}", **options)
 
 
 class Engines:
@@ -74,12 +53,10 @@ class Engines:
 
     @staticmethod
     def _make(spec: str, options: dict[str, Any]) -> Engine:
-        if spec.startswith("replay:"):
-            return replay_engine(spec.partition(":")[2], **options)
-        from whalebone.agent.settings import open_engine_spec
+        from whalebone.engine.factory import open_engine
 
         try:
-            return open_engine_spec(spec, options)
+            return open_engine(spec, **options)
         except EngineError:
             raise
         except (OSError, ValueError, RuntimeError) as e:  # a checkpoint that will not load
