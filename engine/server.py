@@ -23,7 +23,6 @@ from contextlib import aclosing
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -46,6 +45,7 @@ from whalebone.engine.http import (
     EventStream,
     Ticket,
     check_bearer,
+    exception_handlers,
     read_json_object,
     sse,
     unless_disconnected,
@@ -220,20 +220,8 @@ class Server:
         return JSONResponse(openapi_document(self.model))
 
     def app(self) -> Starlette:
-        async def api_error(_: Request, exc: Exception) -> Response:
-            assert isinstance(exc, ApiError)
-            return exc.response()
-
-        async def http_error(_: Request, exc: Exception) -> Response:
-            assert isinstance(exc, HTTPException)
-            message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
-            return ApiError(exc.status_code, message.get(exc.status_code, str(exc.detail)),
-                            code="not_found" if exc.status_code == 404 else None).response()
-
-        async def internal(_: Request, exc: Exception) -> Response:
+        def internal(exc: Exception) -> None:
             log.exception("whalebone serve: unhandled error", exc_info=exc)
-            return ApiError(500, f"internal error: {type(exc).__name__}",
-                            code="internal_error").response()
 
         routes = [
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
@@ -242,9 +230,7 @@ class Server:
             Route("/health", self.health, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
-        app = Starlette(routes=routes, exception_handlers={ApiError: api_error,
-                                                           HTTPException: http_error,
-                                                           Exception: internal})
+        app = Starlette(routes=routes, exception_handlers=exception_handlers(internal))
         app.state.server = self
         return app
 
