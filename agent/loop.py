@@ -130,14 +130,23 @@ class Run:
             yield self._done("answer", message="nothing to do: the session has no open task")
             return
         self.session.set_status("running")
-        status = "error"
+        status = "error"  # an exception out of the loop: a failure
+        ended = False
         try:
             async for event in self._steps():
                 if isinstance(event, Done):
                     status = "done" if event.reason == "answer" else event.reason
+                    ended = True
                 yield event
-        except (anyio.get_cancelled_exc_class(), GeneratorExit):
-            status = "cancelled"  # GeneratorExit: the consumer closed the stream (a TUI's Ctrl+C)
+        except Exception:
+            raise  # status stays "error", or the end the run had already reached
+        except BaseException:
+            # Not a failure, whatever the exception: the consumer closed the stream
+            # (GeneratorExit: the daemon at a checkpoint, a TUI's Ctrl+C), the task was
+            # cancelled, or the process interrupted (a second Ctrl+C). Recorded as "error" it
+            # would skew the auditor's base rates; a run that had already ended keeps its end.
+            if not ended:
+                status = "cancelled"
             raise
         finally:
             with anyio.CancelScope(shield=True):

@@ -3,16 +3,21 @@ reserved before it is made and settled after; a denied call stops the run before
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import aclosing
 from pathlib import Path
 
+import anyio
+import pytest
 from agent_kit import agent, call, events_of, file_tools, say
 
 from whalebone.agent import Agent, AgentConfig
-from whalebone.agent.events import UsageReport
+from whalebone.agent.events import Done, StepStarted, UsageReport
 from whalebone.agent.facts import to_run_facts
 from whalebone.budget.guard import BudgetGuard, BudgetPolicy, RunFacts
 from whalebone.dsml import tokens as T
 from whalebone.engine.scripted import ScriptedEngine
+from whalebone.tools.registry import ToolRegistry
 
 MODEL = "deepseek-v4-flash"
 
@@ -83,3 +88,56 @@ def test_compaction_summaries_are_metered_too(tmp_path: Path) -> None:
     assert set(kinds) == {"turn", "compaction"}
     assert guard.ledger.state(f"run:{done.run_id}").spent_tokens == sum(
         u.prompt_tokens + u.completion_tokens for u in a.store.usage(done.session_id))
+
+
+def _outcomes(ledger: Path) -> list[str]:
+    with sqlite3.connect(ledger) as db:
+        return [r[0] for r in db.execute("SELECT outcome FROM run_outcomes ORDER BY created")]
+
+
+async def _close_at(a: Agent, kind: type, n: int = 1) -> str:
+    """Run ``a`` and close its stream at the ``n``-th event of ``kind``; the session id."""
+    seen = 0
+    async with aclosing(a.stream("count")) as events:
+        async for event in events:
+            seen += isinstance(event, kind)
+            if seen == n:
+                return a.store.list()[0].id
+    raise AssertionError(f"no {kind.__name__}")
+
+
+def test_a_consumer_closing_the_stream_stops_the_run_never_fails_it(tmp_path: Path) -> None:
+    """The daemon closes the stream at a checkpoint on SIGTERM, the TUI on Ctrl+C: a stop.
+    Recorded as a failure it would skew the base rates the auditor decides on."""
+    guard = BudgetGuard(tmp_path / "ledger.db")
+    engine = ScriptedEngine([call(("count_lines", {})), say("0 lines.")], model=MODEL)
+    a = agent(engine, tmp_path, tools=file_tools(tmp_path))
+    a.budget = guard
+    sid = anyio.run(_close_at, a, StepStarted, 2)  # a checkpoint: step 1 committed
+    assert a.store.info(sid).status == "cancelled"
+    assert _outcomes(tmp_path / "ledger.db") == ["stopped"]
+    # Closed on its Done event: the run had ended, and keeps its end.
+    b = Agent(ScriptedEngine([say("Hello.")], model=MODEL), store=tmp_path / "b.db",
+              budget=guard, config=AgentConfig(date_in_task=False))
+    sid = anyio.run(_close_at, b, Done)
+    assert b.store.info(sid).status == "done"
+    assert _outcomes(tmp_path / "ledger.db") == ["stopped", "finished"]
+
+
+def test_an_interrupt_inside_a_run_is_recorded_as_a_stop(tmp_path: Path) -> None:
+    """A second Ctrl+C raises KeyboardInterrupt wherever the run is: not an error either."""
+    tools = ToolRegistry()
+
+    @tools.tool
+    async def wait_for_input() -> str:
+        """Wait for the person."""
+        raise KeyboardInterrupt
+
+    guard = BudgetGuard(tmp_path / "ledger.db")
+    a = agent(ScriptedEngine([call(("wait_for_input", {}))], model=MODEL), tmp_path,
+              tools=tools)
+    a.budget = guard
+    with pytest.raises((KeyboardInterrupt, BaseExceptionGroup)):  # from the tools' task group
+        events_of(a, "wait")
+    assert a.store.list()[0].status == "cancelled"
+    assert _outcomes(tmp_path / "ledger.db") == ["stopped"]
