@@ -77,11 +77,12 @@ class Agent:
         self.prices = _PriceFnTable(price) if price is not None else (prices or PriceTable())
 
     async def run(self, task: str | None = None, *, session_id: str | None = None,
-                  thinking: ThinkingMode | None = None, max_steps: int | None = None) -> Done:
+                  thinking: ThinkingMode | None = None, max_steps: int | None = None,
+                  turn_kind: str = "turn") -> Done:
         """Run to the end and return the final :class:`Done`."""
         done: Done | None = None
         async with aclosing(self.stream(task, session_id=session_id, thinking=thinking,
-                                        max_steps=max_steps)) as events:
+                                        max_steps=max_steps, turn_kind=turn_kind)) as events:
             async for event in events:
                 if isinstance(event, Done):
                     done = event
@@ -98,15 +99,25 @@ class Agent:
         return anyio.run(lambda: self.run(task, **options))
 
     async def stream(self, task: str | None = None, *, session_id: str | None = None,
-                     thinking: ThinkingMode | None = None, max_steps: int | None = None
-                     ) -> AsyncIterator[AgentEvent]:
+                     thinking: ThinkingMode | None = None, max_steps: int | None = None,
+                     turn_kind: str = "turn") -> AsyncIterator[AgentEvent]:
         """Run until an answer or a stop, yielding events. A new session unless ``session_id``
         names one to resume; ``task`` (if given) is appended as the next user message.
-        ``thinking`` and ``max_steps`` override the configuration for this run only."""
+        ``thinking`` and ``max_steps`` override the configuration for this run only.
+        ``turn_kind`` is the kind this run's turns are metered as (the daemon's scheduled jobs
+        run as "heartbeat"); retries and compactions keep their own kinds."""
         from whalebone.agent.loop import Run
 
         if task is not None and not isinstance(task, str):
             raise AgentError(f"a task is text, not {type(task).__name__}")
+        if turn_kind != "turn":
+            import re
+
+            from whalebone.budget.policy import KIND_PATTERN  # what the guard's CallPlan takes
+
+            if not isinstance(turn_kind, str) or not re.match(KIND_PATTERN, turn_kind):
+                raise AgentError(f"turn_kind {turn_kind!r}: a short lowercase identifier "
+                                 "such as 'turn' or 'heartbeat'")
         config = self.config
         updates = {k: v for k, v in (("thinking", thinking), ("max_steps", max_steps))
                    if v is not None}
@@ -122,7 +133,8 @@ class Agent:
         with self.store.open(session_id) as session:
             # Closed before the session is: a consumer that stops early (a cancelled step)
             # must not leave the run to be finalised after its session lock is gone.
-            async with aclosing(Run(self, session, config).go(task)) as events:
+            run = Run(self, session, config, turn_kind=turn_kind)
+            async with aclosing(run.go(task)) as events:
                 async for event in events:
                     yield event
 

@@ -10,12 +10,14 @@ no budget needs nothing from that room.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from whalebone.agent.generate import Generation, usage_of
 from whalebone.dsml.errors import WhaleboneError
 
-CallKind = Literal["turn", "retry", "compaction"]
+# What the loop meters a call as: "turn" (or the run's own turn kind, e.g. "heartbeat" for a
+# scheduled job), "retry" after malformed output, "compaction" for a summary.
+CallKind = str
 
 
 class BudgetStopped(WhaleboneError):

@@ -52,7 +52,7 @@ class UsageReport(BaseModel):
     """One model call: tokens, cache hits and price, as the engine reported them."""
 
     type: Literal["usage"] = "usage"
-    kind: str = "turn"  # turn, retry, compaction
+    kind: str = "turn"  # turn, retry, compaction, or the run's turn kind (e.g. heartbeat)
     model: str = ""
     prompt_tokens: int
     cache_hit_tokens: int

@@ -72,8 +72,10 @@ class _Call:
 class Run:
     """One run over one open session (``Agent.stream`` makes these)."""
 
-    def __init__(self, agent: Agent, session: Session, config: AgentConfig) -> None:
+    def __init__(self, agent: Agent, session: Session, config: AgentConfig, *,
+                 turn_kind: CallKind = "turn") -> None:
         self.agent = agent
+        self.turn_kind = turn_kind  # what a turn is metered as ("heartbeat" for scheduled jobs)
         self.cfg = config
         self.session = session
         self.run_id = uuid.uuid4().hex[:12]
@@ -155,7 +157,7 @@ class Run:
 
     async def _steps(self) -> AsyncIterator[AgentEvent]:
         retries = 0
-        kind: CallKind = "turn"
+        kind: CallKind = self.turn_kind
         for step in range(1, self.cfg.max_steps + 1):
             self.steps = step
             yield StepStarted(step=step)
@@ -188,7 +190,7 @@ class Run:
                               "could not be used:\n" + problem + "\nPlease try again."})
                 kind = "retry"
                 continue
-            retries, kind = 0, "turn"
+            retries, kind = 0, self.turn_kind
             if not parsed.tool_calls:
                 yield self._done("answer", answer=parsed.content)
                 return

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from agent_kit import agent, call, events_of, file_tools, say
 
-from whalebone.agent import Agent, AgentConfig
+from whalebone.agent import Agent, AgentConfig, AgentError
 from whalebone.agent.events import Done, StepStarted, UsageReport
 from whalebone.agent.facts import to_run_facts
 from whalebone.budget.guard import BudgetGuard, BudgetPolicy, RunFacts
@@ -141,3 +141,16 @@ def test_an_interrupt_inside_a_run_is_recorded_as_a_stop(tmp_path: Path) -> None
         events_of(a, "wait")
     assert a.store.list()[0].status == "cancelled"
     assert _outcomes(tmp_path / "ledger.db") == ["stopped"]
+
+
+def test_a_runs_turns_can_be_metered_as_another_kind(tmp_path: Path) -> None:
+    guard = BudgetGuard(tmp_path / "ledger.db")
+    broken = f"x</think>\n\n{T.TOOL_CALLS_OPEN}\n<{T.DSML}invoke name=\"count_lines\">\n{T.EOS}"
+    engine = ScriptedEngine([broken, say("0 lines.")], model=MODEL)
+    a = agent(engine, tmp_path, tools=file_tools(tmp_path))
+    a.budget = guard
+    events = events_of(a, "count", turn_kind="heartbeat")
+    assert [u.kind for u in events if isinstance(u, UsageReport)] == ["heartbeat", "retry"]
+    assert set(guard.ledger.spend_by_kind(f"run:{events[-1].run_id}")) == {"heartbeat", "retry"}
+    with pytest.raises(AgentError, match="turn_kind"):
+        events_of(a, "count", turn_kind="Not A Kind")

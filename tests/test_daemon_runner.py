@@ -200,3 +200,23 @@ def test_a_budget_stopped_job_retried_after_a_raise_resumes_where_it_stopped(tmp
     done = s.queue.get(job.id)
     assert done.status == "done" and done.session_id == stopped.session_id
     assert s.lines() == ["line-0", "line-1", "line-2"]  # continued, nothing repeated
+
+
+def test_a_scheduled_jobs_model_calls_are_metered_as_heartbeats(tmp_path: Path) -> None:
+    from whalebone.budget.ledger import Ledger
+
+    s = Setup(tmp_path, budget={"session_tokens": 1_000_000}, schedule=[
+        {"name": "digest", "every": 60, "task": "t"}])
+    by_hand = s.queue.submit("Append three lines.")
+    s.run()
+    (tmp_path / "ws" / "log.txt").unlink()
+    scheduled = s.queue.submit("Append three lines.", schedule="digest")
+    s.run()
+    ledger = Ledger(s.config.ledger_path)
+    for job, kind in ((by_hand, "turn"), (scheduled, "heartbeat")):
+        done = s.queue.get(job.id)
+        assert done.status == "done"
+        usage = [e for _, e in s.queue.events(job.id) if e["type"] == "usage"]
+        assert len(usage) == 4 and {u["kind"] for u in usage} == {kind}
+        assert {u.kind for u in s.store.usage(done.session_id)} == {kind}
+        assert set(ledger.spend_by_kind(f"session:{done.session_id}")) == {kind}

@@ -190,7 +190,10 @@ class JobRunner:
         deltas: dict[str, list[str]] = {"reasoning": [], "text": []}
         with running.scope:
             try:
-                async with aclosing(agent.stream(task, session_id=sid)) as events:
+                # A scheduled job's model calls are metered as heartbeats, not as turns.
+                turn_kind = "heartbeat" if job.schedule else "turn"
+                async with aclosing(agent.stream(task, session_id=sid,
+                                                 turn_kind=turn_kind)) as events:
                     async for event in events:
                         if isinstance(event, Text | Reasoning):
                             deltas[event.type].append(event.text)
