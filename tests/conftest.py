@@ -1,8 +1,17 @@
+"""Shared test helpers: the V4 reference vectors, streaming an engine to its end, and one
+torch thread for the engine's tensor tests."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import anyio
+import pytest
+
+from whalebone.engine.base import Finished, GenerationRequest, TextDelta
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -20,3 +29,35 @@ def load_vector(n: int) -> tuple[list[dict[str, Any]], str]:
     else:
         messages = data
     return messages, (VECTORS / f"test_output_{n}.txt").read_text(encoding="utf-8")
+
+
+async def collect_stream(engine: Any, request: GenerationRequest) -> tuple[list[str], Finished]:
+    """Stream ``request`` on ``engine`` to its end: the text deltas and the final event."""
+    deltas: list[str] = []
+    finished = None
+    async for event in engine.stream(request):
+        if isinstance(event, TextDelta):
+            deltas.append(event.text)
+        else:
+            finished = event
+    assert finished is not None, "the stream ended without a Finished event"
+    return deltas, finished
+
+
+def stream_sync(engine: Any, request: GenerationRequest) -> tuple[list[str], Finished]:
+    """:func:`collect_stream` in a fresh event loop."""
+    return anyio.run(collect_stream, engine, request)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Two OpenMP threads on a shared 2-core CI box spin against each other (decode 20x
+    slower, measured) and tiny matrices gain nothing from threads: one thread keeps the
+    engine's tensor tests fast and changes no result. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # only the engine's tests need it
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

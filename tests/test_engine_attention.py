@@ -12,13 +12,7 @@ from whalebone.engine.layers import apply_rope, rope_table
 from whalebone.engine.model import Transformer
 from whalebone.engine.state import CompressorState, SeqState
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _layer(ratio: int, topk: int = 3) -> tuple[Attention, ModelConfig]:

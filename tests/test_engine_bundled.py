@@ -8,20 +8,19 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
 import anyio
 import pytest
 import torch
+from conftest import stream_sync
 
 from whalebone.dsml.tokenizer import load_tokenizer
 from whalebone.engine import bundled as bundled_mod
 from whalebone.engine.base import (
     EngineError,
     EngineRequestError,
-    Finished,
     GenerationRequest,
     SamplingParams,
     TextDelta,
@@ -44,32 +43,11 @@ def _micro_vocab() -> VocabMap:
     return VocabMap.for_size(ModelConfig.preset("micro").vocab_size)
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def req(ids: list[int], **kw: object) -> GenerationRequest:
     return GenerationRequest(prompt_ids=ids, **kw)  # type: ignore[arg-type]
-
-
-def run(eng: BundledEngine, request: GenerationRequest) -> tuple[list[str], Finished]:
-    async def go() -> tuple[list[str], Finished]:
-        deltas, fin = [], None
-        async for ev in eng.stream(request):
-            if isinstance(ev, TextDelta):
-                deltas.append(ev.text)
-            else:
-                fin = ev
-        assert fin is not None
-        return deltas, fin
-
-    return anyio.run(go)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Two OpenMP threads on a shared 2-core CI box spin against each other (decode 20x
-    slower, measured); one thread keeps these tests fast and changes no result."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -80,15 +58,15 @@ def engine(tmp_path: Path) -> BundledEngine:
 def test_greedy_generation_is_deterministic_and_the_cache_does_not_change_it(
         engine: BundledEngine, tmp_path: Path) -> None:
     ids = prompt(300)
-    deltas, first = run(engine, req(ids, max_tokens=12))
+    deltas, first = stream_sync(engine, req(ids, max_tokens=12))
     assert first.usage.prompt_cache_hit_tokens == 0 and first.finish_reason == "length"
     assert "".join(deltas) == first.text and first.usage.completion_tokens == 12
     cold = engine.last_stats.completion_ids
-    _, again = run(engine, req(ids, max_tokens=12))  # restored from the prompt-end snapshot
+    _, again = stream_sync(engine, req(ids, max_tokens=12))  # restored from the prompt-end snapshot
     assert again.usage.prompt_cache_hit_tokens == 300
     assert again.text == first.text and engine.last_stats.completion_ids == cold
     other = BundledEngine.random("micro", seed=0, use_cache=False)
-    _, fresh = run(other, req(ids, max_tokens=12))
+    _, fresh = stream_sync(other, req(ids, max_tokens=12))
     assert fresh.text == first.text and other.last_stats.completion_ids == cold
 
 
@@ -96,7 +74,8 @@ def test_a_seeded_sampled_generation_is_reproducible(engine: BundledEngine) -> N
     ids = prompt(50)
 
     def sample(seed: int) -> list[int]:
-        run(engine, req(ids, max_tokens=16, sampling=SamplingParams(temperature=1.5, seed=seed)))
+        stream_sync(engine, req(ids, max_tokens=16,
+                                sampling=SamplingParams(temperature=1.5, seed=seed)))
         return engine.last_stats.completion_ids
 
     assert sample(7) == sample(7)
@@ -106,12 +85,12 @@ def test_a_seeded_sampled_generation_is_reproducible(engine: BundledEngine) -> N
 def test_max_tokens_and_stop_strings_end_generation_with_their_finish_reason(
         engine: BundledEngine) -> None:
     ids = prompt(40)
-    _, free = run(engine, req(ids, max_tokens=24))
+    _, free = stream_sync(engine, req(ids, max_tokens=24))
     assert free.finish_reason == "length" and free.usage.completion_tokens == 24
     text = free.text
     stop = next(text[i:i + 2] for i in range(4, len(text) - 2) if text[i:i + 2].strip()
                 and text[i:i + 2] not in text[:i + 1])
-    deltas, stopped = run(engine, req(ids, max_tokens=24, stop=[stop]))
+    deltas, stopped = stream_sync(engine, req(ids, max_tokens=24, stop=[stop]))
     assert stopped.finish_reason == "stop"
     assert stopped.text == text[:text.index(stop)] == "".join(deltas)
     assert stopped.usage.completion_tokens < 24
@@ -120,7 +99,7 @@ def test_max_tokens_and_stop_strings_end_generation_with_their_finish_reason(
 def test_eos_stops_generation_and_is_counted_but_not_shown(tmp_path: Path) -> None:
     eng = BundledEngine.random("micro", seed=0, use_cache=False)
     ids = prompt(40)
-    run(eng, req(ids, max_tokens=6))
+    stream_sync(eng, req(ids, max_tokens=6))
     model_ids = eng.vocab.to_model(eng.last_stats.completion_ids)
     third, eos = model_ids[2], eng.eos_model_id
     assert eos not in model_ids[:3] and third not in model_ids[:2]
@@ -128,7 +107,7 @@ def test_eos_stops_generation_and_is_counted_but_not_shown(tmp_path: Path) -> No
     with torch.no_grad():
         head = eng.transformer.head.weight
         head[[third, eos]] = head[[eos, third]].clone()
-    _, fin = run(eng, req(ids, max_tokens=6))
+    _, fin = stream_sync(eng, req(ids, max_tokens=6))
     assert fin.finish_reason == "stop" and fin.usage.completion_tokens == 3
     assert eng.last_stats.completion_ids[-1] == load_tokenizer().eos_id
     assert "end▁of▁sentence" not in fin.text
@@ -150,7 +129,8 @@ def test_cancelling_stops_generation_between_forward_passes(engine: BundledEngin
     at_cancel, later = anyio.run(go)
     assert at_cancel == later  # nothing runs on after the cancel
     assert later < 100
-    _, fin = run(engine, req(prompt(20), max_tokens=3))  # the engine serves the next request
+    # the engine serves the next request
+    _, fin = stream_sync(engine, req(prompt(20), max_tokens=3))
     assert fin.usage.completion_tokens == 3
 
 
@@ -168,11 +148,11 @@ def test_cancelling_a_long_prefill_stops_between_chunks(tmp_path: Path) -> None:
 def test_the_next_turn_of_an_append_only_conversation_hits_the_cache(
         engine: BundledEngine) -> None:
     turn1 = prompt(300)
-    _, one = run(engine, req(turn1, max_tokens=8))
+    _, one = stream_sync(engine, req(turn1, max_tokens=8))
     completion = engine.last_stats.completion_ids
     assert one.usage.prompt_cache_hit_tokens == 0
     turn2 = turn1 + completion + prompt(40, salt=3)[1:]
-    _, two = run(engine, req(turn2, max_tokens=4))
+    _, two = stream_sync(engine, req(turn2, max_tokens=4))
     # The state after the completion holds every completion token but the last sampled one.
     assert two.usage.prompt_cache_hit_tokens == len(turn1) + len(completion) - 1
     assert two.usage.prompt_cache_miss_tokens == len(turn2) - two.usage.prompt_cache_hit_tokens
@@ -215,7 +195,7 @@ def test_a_snapshot_written_by_one_process_is_used_by_another(tmp_path: Path) ->
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     assert theirs["hit"] == 0
     eng = BundledEngine.random("micro", seed=0, cache_dir=cache)
-    _, mine = run(eng, req(ids, max_tokens=6))
+    _, mine = stream_sync(eng, req(ids, max_tokens=6))
     assert mine.usage.prompt_cache_hit_tokens == len(ids)
     assert mine.text == theirs["text"]
 
@@ -223,12 +203,12 @@ def test_a_snapshot_written_by_one_process_is_used_by_another(tmp_path: Path) ->
 def test_a_corrupt_snapshot_is_ignored_and_the_answer_is_unchanged(
         engine: BundledEngine) -> None:
     ids = prompt(300)
-    _, first = run(engine, req(ids, max_tokens=6))
+    _, first = stream_sync(engine, req(ids, max_tokens=6))
     assert engine.cache is not None
     for f in engine.cache.files.glob("*.safetensors"):
         f.write_bytes(f.read_bytes()[:100])
     with pytest.warns(SnapshotIgnored):
-        _, again = run(engine, req(ids, max_tokens=6))
+        _, again = stream_sync(engine, req(ids, max_tokens=6))
     assert again.usage.prompt_cache_hit_tokens == 0 and again.text == first.text
 
 
@@ -236,15 +216,15 @@ def test_a_snapshot_of_another_model_is_never_restored(tmp_path: Path) -> None:
     ids = prompt(300)
     a = BundledEngine.random("micro", seed=0, cache_dir=tmp_path / "a")
     b = BundledEngine.random("micro", seed=1, cache_dir=tmp_path / "b")
-    run(a, req(ids, max_tokens=4))
-    run(b, req(ids, max_tokens=4))
+    stream_sync(a, req(ids, max_tokens=4))
+    stream_sync(b, req(ids, max_tokens=4))
     assert a.cache is not None and b.cache is not None
     # Plant model a's files under model b's digests.
     for n in (256, 300):
         shutil.copy(a.cache.files / f"{a.cache.digest(ids[:n])}.safetensors",
                     b.cache.files / f"{b.cache.digest(ids[:n])}.safetensors")
     with pytest.warns(SnapshotIgnored, match="another model"):
-        _, fin = run(b, req(ids, max_tokens=4))
+        _, fin = stream_sync(b, req(ids, max_tokens=4))
     assert fin.usage.prompt_cache_hit_tokens == 0
 
 
@@ -254,14 +234,14 @@ def test_a_snapshot_that_does_not_fit_the_model_is_ignored(engine: BundledEngine
     bogus = {"pos": torch.tensor([300]), "layers.0.window": torch.zeros(3, 3)}
     engine.cache.store(ids, bogus, torch.zeros(engine.cfg.vocab_size))
     with pytest.warns(SnapshotIgnored, match="does not fit"):
-        _, fin = run(engine, req(ids, max_tokens=2))
+        _, fin = stream_sync(engine, req(ids, max_tokens=2))
     assert fin.usage.prompt_cache_hit_tokens == 0
 
 
 def test_the_cache_budget_holds_across_requests(tmp_path: Path) -> None:
     eng = BundledEngine.random("micro", seed=0, cache_dir=tmp_path, cache_bytes=400_000)
     for salt in range(4):
-        run(eng, req(prompt(300, salt=salt), max_tokens=2))
+        stream_sync(eng, req(prompt(300, salt=salt), max_tokens=2))
     assert eng.cache is not None
     stats = eng.cache.stats()
     assert 0 < stats.snapshots and stats.nbytes <= 400_000
@@ -270,7 +250,7 @@ def test_the_cache_budget_holds_across_requests(tmp_path: Path) -> None:
 def test_concurrent_requests_give_the_same_answers_as_one_at_a_time(
         engine: BundledEngine) -> None:
     a, b = prompt(80, salt=1), prompt(90, salt=2)
-    alone = [run(engine, req(p, max_tokens=8))[1].text for p in (a, b)]
+    alone = [stream_sync(engine, req(p, max_tokens=8))[1].text for p in (a, b)]
     engine.cache = None  # a second pass from scratch, side by side
     results: dict[int, str] = {}
 
@@ -288,11 +268,11 @@ def test_concurrent_requests_give_the_same_answers_as_one_at_a_time(
 
 def test_a_rendered_prompt_or_messages_work_like_ids(engine: BundledEngine) -> None:
     messages = [{"role": "user", "content": "hello"}]
-    _, by_messages = run(engine, GenerationRequest(messages=messages, max_tokens=3))
+    _, by_messages = stream_sync(engine, GenerationRequest(messages=messages, max_tokens=3))
     from whalebone.dsml.encoder import encode_messages
 
     text = encode_messages(messages, "thinking")
-    _, by_text = run(engine, GenerationRequest(prompt=text, max_tokens=3))
+    _, by_text = stream_sync(engine, GenerationRequest(prompt=text, max_tokens=3))
     assert by_text.usage.prompt_tokens == by_messages.usage.prompt_tokens == len(
         load_tokenizer().encode(text))
     assert by_text.text == by_messages.text
@@ -345,7 +325,8 @@ def test_a_saved_checkpoint_loads_into_the_same_engine(tmp_path: Path) -> None:
     assert loaded.vocab == made.vocab
     assert loaded.transformer.fingerprint() == made.transformer.fingerprint()
     ids = prompt(60)
-    assert run(loaded, req(ids, max_tokens=6))[1].text == run(made, req(ids, max_tokens=6))[1].text
+    assert (stream_sync(loaded, req(ids, max_tokens=6))[1].text
+            == stream_sync(made, req(ids, max_tokens=6))[1].text)
 
 
 def test_a_missing_or_broken_checkpoint_is_an_engine_error(tmp_path: Path) -> None:
@@ -361,5 +342,5 @@ def test_a_cache_that_cannot_be_written_never_fails_a_request(engine: BundledEng
     shutil.rmtree(engine.cache.files)
     engine.cache.files.write_text("not a folder any more")
     with pytest.warns(PrefixCacheWarning):
-        _, fin = run(engine, req(prompt(300), max_tokens=3))
+        _, fin = stream_sync(engine, req(prompt(300), max_tokens=3))
     assert fin.usage.completion_tokens == 3 and engine.last_stats.snapshots == []

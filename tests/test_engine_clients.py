@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import stream_sync
 from serving import (
     ANSWER_SUNNY,
     CALL_WEATHER,
@@ -30,7 +31,6 @@ from whalebone.engine.base import (
     EngineAuthError,
     EngineRequestError,
     EngineUnavailable,
-    Finished,
     GenerationRequest,
     TextDelta,
 )
@@ -41,28 +41,13 @@ from whalebone.engine.scripted import ScriptedEngine
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, deadline=10)
 
 
-async def collect(engine: Any, request: GenerationRequest) -> tuple[list[str], Finished]:
-    deltas: list[str] = []
-    finished = None
-    async for ev in engine.stream(request):
-        if isinstance(ev, TextDelta):
-            deltas.append(ev.text)
-        else:
-            finished = ev
-    assert finished is not None
-    return deltas, finished
-
-
-def run(engine: Any, request: GenerationRequest) -> tuple[list[str], Finished]:
-    return anyio.run(collect, engine, request)
-
-
 def test_chat_client_completes_a_tool_conversation_and_sends_reasoning_back() -> None:
     server_engine = ScriptedEngine([CALL_WEATHER, ANSWER_SUNNY])
     with serving(server_engine, api_key="k") as (base, _):
         client = ChatEngine(base + "/v1", model="deepseek-v4-flash", api_key="k", retry=FAST)
         messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
-        deltas, first = run(client, GenerationRequest(messages=messages, tools=WEATHER_TOOLS))
+        deltas, first = stream_sync(client, GenerationRequest(messages=messages,
+                                                              tools=WEATHER_TOOLS))
         # Re-emitted in V4 form: one parser reads every engine's output.
         assert "".join(deltas) == first.text
         parsed = parse_completion(first.text + T.EOS, "thinking", tools=WEATHER_TOOLS)
@@ -74,7 +59,7 @@ def test_chat_client_completes_a_tool_conversation_and_sends_reasoning_back() ->
         assistant = parsed.to_openai()
         assistant["tool_calls"] = [call.to_openai("c0")]
         messages += [assistant, {"role": "tool", "tool_call_id": "c0", "content": "sunny"}]
-        _, second = run(client, GenerationRequest(messages=messages, tools=WEATHER_TOOLS))
+        _, second = stream_sync(client, GenerationRequest(messages=messages, tools=WEATHER_TOOLS))
         anyio.run(client.aclose)
     assert parse_completion(second.text + T.EOS, "thinking").content == "It is sunny in Paris."
     assert second.usage.prompt_cache_hit_tokens > first.usage.prompt_tokens
@@ -94,13 +79,13 @@ def test_raw_client_completes_a_tool_conversation_with_its_own_rendering() -> No
         t.append({"role": "system", "content": "You are terse.", "tools": WEATHER_TOOLS},
                  {"role": "user", "content": "Weather in Paris?"})
         prompt = t.render().text
-        _, first = run(client, GenerationRequest(prompt=prompt, stop=[T.EOS]))
+        _, first = stream_sync(client, GenerationRequest(prompt=prompt, stop=[T.EOS]))
         parsed = parse_completion(first.text + T.EOS, "thinking", tools=WEATHER_TOOLS)
         [call] = parsed.valid_calls
         assistant = parsed.to_openai()
         assistant["tool_calls"] = [call.to_openai("c0")]
         t.append(assistant, {"role": "tool", "tool_call_id": "c0", "content": "sunny"})
-        _, second = run(client, GenerationRequest(prompt=prompt + t.render().text))
+        _, second = stream_sync(client, GenerationRequest(prompt=prompt + t.render().text))
         anyio.run(client.aclose)
     # The exact bytes whalebone rendered reached the engine.
     assert server_engine.requests[0].prompt == prompt
@@ -134,7 +119,7 @@ def test_deepseek_stream_quirks_are_assembled_and_re_emitted() -> None:
     reply = (200, {"content-type": "text/event-stream"}, sse_body(*events))
     with replaying([reply]) as (base, received):
         client = DeepSeekEngine(api_key="sk-test", base_url=base, retry=FAST)
-        _, fin = run(client, GenerationRequest(
+        _, fin = stream_sync(client, GenerationRequest(
             messages=[{"role": "user", "content": "x"}], tools=WEATHER_TOOLS,
             reasoning_effort="max"))
     parsed = parse_completion(fin.text + T.EOS, "thinking", tools=WEATHER_TOOLS)
@@ -158,7 +143,7 @@ def test_length_finish_inside_a_tool_call_is_never_salvaged() -> None:
                "usage": {"prompt_tokens": 10, "completion_tokens": 5}}, "[DONE]"]
     with replaying([(200, {}, sse_body(*events))]) as (base, _):
         client = ChatEngine(base, model="m", retry=FAST)
-        _, fin = run(client, GenerationRequest(messages=[{"role": "user", "content": "x"}]))
+        _, fin = stream_sync(client, GenerationRequest(messages=[{"role": "user", "content": "x"}]))
     assert fin.finish_reason == "length"
     assert T.DSML not in fin.text  # no call to run from cut arguments
 
@@ -171,9 +156,9 @@ def test_chat_client_refuses_to_drop_reasoning_of_a_tool_call() -> None:
                      "function": {"name": "f", "arguments": "{}"}}]},
                 {"role": "tool", "tool_call_id": "c", "content": "r"}]
     with pytest.raises(EngineRequestError, match="reasoning_content"):
-        run(client, GenerationRequest(messages=messages))
+        stream_sync(client, GenerationRequest(messages=messages))
     with pytest.raises(EngineRequestError, match="needs messages"):
-        run(client, GenerationRequest(prompt="p"))
+        stream_sync(client, GenerationRequest(prompt="p"))
     plain = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
              {"role": "user", "content": "z"}]
     sent = client.api_messages(GenerationRequest(messages=plain))
@@ -184,12 +169,12 @@ def test_server_rejections_are_clear_and_not_retried() -> None:
     with serving(ScriptedEngine([]), api_key="right") as (base, _):
         wrong_key = ChatEngine(base + "/v1", model="m", api_key="wrong", retry=FAST)
         with pytest.raises(EngineAuthError, match=r"401.*incorrect API key"):
-            run(wrong_key, GenerationRequest(messages=[{"role": "user", "content": "x"}]))
+            stream_sync(wrong_key, GenerationRequest(messages=[{"role": "user", "content": "x"}]))
         assert wrong_key.transport.attempts_made == 1
         bad = RawCompletionEngine(base, flavour="whalebone", model="m", api_key="right",
                                   retry=FAST)
         with pytest.raises(EngineRequestError, match=r"400.*max_tokens"):
-            run(bad, GenerationRequest(prompt="p", max_tokens=2_000_000))
+            stream_sync(bad, GenerationRequest(prompt="p", max_tokens=2_000_000))
         assert bad.transport.attempts_made == 1
 
 
@@ -202,7 +187,7 @@ def test_429_and_5xx_are_retried_with_backoff_honouring_retry_after() -> None:
     with replaying(replies) as (base, received):
         client = RawCompletionEngine(base, model="m", retry=FAST)
         started = time.monotonic()
-        deltas, fin = run(client, GenerationRequest(prompt="p"))
+        deltas, fin = stream_sync(client, GenerationRequest(prompt="p"))
         elapsed = time.monotonic() - started
     assert deltas == ["done"] and fin.finish_reason == "stop"
     assert len(received) == 3 and client.transport.attempts_made == 3
@@ -215,19 +200,19 @@ def test_giving_up_after_the_attempts_says_so() -> None:
     with replaying([(502, {}, b"bad gateway")] * 3) as (base, _):
         client = RawCompletionEngine(base, model="m", retry=FAST)
         with pytest.raises(EngineUnavailable, match=r"502.*gave up after 3 tries"):
-            run(client, GenerationRequest(prompt="p"))
+            stream_sync(client, GenerationRequest(prompt="p"))
 
 
 def test_dead_port_is_unavailable_and_hung_server_hits_the_deadline() -> None:
     client = RawCompletionEngine(dead_port(), model="m", retry=FAST)
     with pytest.raises(EngineUnavailable, match="cannot connect"):
-        run(client, GenerationRequest(prompt="p"))
+        stream_sync(client, GenerationRequest(prompt="p"))
     with silent_port() as url:
         hung = RawCompletionEngine(url, model="m",
                                    retry=RetryPolicy(attempts=5, base_delay=0.01, deadline=0.6))
         started = time.monotonic()
         with pytest.raises(EngineUnavailable, match=r"timed out|deadline"):
-            run(hung, GenerationRequest(prompt="p"))
+            stream_sync(hung, GenerationRequest(prompt="p"))
         assert time.monotonic() - started < 3
 
 
@@ -263,7 +248,7 @@ def test_deepseek_needs_a_key_and_openai_flavour_sends_no_thinking_switch(
         msgs = [{"role": "user", "content": "x"},
                 {"role": "assistant", "content": "y", "reasoning_content": "secret"},
                 {"role": "user", "content": "z"}]
-        _, fin = run(client, GenerationRequest(messages=msgs, thinking_mode="chat"))
+        _, fin = stream_sync(client, GenerationRequest(messages=msgs, thinking_mode="chat"))
     assert fin.text == "hi"
     assert "thinking" not in received[0]
     assert all("reasoning_content" not in m for m in received[0]["messages"])
@@ -298,10 +283,10 @@ def test_sglang_flavour_and_token_id_prompts_send_what_those_servers_need() -> N
     prompt = T.BOS + T.USER + "Hi" + T.ASSISTANT + T.THINK_END
     with replaying([(200, {}, done), (200, {}, done)]) as (base, received):
         sglang = RawCompletionEngine(base + "/v1", flavour="sglang", model="v4", retry=FAST)
-        _, fin = run(sglang, GenerationRequest(prompt=prompt, session_id="s9"))
+        _, fin = stream_sync(sglang, GenerationRequest(prompt=prompt, session_id="s9"))
         ids = RawCompletionEngine(base, flavour="vllm", model="v4", prompt_format="ids",
                                   retry=FAST)
-        run(ids, GenerationRequest(prompt=prompt))
+        stream_sync(ids, GenerationRequest(prompt=prompt))
     assert received[0]["prompt"] == prompt and received[0]["skip_special_tokens"] is False
     assert "add_special_tokens" not in received[0] and received[0]["user"] == "s9"
     assert received[1]["prompt"] == load_tokenizer().encode(prompt)

@@ -16,13 +16,7 @@ from whalebone.engine.state import StateError
 ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    # tiny matrices gain nothing from threads, and the 2 CI cores are shared
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _prompt(cfg: ModelConfig, n: int, seed: int = 0) -> torch.Tensor:

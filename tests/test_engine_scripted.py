@@ -7,10 +7,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import stream_sync
 
 from whalebone.dsml import tokens as T
 from whalebone.dsml.tokenizer import load_tokenizer
-from whalebone.engine.base import EngineError, Finished, GenerationRequest, TextDelta
+from whalebone.engine.base import EngineError, GenerationRequest
 from whalebone.engine.factory import EngineSpecError
 from whalebone.engine.scripted import ScriptedEngine, ScriptExhausted, load_script
 
@@ -22,18 +23,8 @@ def _request(prompt: str, **kw: object) -> GenerationRequest:
 
 
 def test_streams_deltas_that_join_to_the_text_without_the_stop() -> None:
-    async def go() -> tuple[list[str], Finished]:
-        engine = ScriptedEngine(["Greeting.</think>Hello!" + T.EOS], delta_chars=2)
-        deltas, fin = [], None
-        async for ev in engine.stream(_request(PROMPT)):
-            if isinstance(ev, TextDelta):
-                deltas.append(ev.text)
-            else:
-                fin = ev
-        assert fin is not None
-        return deltas, fin
-
-    deltas, fin = anyio.run(go)
+    engine = ScriptedEngine(["Greeting.</think>Hello!" + T.EOS], delta_chars=2)
+    deltas, fin = stream_sync(engine, _request(PROMPT))
     assert "".join(deltas) == fin.text == "Greeting.</think>Hello!"
     assert fin.finish_reason == "stop"
     tok = load_tokenizer()

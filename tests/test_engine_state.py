@@ -14,13 +14,7 @@ from whalebone.engine.layers import apply_rope, rope_table
 from whalebone.engine.model import Transformer
 from whalebone.engine.state import SeqState, StateError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

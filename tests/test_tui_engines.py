@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import anyio
 import pytest
+from conftest import stream_sync
 
 from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.base import Finished, GenerationRequest, TextDelta
+from whalebone.engine.base import GenerationRequest
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
 
 
@@ -25,17 +25,7 @@ def test_a_scripted_spec_replays_its_file_with_the_options_given(tmp_path: Path)
                               "&delta_chars=4")
     assert engine.model == "deepseek-v4-flash" and engine.delay == 0.001
 
-    async def collect() -> tuple[list[str], Finished]:
-        deltas, finished = [], None
-        async for event in engine.stream(GenerationRequest(prompt="<｜begin▁of▁sentence｜>hi")):
-            if isinstance(event, TextDelta):
-                deltas.append(event.text)
-            else:
-                finished = event
-        assert finished is not None
-        return deltas, finished
-
-    deltas, finished = anyio.run(collect)
+    deltas, finished = stream_sync(engine, GenerationRequest(prompt="<｜begin▁of▁sentence｜>hi"))
     assert deltas == ["Hi t", "here", "."] and finished.finish_reason == "stop"
 
 
