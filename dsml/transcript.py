@@ -136,7 +136,7 @@ class Transcript:
         new_tail = "".join(self._pieces[first:])
         if new_tail.startswith(old_tail):
             return Render(start=old_length, text=new_tail[len(old_tail):])
-        at = _common_prefix_len(old_tail, new_tail)
+        at = common_prefix_len(old_tail, new_tail)
         return self._break(base + at, old_tail[at:], new_tail[at:], new, edited=False)
 
     def prompt(self) -> str:
@@ -190,7 +190,7 @@ class Transcript:
         text = self.text
         if text.startswith(old):
             return Render(start=len(old), text=text[len(old):])
-        at = _common_prefix_len(old, text)
+        at = common_prefix_len(old, text)
         return self._break(at, old[at:], text[at:], new, edited)
 
     def _break(self, at: int, old: str, new_text: str, new: Sequence[Message],
@@ -234,10 +234,13 @@ def _offsets(pieces: Sequence[str], base: int) -> list[int]:
     return out
 
 
-def _common_prefix_len(a: str, b: str) -> int:
+def common_prefix_len(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many leading items (characters, token ids) ``a`` and ``b`` share."""
     n = min(len(a), len(b))
+    if a[:n] == b[:n]:  # the usual case: one is a prefix of the other
+        return n
     lo, hi = 0, n
-    while lo < hi:  # binary search on slice equality: C-speed comparisons
+    while lo < hi:  # binary search on slice equality: C-speed, O(n log n) not O(n) Python steps
         mid = (lo + hi + 1) // 2
         if a[:mid] == b[:mid]:
             lo = mid

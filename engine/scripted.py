@@ -24,6 +24,7 @@ import anyio
 
 from whalebone.dsml import tokens as T
 from whalebone.dsml.encoder import encode_messages
+from whalebone.dsml.transcript import common_prefix_len
 from whalebone.engine.base import (
     Engine,
     EngineError,
@@ -81,20 +82,6 @@ def load_script(path: str | Path, label: str = "script") -> list[str]:
     return completions
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:  # the usual case in a session: the earlier request is a prefix
-        return n
-    lo, hi = 0, n
-    while lo < hi:  # binary search on slice equality: C-speed, O(n log n) not O(n) Python steps
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 class ScriptedEngine(Engine):
     """Replay ``script`` (a sequence of completions, or a function of the request).
 
@@ -148,7 +135,7 @@ class ScriptedEngine(Engine):
         if len(ids) + request.max_tokens > self.context_window:
             raise EngineError(f"prompt of {len(ids)} tokens + max_tokens {request.max_tokens} "
                               f"exceeds the context window of {self.context_window}")
-        hit = max((_common_prefix(ids, seen) for seen in self._seen), default=0)
+        hit = max((common_prefix_len(ids, seen) for seen in self._seen), default=0)
         completion = self._next(request)
 
         # Cut at the first stop string (EOS always stops), then at max_tokens.
