@@ -58,17 +58,25 @@ class Settings(BaseModel):
         return Path(self.store).expanduser() if self.store else home() / "sessions.db"
 
 
+def read_toml(path: Path, *, required: bool, what: str = "config file",
+              error: type[WhaleboneError] = SettingsError) -> dict[str, Any]:
+    """The TOML document in ``path``: ``{}`` when there is none and none was asked for (the
+    default place), ``error`` naming ``what`` when it cannot be read or an asked-for file is
+    missing."""
+    if not path.exists():
+        if required:
+            raise error(f"no {what} at {path}")
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise error(f"cannot read the {what} {path}: {e}") from None
+
+
 def load_settings(config: str | None = None) -> Settings:
     """The settings file (if any) with the environment applied on top."""
     path = Path(config).expanduser() if config else home() / "config.toml"
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise SettingsError(f"cannot read the config file {path}: {e}") from None
-    elif config:
-        raise SettingsError(f"no config file at {path}")
+    data = read_toml(path, required=bool(config))
     if os.environ.get("WHALEBONE_ENGINE"):
         data["engine"] = os.environ["WHALEBONE_ENGINE"]
     try:

@@ -11,13 +11,12 @@ import os
 import re
 import secrets
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from whalebone.agent.settings import home
+from whalebone.agent.settings import home, read_toml
 from whalebone.dsml.errors import WhaleboneError
 
 
@@ -198,14 +197,7 @@ def default_config_path() -> Path:
 def load_config(path: str | os.PathLike[str] | None = None) -> DaemonConfig:
     """The configuration in ``path`` (or the default file, or the defaults)."""
     file = Path(path).expanduser() if path else default_config_path()
-    data: dict[str, Any] = {}
-    if file.exists():
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise DaemonConfigError(f"cannot read the daemon config {file}: {e}") from None
-    elif path:
-        raise DaemonConfigError(f"no daemon config at {file}")
+    data = read_toml(file, required=bool(path), what="daemon config", error=DaemonConfigError)
     if os.environ.get("WHALEBONE_ENGINE") and "engine" not in data:
         data["engine"] = os.environ["WHALEBONE_ENGINE"]
     try:
