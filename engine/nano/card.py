@@ -31,8 +31,16 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
             f"held-out cases and with the cases' productive/doomed labels on "
             f"{audit['label_agreement']:.1%} (the policy itself, a fixed rule, is not perfect "
             "on the hard cases).")
-    command = (f"python -m whalebone.engine.nano.train --out DIR --minutes {args['minutes']:g} "
-               f"--per-family {args['per_family']}")
+    stages = []
+    stage: dict[str, Any] | None = log
+    while stage is not None:
+        stages.append(stage)
+        stage = stage.get("previous")
+    stages.reverse()
+    command = " then ".join(_command(s["args"]) for s in stages)
+    steps = sum(s["final_step"] for s in stages)
+    tokens = sum(s.get("tokens", 0) for s in stages)
+    seconds = sum(s.get("train_seconds", s.get("seconds_so_far", 0)) for s in stages)
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     return TEMPLATE.read_text(encoding="utf-8").format(
         params_m=log["parameters"] / 1e6, layers=cfg.n_layers,
@@ -40,11 +48,21 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
         experts=cfg.n_routed_experts, active=cfg.n_activated_experts, hc=cfg.hc_mult,
         heads=cfg.n_heads, head_dim=cfg.head_dim, dim=cfg.dim, vocab=cfg.vocab_size,
         size_mb=size / 1e6, examples=log["examples"], command=command,
-        steps=log["final_step"], batch=args["batch"], tokens=log.get("tokens", 0),
-        minutes=log.get("train_seconds", log.get("seconds_so_far", 0)) / 60, machine=machine,
+        steps=steps, batch=args["batch"], tokens=tokens, minutes=seconds / 60, machine=machine,
         data_s=log.get("data_seconds", 0), lr=args["lr"], seed=args["seed"],
         final_loss=log["steps"][-1]["loss"] if log["steps"] else float("nan"),
         per_family=evals[0]["tasks"] if evals else 0, rows=rows, auditor_note=note)
+
+
+def _command(args: dict[str, Any]) -> str:
+    """The training command of one stage, with the options that differ from the defaults."""
+    from whalebone.engine.nano.train import parse
+
+    defaults = vars(parse(["--out", "DIR"]))
+    shown = [f"--{k.replace('_', '-')} {v}" for k, v in args.items()
+             if k not in ("out", "data", "workers", "log_every", "save_every")
+             and v != defaults.get(k) and v is not None]
+    return "`python -m whalebone.engine.nano.train --out DIR " + " ".join(shown) + "`"
 
 
 def main(argv: list[str] | None = None) -> int:

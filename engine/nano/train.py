@@ -133,7 +133,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log["vocab_coverage"] = round(data.coverage, 5)
     print(f"vocabulary {vocab.size} ids, coverage {data.coverage:.4%}", flush=True)
 
-    model = Transformer(cfg, seed=args.seed)
+    if args.resume:
+        from whalebone.engine.weights import load_checkpoint
+
+        # Continue an earlier run (its vocabulary must be the one this data builds).
+        if VocabMap.load(args.resume) != vocab:
+            raise SystemExit(f"{args.resume} was trained with another vocabulary")
+        model = load_checkpoint(args.resume)
+        cfg = model.cfg
+        earlier = Path(args.resume) / "train_log.json"
+        if earlier.exists():  # the card reports every stage
+            log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
+    else:
+        model = Transformer(cfg, seed=args.seed)
     model.train()
     model.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -188,6 +200,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                   f"{tokens / took:.0f} tok/s", flush=True)
             log["steps"].append({"step": step, "loss": round(loss_v, 5), "s": round(took, 1)})
         if time.time() - last_save > args.save_every * 60:
+            log["tokens"] = tokens
             write(model, vocab, out, log, step, time.time() - start)
             last_save = time.time()
     log["train_seconds"] = round(time.time() - start, 1)
@@ -228,6 +241,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the data")
     p.add_argument("--device", default="cpu", help="cpu, cuda, … (the checkpoint runs on CPU)")
+    p.add_argument("--resume", help="start from this checkpoint folder's weights")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--log-every", type=int, default=10)
