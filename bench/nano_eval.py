@@ -125,7 +125,7 @@ def summarise(family: str, results: list[dict[str, Any]], seconds: float) -> dic
 
 
 async def evaluate(checkpoint: Path | None, families: list[str], per_family: int,
-                   verbose: bool) -> list[dict[str, Any]]:
+                   verbose: bool, auditor_cases: int) -> list[dict[str, Any]]:
     from whalebone.engine.bundled import CHECKPOINT_DIR, BundledEngine
 
     summaries = []
@@ -134,7 +134,8 @@ async def evaluate(checkpoint: Path | None, families: list[str], per_family: int
                                                cache_dir=Path(tmp) / "cache", progress=False)
         try:
             for family in families:
-                tasks = make_tasks(family, per_family, 0)
+                tasks = make_tasks(family, auditor_cases if family == "auditor" else per_family,
+                                   0)
                 start = time.perf_counter()
                 results = []
                 for task in tasks:
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the shipped one)")
     p.add_argument("--per-family", type=int, default=30)
+    p.add_argument("--auditor-cases", type=int, default=48,
+                   help="held-out budget cases (48 shipped; productive and doomed alternate)")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--json", type=Path, help="write the summaries here")
     p.add_argument("--verbose", action="store_true", help="print every miss")
@@ -171,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(families) - set(FAMILIES)
     if unknown:
         p.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
-    summaries = anyio.run(evaluate, args.checkpoint, families, args.per_family, args.verbose)
+    summaries = anyio.run(evaluate, args.checkpoint, families, args.per_family, args.verbose,
+                          args.auditor_cases)
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=1) + "\n", encoding="utf-8")
     return 0

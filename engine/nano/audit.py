@@ -121,6 +121,14 @@ def held_out_cases() -> list[dict[str, Any]]:
 
 
 def audit_tasks(n: int, seed: int) -> list[Task]:
-    """Seed 0 is the held-out split (the shipped cases, ``n`` at most); others are generated."""
-    cases = held_out_cases()[:n] if seed == 0 else generated_cases(n, seed)
+    """Seed 0 is the held-out split (the shipped cases, ``n`` at most, productive and doomed
+    alternating so that any ``n`` is balanced); other seeds are generated."""
+    if seed == 0:
+        shipped = held_out_cases()
+        good = [c for c in shipped if c["label"] == "productive"]
+        bad = [c for c in shipped if c["label"] != "productive"]
+        mixed = [c for pair in zip(good, bad, strict=False) for c in pair]
+        cases = (mixed + good[len(bad):] + bad[len(good):])[:n]
+    else:
+        cases = generated_cases(n, seed)
     return [task_of(c) for c in cases]

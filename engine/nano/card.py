@@ -51,7 +51,8 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
         steps=steps, batch=args["batch"], tokens=tokens, minutes=seconds / 60, machine=machine,
         data_s=log.get("data_seconds", 0), lr=args["lr"], seed=args["seed"],
         final_loss=log["steps"][-1]["loss"] if log["steps"] else float("nan"),
-        per_family=evals[0]["tasks"] if evals else 0, rows=rows, auditor_note=note)
+        per_family=next((e["tasks"] for e in evals if e["family"] != "auditor"), 0),
+        rows=rows, auditor_note=note)
 
 
 def _command(args: dict[str, Any]) -> str:
