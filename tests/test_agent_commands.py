@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 from agent_kit import call, in_process, say, script
 
-import whalebone
 from whalebone.agent.cli import main
-
-PACKAGE = Path(whalebone.__file__).resolve().parent
 
 
 def whalebone_cmd(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -109,12 +106,11 @@ def test_the_engine_comes_from_the_config_file(
     assert code == 2 and err
 
 
-@pytest.mark.skipif((PACKAGE / "engine" / "checkpoints" / "whalebone-nano" / "config.json")
-                    .exists(), reason="a bundled checkpoint is installed here")
-def test_the_default_bundled_engine_without_a_checkpoint_fails_cleanly(tmp_path: Path) -> None:
-    r = whalebone_cmd("run", "hi", home=tmp_path)
+def test_a_bundled_engine_without_its_checkpoint_fails_cleanly(tmp_path: Path) -> None:
+    missing = tmp_path / "no-checkpoint"
+    r = whalebone_cmd("run", "hi", "--engine", f"bundled:{missing}", home=tmp_path)
     assert r.returncode == 5, r.stderr
-    assert "no bundled checkpoint is installed" in r.stderr and "Traceback" not in r.stderr
+    assert f"no checkpoint folder at {missing}" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_ctrl_c_exits_130_and_the_session_resumes(
