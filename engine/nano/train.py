@@ -146,9 +146,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
     else:
         model = Transformer(cfg, seed=args.seed)
+    if args.tie_embeddings:
+        # One matrix for input and output embeddings (saved as two equal tensors, so the
+        # checkpoint stays V4's layout): copying a prompt token needs no learnt identity map.
+        with torch.no_grad():  # output-layer scale: logits start O(1), as untied
+            model.embed.weight.mul_(cfg.dim**-0.5)
+        model.head.weight = model.embed.weight
     model.train()
     model.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix counts once
     n_params = sum(p.numel() for p in params)
     log["parameters"] = n_params
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
@@ -241,6 +247,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the data")
     p.add_argument("--device", default="cpu", help="cpu, cuda, … (the checkpoint runs on CPU)")
+    p.add_argument("--tie-embeddings", action="store_true",
+                   help="share the embedding and output matrices while training")
     p.add_argument("--resume", help="start from this checkpoint folder's weights")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
