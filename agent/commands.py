@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
 
         tools = None if args.no_tools else default_tools(
             workspace, shell_policy=ShellPolicy.model_validate(settings.shell),
-            approve=_approver(), calculator=True)  # arithmetic without a shell
+            approve=_approver())
         budget = open_budget(settings)
         memory = None
         if args.memory:

@@ -16,9 +16,10 @@ def test_tools_come_in_a_fixed_order_with_byte_identical_schemas(tmp_path: Path)
     a, b = default_tools(tmp_path), default_tools(tmp_path)
     names = [t.name for t in a]
     assert names == ["read_file", "write_file", "edit_file", "list_dir", "grep", "shell",
-                     "http_get"]
+                     "http_get", "calculator"]
     assert a.schemas() == b.schemas()
-    assert [t.name for t in default_tools(tmp_path, shell=False, web=False)] == names[:5]
+    assert [t.name for t in default_tools(tmp_path, shell=False, web=False, calculator=False)
+            ] == names[:5]
 
 
 def test_file_tools_are_confined_and_shell_runs_in_the_workspace(tmp_path: Path) -> None:

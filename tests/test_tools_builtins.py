@@ -21,7 +21,7 @@ def call(registry: ToolRegistry, name: str, **args: Any) -> Any:
 def test_the_default_set_comes_in_a_fixed_order(tmp_path: Path) -> None:
     names = [t.name for t in builtin_tools(tmp_path)]
     assert names == ["read_file", "write_file", "edit_file", "list_dir", "grep", "shell",
-                     "http_get"]
+                     "http_get", "calculator"]
     assert [t.name for t in builtin_tools(tmp_path, shell=False, web=False, calculator=True)
             ] == ["read_file", "write_file", "edit_file", "list_dir", "grep", "calculator"]
 

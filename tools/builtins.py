@@ -2,9 +2,11 @@
 
 ``read_file, write_file, edit_file, list_dir, grep`` (confined to the workspace), then
 ``shell`` (the workspace as cwd, under a policy), then ``http_get`` (SSRF-guarded), then
-``calculator`` when asked for. The order and every schema are part of the cached prompt
-prefix, so this function builds the same tools block byte for byte on every call; a host adds
-its own tools, or an MCP server's (:class:`whalebone.tools.mcp.McpTools`), after these.
+``calculator``. The same set serves ``whalebone run``, ``chat`` and the daemon, so a session
+can move between them without changing its prompt. The order and every schema are part of the
+cached prompt prefix, so this function builds the same tools block byte for byte on every call;
+a host adds its own tools, or an MCP server's (:class:`whalebone.tools.mcp.McpTools`), after
+these.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from whalebone.tools.shell import Approver, ShellPolicy, run_shell
 
 def builtin_tools(workspace: str | os.PathLike[str], *, shell_policy: ShellPolicy | None = None,
                   approve: Approver | None = None, http_policy: HttpPolicy | None = None,
-                  shell: bool = True, web: bool = True, calculator: bool = False,
+                  shell: bool = True, web: bool = True, calculator: bool = True,
                   read_only: bool = False) -> ToolRegistry:
     """The built-in tools for an agent working in ``workspace``.
 

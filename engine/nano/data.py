@@ -64,7 +64,7 @@ def nano_tools(workspace: str | Path) -> Any:
     """The tool set the nano agent is trained with: the built-ins plus the calculator."""
     from whalebone.agent.tools import default_tools
 
-    return default_tools(workspace, calculator=True)
+    return default_tools(workspace)
 
 
 def write_workspace(root: Path, files: dict[str, str]) -> None:
