@@ -34,7 +34,9 @@ from typing import Any
 import anyio
 
 from whalebone.budget.auditor import DECIDE_BUDGET, Auditor
-from whalebone.budget.policy import BaseRates, ExtensionRequest, RunFacts, Verdict
+from whalebone.budget.policy import RunFacts, Verdict
+from whalebone.budget.rule import read as read_rule
+from whalebone.budget.rule import request_from_case
 from whalebone.dsml import encode_messages, neutralise
 from whalebone.engine.base import Engine, GenerationRequest, SamplingParams
 
@@ -64,13 +66,7 @@ def balanced(cases: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     return mixed[:limit]
 
 
-def request_of(case: dict[str, Any]) -> ExtensionRequest:
-    return ExtensionRequest(
-        request_id=case["id"], session_id="bench", run_id=case["id"], agent="coder",
-        kind="turn", scope=case["scope"], unit=case["unit"], limit=case["limit"],
-        spent=case["spent"], in_flight=0.0, needed=case["needed"], max_step=case["max_step"],
-        extensions_so_far=0, facts=RunFacts.model_validate(case["facts"]),
-        base_rates=BaseRates.model_validate(case["base_rates"]))
+request_of = request_from_case  # (one conversion, in the budget room)
 
 
 # --- the fixed rule ---------------------------------------------------------------------------
@@ -78,17 +74,14 @@ def request_of(case: dict[str, Any]) -> ExtensionRequest:
 def rule(facts: RunFacts, max_step: float) -> Verdict:
     """Deny on a loop, on no new information lately, on mostly failing tools, or on the same
     failing command with nothing changed; otherwise approve half the maximum step."""
-    recent = facts.new_info_per_step[-3:]
-    last = [c.exit_status for c in facts.commands[-5:]]
-    why = None
-    if facts.repeated_identical_calls >= 5:
-        why = f"{facts.repeated_identical_calls} identical calls"
-    elif recent and statistics.mean(recent) < 0.1:
-        why = f"new information per step {statistics.mean(recent):.2f} lately"
-    elif facts.tool_error_rate > 0.5:
-        why = f"tool error rate {facts.tool_error_rate:.0%}"
-    elif last and all(s not in (0, None) for s in last) and not facts.files_changed:
-        why = "the same commands keep failing and no file changed"
+    reading = read_rule(facts)
+    why = {
+        None: None,
+        "loop": f"{facts.repeated_identical_calls} identical calls",
+        "no_new_information": f"new information per step {reading.mean_info:.2f} lately",
+        "tool_errors": f"tool error rate {facts.tool_error_rate:.0%}",
+        "failing_unchanged": "the same commands keep failing and no file changed",
+    }[reading.tripped]
     if why:
         return Verdict(decision="deny", reason=why, decider="rule")
     return Verdict(decision="approve", amount=max_step / 2, reason="progress", decider="rule")

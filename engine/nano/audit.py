@@ -1,6 +1,6 @@
 """The auditor family: budget extension requests and the decision a sound policy makes.
 
-The policy is the fixed rule of ``bench/budget_eval.py`` (deny on a loop, on no new information
+The policy is the fixed rule of ``whalebone.budget.rule`` (deny on a loop, on no new information
 lately, on mostly failing tools, or on the same failing commands with nothing changed; otherwise
 approve). The oracle's reasoning walks through those four checks with the numbers read from the
 request, so the model learns to look at the facts that decide, then calls ``decide_budget``.
@@ -16,13 +16,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
-import statistics
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from whalebone.budget.policy import BaseRates, ExtensionRequest, RunFacts
+from whalebone.budget.policy import RunFacts
+from whalebone.budget.rule import read as read_rule
+from whalebone.budget.rule import request_from_case
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.nano.tasks import Step, Task
 
@@ -46,35 +47,25 @@ def _maker() -> ModuleType:
 
 def policy(facts: RunFacts) -> tuple[str, str, str]:
     """The rule's decision, the checks that lead to it and the one-sentence reason."""
-    recent = facts.new_info_per_step[-3:]
-    info = statistics.mean(recent) if recent else 1.0
-    last = [c.exit_status for c in facts.commands[-5:]]
-    stuck = bool(last) and all(s not in (0, None) for s in last) and not facts.files_changed
+    reading = read_rule(facts)
+    recent = reading.recent_info
     checks = (f"identical calls {facts.repeated_identical_calls}; new information lately "
               f"{' '.join(f'{x:.2f}' for x in recent) or 'none'}; error rate "
               f"{facts.tool_error_rate:.0%}; failing with nothing changed: "
-              f"{'yes' if stuck else 'no'}.")
-    if facts.repeated_identical_calls >= 5:
-        why = f"The run repeated one identical call {facts.repeated_identical_calls} times: " \
-              "it is looping."
-    elif recent and info < 0.1:
-        why = f"The last steps brought almost no new information ({info:.2f} on average)."
-    elif facts.tool_error_rate > 0.5:
-        why = f"Most tool calls fail (error rate {facts.tool_error_rate:.0%})."
-    elif stuck:
-        why = "The same commands keep failing and no file has changed."
-    else:
-        return "approve", checks, "Progress is steady."
-    return "deny", checks, why
+              f"{'yes' if reading.stuck else 'no'}.")
+    why = {
+        None: "Progress is steady.",
+        "loop": f"The run repeated one identical call {facts.repeated_identical_calls} times: "
+                "it is looping.",
+        "no_new_information": "The last steps brought almost no new information "
+                              f"({reading.mean_info:.2f} on average).",
+        "tool_errors": f"Most tool calls fail (error rate {facts.tool_error_rate:.0%}).",
+        "failing_unchanged": "The same commands keep failing and no file has changed.",
+    }[reading.tripped]
+    return reading.decision, checks, why
 
 
-def request_of(case: dict[str, Any]) -> ExtensionRequest:
-    return ExtensionRequest(
-        request_id=case["id"], session_id="bench", run_id=case["id"], agent="coder",
-        kind="turn", scope=case["scope"], unit=case["unit"], limit=case["limit"],
-        spent=case["spent"], in_flight=0.0, needed=case["needed"], max_step=case["max_step"],
-        extensions_so_far=0, facts=RunFacts.model_validate(case["facts"]),
-        base_rates=BaseRates.model_validate(case["base_rates"]))
+request_of = request_from_case  # (one conversion, in the budget room)
 
 
 def task_of(case: dict[str, Any]) -> Task:
