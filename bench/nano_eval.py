@@ -3,6 +3,7 @@
     python bench/nano_eval.py                              # the shipped checkpoint, 30 per family
     python bench/nano_eval.py --checkpoint DIR --per-family 50 --json out.json
     python bench/nano_eval.py --families arithmetic,chat --per-family 5
+    python bench/nano_eval.py --families echo   # the training-only copying family
 
 The held-out split is seed 0 of :mod:`whalebone.engine.nano.tasks` (never trained on: training
 uses seeds >= 1 and drops any task whose user message is held out) and, for the auditor, the
@@ -33,7 +34,7 @@ from typing import Any
 
 import anyio
 
-from whalebone.engine.nano.tasks import FAMILIES, Task, make_tasks
+from whalebone.engine.nano.tasks import FAMILIES, TRAIN_FAMILIES, Task, make_tasks
 
 
 def same_call(got: tuple[str, dict[str, Any]], want: tuple[str, dict[str, Any]]) -> bool:
@@ -86,7 +87,7 @@ async def run_agent_task(engine: Any, task: Task, scratch: Path) -> dict[str, An
     for rel, content in task.expect_files.items():
         path = ws / rel
         correct = correct and path.is_file() and path.read_text(encoding="utf-8") == content
-    if task.family == "chat":
+    if task.family in ("chat", "echo"):
         correct = correct and not calls
     return {"turns": turns, "malformed": malformed, "right_call": right, "correct": correct,
             "answer": answer, "calls": calls, "reason": reason}
@@ -171,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # a shared CPU: see whalebone.engine.nano.train
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = set(families) - set(FAMILIES)
+    unknown = set(families) - set(TRAIN_FAMILIES)
     if unknown:
-        p.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
+        p.error(f"unknown families {sorted(unknown)}; choose from {', '.join(TRAIN_FAMILIES)}")
     summaries = anyio.run(evaluate, args.checkpoint, families, args.per_family, args.verbose,
                           args.auditor_cases)
     if args.json:

@@ -18,7 +18,7 @@ from whalebone.dsml import tokens as T  # noqa: E402
 from whalebone.dsml.tokenizer import load_tokenizer  # noqa: E402
 from whalebone.engine.nano import data as D  # noqa: E402
 from whalebone.engine.nano.audit import held_out_cases, policy, request_of  # noqa: E402
-from whalebone.engine.nano.tasks import FAMILIES, make_tasks  # noqa: E402
+from whalebone.engine.nano.tasks import FAMILIES, TRAIN_FAMILIES, make_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +100,15 @@ def test_memory_recall_happens_in_a_fresh_session_that_finds_the_stored_fact() -
     assert "match(es)" in stored
 
 
+def test_echo_is_trained_on_but_not_scored_and_its_answer_is_the_users_text() -> None:
+    assert "echo" in TRAIN_FAMILIES and "echo" not in FAMILIES
+    for task, ex in zip(make_tasks("echo", 3, 3), _render("echo", 3), strict=True):
+        said = task.sessions[0]
+        answer = ex.pieces[-1][0].split(T.THINK_END)[1].removesuffix(T.EOS)
+        assert answer and said.endswith(answer)  # the whole answer is copied from the user
+        assert answer in ex.pieces[0][0]
+
+
 def test_held_out_tasks_never_reach_training() -> None:
     held = D.held_out_keys(20)
     train = [t for f in FAMILIES if f != "auditor" for t in make_tasks(f, 40, D.TRAIN_SEED)]
@@ -137,6 +146,18 @@ def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
     assert losses[-1] < losses[0] * 0.8
     engine = BundledEngine.from_checkpoint(tmp_path / "ckpt", use_cache=False, progress=False)
     assert engine.vocab.size == engine.cfg.vocab_size
+    # tied by default, saved in V4's layout as two equal matrices; resuming keeps them tied
+    from whalebone.engine.weights import load_checkpoint
+
+    model = load_checkpoint(tmp_path / "ckpt")
+    assert torch.equal(model.embed.weight, model.head.weight)
+    again = TR.train(TR.parse(["--out", str(tmp_path / "more"), "--data", str(data),
+                               "--batch", "2", "--max-steps", "2", "--warmup", "1",
+                               "--resume", str(tmp_path / "ckpt")]))
+    assert again["previous"]["final_step"] == 8
+    more = load_checkpoint(tmp_path / "more")
+    assert torch.equal(more.embed.weight, more.head.weight)
+    assert not torch.equal(more.embed.weight, model.embed.weight)
 
 
 def test_train_command_rejects_bad_arguments() -> None:

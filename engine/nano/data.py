@@ -29,7 +29,7 @@ import anyio
 from whalebone.dsml import tokens as T
 from whalebone.dsml.emit import emit_completion
 from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.nano.tasks import FAMILIES, Step, Task, make_tasks
+from whalebone.engine.nano.tasks import TRAIN_FAMILIES, Step, Task, make_tasks
 
 TRAIN_SEED = 1  # train tasks come from seeds >= 1; the held-out split is seed 0
 HELD_OUT_SEED = 0
@@ -156,12 +156,12 @@ def task_key(task: Task) -> str:
 
 def held_out_keys(per_family: int) -> set[str]:
     """Every task of the held-out split (kept out of training)."""
-    return {task_key(t) for f in FAMILIES if f != "auditor"
+    return {task_key(t) for f in TRAIN_FAMILIES if f != "auditor"
             for t in make_tasks(f, per_family, HELD_OUT_SEED)}
 
 
 def build(per_family: int, *, held_out: int = 50, seed: int = TRAIN_SEED,
-          families: tuple[str, ...] = FAMILIES) -> list[Example]:
+          families: tuple[str, ...] = TRAIN_FAMILIES) -> list[Example]:
     """Render ``per_family`` train tasks of each family (the memory family gives two examples
     per task), skipping any task of the held-out split (same messages and workspace)."""
     if seed == HELD_OUT_SEED:
@@ -202,7 +202,7 @@ def build_parallel(per_family: int, *, held_out: int = 50, workers: int = 2,
     import multiprocessing
 
     jobs = [(f, min(chunk, per_family - i * chunk), TRAIN_SEED + i, held_out)
-            for f in FAMILIES for i in range(-(-per_family // chunk))]
+            for f in TRAIN_FAMILIES for i in range(-(-per_family // chunk))]
     if workers <= 1:
         done = [_build_job(j) for j in jobs]
     else:

@@ -22,6 +22,10 @@ from typing import Any
 from whalebone.tools.calculator import calculator
 
 FAMILIES = ("arithmetic", "read_file", "list_dir", "write_file", "memory", "chat", "auditor")
+# Trained on, not scored: repeating the user's text exactly. Every answer token is a copy, which
+# is what a small model learns slowest from the other families (a few copied tokens each).
+AUX_FAMILIES = ("echo",)
+TRAIN_FAMILIES = FAMILIES + AUX_FAMILIES
 
 
 @dataclass
@@ -272,8 +276,32 @@ def chat(rng: random.Random) -> Task:
                 expect_answer=[reply])
 
 
+# -- auxiliary: echo ------------------------------------------------------------------------
+
+def _item(rng: random.Random) -> str:
+    forms = [
+        lambda: str(rng.randint(0, 9999)),
+        lambda: str(rng.randint(10, 999)),
+        lambda: _word(rng),
+        lambda: rng.choice(NAMES),
+        lambda: _fname(rng),
+        lambda: f"{rng.choice(DIRS)}/{_fname(rng)}",
+        lambda: f"{rng.randint(2, 999)} {rng.choice('+-*/')} {rng.randint(2, 99)}",
+        lambda: _line(rng),
+    ]
+    return rng.choice(forms)()
+
+
+def echo(rng: random.Random) -> Task:
+    text = rng.choice([" ", ", ", "; ", "\n"]).join(_item(rng) for _ in range(rng.randint(3, 12)))
+    ask = rng.choice(["Repeat after me: {t}", "Say exactly this: {t}", "Echo this back:\n{t}",
+                      "Copy this text exactly: {t}", "repeat {t}", "Please repeat: {t}"])
+    return Task("echo", [ask.format(t=text)], [[Step("Repeat it.", answer=text)]],
+                expect_answer=[text])
+
+
 MAKERS = {"arithmetic": arithmetic, "read_file": read_file, "list_dir": list_dir,
-          "write_file": write_file, "memory": memory, "chat": chat}
+          "write_file": write_file, "memory": memory, "chat": chat, "echo": echo}
 
 
 def make_tasks(family: str, n: int, seed: int) -> list[Task]:
