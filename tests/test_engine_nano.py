@@ -198,3 +198,16 @@ def test_shipped_model_calls_the_calculator_on_a_held_out_question(shipped: Any,
 
     text = anyio.run(greedy)
     assert T.THINK_END in text and '<｜DSML｜invoke name="calculator">' in text
+
+
+def test_model_card_command_is_one_that_parses_back() -> None:
+    from whalebone.engine.nano import train as TR
+    from whalebone.engine.nano.card import _command
+
+    cmd = _command({"out": "x", "lr": 0.003, "tie_embeddings": False, "batch": 16,
+                    "minutes": 30.0, "resume": None})
+    assert "--no-tie-embeddings" in cmd and "--lr 0.003" in cmd
+    assert "--batch" not in cmd and "--minutes" not in cmd  # defaults are left out
+    argv = cmd.strip("`").split()[3:]
+    args = TR.parse(argv)
+    assert args.tie_embeddings is False and args.lr == 0.003

@@ -60,9 +60,15 @@ def _command(args: dict[str, Any]) -> str:
     from whalebone.engine.nano.train import parse
 
     defaults = vars(parse(["--out", "DIR"]))
-    shown = [f"--{k.replace('_', '-')} {v}" for k, v in args.items()
-             if k not in ("out", "data", "workers", "log_every", "save_every")
-             and v != defaults.get(k) and v is not None]
+    shown = []
+    for k, v in args.items():
+        if k in ("out", "data", "workers", "log_every", "save_every") or v is None:
+            continue
+        if k not in defaults or v == defaults[k]:
+            continue
+        flag = k.replace("_", "-")
+        shown.append((f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool)
+                     else f"--{flag} {v}")
     return "`python -m whalebone.engine.nano.train --out DIR " + " ".join(shown) + "`"
 
 
