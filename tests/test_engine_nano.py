@@ -160,6 +160,25 @@ def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
     assert not torch.equal(more.embed.weight, model.embed.weight)
 
 
+def test_a_curriculum_trains_on_chosen_families_with_extra_examples_outside_the_vocab(
+        tmp_path: Path) -> None:
+    from whalebone.engine.nano import train as TR
+    from whalebone.engine.vocab import VocabMap
+
+    data, extra = tmp_path / "data.jsonl", tmp_path / "extra.jsonl"
+    D.save(_render("chat", 2) + _render("arithmetic", 1), data)
+    D.save(_render("echo_easy", 2), extra)
+    common = ["--data", str(data), "--batch", "2", "--max-steps", "1", "--warmup", "1"]
+    plain = TR.train(TR.parse(["--out", str(tmp_path / "a"), *common]))
+    log = TR.train(TR.parse(["--out", str(tmp_path / "b"), *common, "--extra", str(extra),
+                             "--families", "echo_easy,chat"]))
+    assert plain["examples"] == 3 and log["examples"] == 4
+    # the vocabulary is the main data's, so either checkpoint can resume the other
+    assert VocabMap.load(tmp_path / "a") == VocabMap.load(tmp_path / "b")
+    with pytest.raises(SystemExit):
+        TR.train(TR.parse(["--out", str(tmp_path / "c"), *common, "--families", "nope"]))
+
+
 def test_train_command_rejects_bad_arguments() -> None:
     from whalebone.engine.nano import train as TR
 
@@ -211,3 +230,22 @@ def test_model_card_command_is_one_that_parses_back() -> None:
     argv = cmd.strip("`").split()[3:]
     args = TR.parse(argv)
     assert args.tie_embeddings is False and args.lr == 0.003
+
+
+def test_copy_probe_learns_a_fixed_distance_copy() -> None:
+    """The training path carries gradient through attention: the nano shape learns to repeat a
+    string at a fixed distance (the probe's easy task) in a few seconds."""
+    import io
+
+    from whalebone.engine.nano import probe
+
+    seq, at = probe.batch("induction", 50, 8, torch.Generator().manual_seed(1))
+    n = (seq.size(0) - 1 - at)
+    assert seq[at - 1] == 1 and seq[-1] == 2 and torch.equal(seq[at - 1 - n:at - 1], seq[at:-1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        log = probe.run("fixed", 12, 6, 150, lr=1e-2, log_every=50, out=io.StringIO())
+    finally:
+        torch.set_num_threads(threads)
+    assert log[-1][1] < 0.4 * log[0][1]

@@ -3,7 +3,8 @@
     python -m whalebone.engine.nano.card --checkpoint DIR --eval eval.json [--machine TEXT]
 
 ``eval.json`` is what ``bench/nano_eval.py --json`` writes. The card template is ``card.md``
-beside this module; every figure in it comes from the files, none is typed by hand.
+beside this module; every figure in its tables comes from the files, none is typed by hand
+(``--summary FILE`` adds a paragraph of prose after the scores).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from whalebone.engine.weights import read_config
 TEMPLATE = Path(__file__).with_name("card.md")
 
 
-def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machine: str) -> str:
+def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machine: str,
+           summary: str = "") -> str:
     cfg = read_config(folder)
     args = log["args"]
     rows = "\n".join(
@@ -52,7 +54,7 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
         data_s=log.get("data_seconds", 0), lr=args["lr"], seed=args["seed"],
         final_loss=log["steps"][-1]["loss"] if log["steps"] else float("nan"),
         per_family=next((e["tasks"] for e in evals if e["family"] != "auditor"), 0),
-        rows=rows, auditor_note=note)
+        rows=rows, auditor_note=note + (f"\n\n{summary.strip()}" if summary.strip() else ""))
 
 
 def _command(args: dict[str, Any]) -> str:
@@ -67,6 +69,9 @@ def _command(args: dict[str, Any]) -> str:
         if k not in defaults or v == defaults[k]:
             continue
         flag = k.replace("_", "-")
+        if k == "resume":  # a folder on the training machine: the stage before this one
+            shown.append("--resume PREVIOUS_STAGE")
+            continue
         shown.append((f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool)
                      else f"--{flag} {v}")
     return "`python -m whalebone.engine.nano.train --out DIR " + " ".join(shown) + "`"
@@ -77,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--eval", type=Path, required=True, help="bench/nano_eval.py --json output")
     p.add_argument("--machine", default="a shared 2-core CPU (torch, one thread)")
+    p.add_argument("--summary", type=Path, help="a paragraph (Markdown) read after the scores")
     args = p.parse_args(argv)
     log = json.loads((args.checkpoint / "train_log.json").read_text(encoding="utf-8"))
     evals = json.loads(args.eval.read_text(encoding="utf-8"))
-    text = render(args.checkpoint, log, evals, args.machine)
+    summary = args.summary.read_text(encoding="utf-8") if args.summary else ""
+    text = render(args.checkpoint, log, evals, args.machine, summary)
     (args.checkpoint / "MODEL_CARD.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.checkpoint / 'MODEL_CARD.md'}")
     return 0

@@ -292,16 +292,24 @@ def _item(rng: random.Random) -> str:
     return rng.choice(forms)()
 
 
-def echo(rng: random.Random) -> Task:
-    text = rng.choice([" ", ", ", "; ", "\n"]).join(_item(rng) for _ in range(rng.randint(3, 12)))
+def _easy_item(rng: random.Random) -> str:
+    return rng.choice([_word(rng), rng.choice(NAMES), str(rng.randint(0, 99)), rng.choice(DIRS)])
+
+
+def echo(rng: random.Random, easy: bool = False) -> Task:
+    """Repeat the user's text. ``easy``: short common items only (a curriculum warm-up: copying
+    found by content appears sooner over a small vocabulary, see :mod:`.probe`)."""
+    item = _easy_item if easy else _item
+    text = rng.choice([" ", ", ", "; ", "\n"]).join(item(rng) for _ in range(rng.randint(3, 12)))
     ask = rng.choice(["Repeat after me: {t}", "Say exactly this: {t}", "Echo this back:\n{t}",
                       "Copy this text exactly: {t}", "repeat {t}", "Please repeat: {t}"])
-    return Task("echo", [ask.format(t=text)], [[Step("Repeat it.", answer=text)]],
-                expect_answer=[text])
+    return Task("echo_easy" if easy else "echo", [ask.format(t=text)],
+                [[Step("Repeat it.", answer=text)]], expect_answer=[text])
 
 
 MAKERS = {"arithmetic": arithmetic, "read_file": read_file, "list_dir": list_dir,
-          "write_file": write_file, "memory": memory, "chat": chat, "echo": echo}
+          "write_file": write_file, "memory": memory, "chat": chat, "echo": echo,
+          "echo_easy": lambda rng: echo(rng, easy=True)}
 
 
 def make_tasks(family: str, n: int, seed: int) -> list[Task]:

@@ -90,6 +90,20 @@ SHAPE: dict[str, Any] = {"dim": 128, "n_heads": 4, "head_dim": 64, "rope_head_di
 SPELLING = [chr(c) for c in range(32, 127)]
 
 
+def extra_examples(spec: str, held_out: int) -> list[Example]:
+    """``--extra``: a JSONL file of examples, or ``FAMILY:N`` to render N tasks of a family
+    (seeded like the main data, so the same spec gives the same examples)."""
+    from whalebone.engine.nano.data import build
+    from whalebone.engine.nano.tasks import MAKERS
+
+    family, _, n = spec.partition(":")
+    if not Path(spec).exists() and family in MAKERS and n.isdigit():
+        return build(int(n), held_out=held_out, families=(family,))
+    if not Path(spec).is_file():
+        raise SystemExit(f"--extra {spec}: neither a JSONL file nor FAMILY:N")
+    return load(Path(spec))
+
+
 def build_vocab(examples: list[Example], size: int) -> VocabMap:
     texts = {ex.head for ex in examples}
     texts.update("".join(t for t, _ in ex.pieces) for ex in examples)
@@ -120,6 +134,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         examples = build_parallel(args.per_family, held_out=args.held_out, workers=args.workers)
         if cache is not None:
             save(examples, cache)
+    # the vocabulary comes from the main data only, so that a run adding --extra examples
+    # (a curriculum) can resume a checkpoint trained without them
+    vocab_examples = examples
+    if args.extra:
+        examples = examples + extra_examples(args.extra, args.held_out)
+    if args.families:
+        wanted = {f.strip() for f in args.families.split(",") if f.strip()}
+        examples = [ex for ex in examples if ex.family in wanted]
+        if not examples:
+            raise SystemExit(f"no examples of families {sorted(wanted)} in the data")
     log["examples"] = len(examples)
     log["data_seconds"] = round(time.time() - t0, 1)
     print(f"{len(examples)} examples in {log['data_seconds']} s", flush=True)
@@ -127,7 +151,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     cfg = ModelConfig.preset(args.preset)
     if args.preset == "nano" and not args.full_preset:
         cfg = cfg.replace(**SHAPE)
-    vocab = build_vocab(examples, cfg.vocab_size)
+    vocab = build_vocab(vocab_examples, cfg.vocab_size)
     cfg = cfg.replace(vocab_size=vocab.size)  # a corpus with fewer tokens than the preset
     data = Encoded(examples, vocab)
     log["vocab_coverage"] = round(data.coverage, 5)
@@ -245,6 +269,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-family", type=int, default=600, help="train tasks per family")
     p.add_argument("--held-out", type=int, default=50, help="held-out tasks per family")
     p.add_argument("--data", help="cache the rendered examples in this JSONL file")
+    p.add_argument("--extra", help="more examples to train on, not in the vocabulary: a JSONL "
+                   "file, or FAMILY:N to render N tasks (e.g. echo_easy:3000)")
+    p.add_argument("--families", help="train only on these families (comma-separated)")
     p.add_argument("--batch", type=int, default=16, help="examples per step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=30)
