@@ -282,7 +282,8 @@ class _Printer:
         stop = "" if done.reason == "answer" else f"stopped ({done.reason}): "
         if done.message and done.reason != "answer":
             self._write(f"\n{stop}{safe(done.message)}")
-        self._write(f"\n— {done.steps} steps · {self.prompt:,} prompt tokens, {rate:.1%} "
+        steps = f"{done.steps} step" + ("" if done.steps == 1 else "s")
+        self._write(f"\n— {steps} · {self.prompt:,} prompt tokens, {rate:.1%} "
                     f"cached · {self.completion:,} completion tokens · ${done.price:.6f} · "
                     f"session {done.session_id}\n")
 
