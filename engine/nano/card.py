@@ -64,14 +64,12 @@ def _command(args: dict[str, Any]) -> str:
     defaults = vars(parse(["--out", "DIR"]))
     shown = []
     for k, v in args.items():
-        if k in ("out", "data", "workers", "log_every", "save_every") or v is None:
-            continue
-        if k not in defaults or v == defaults[k]:
+        if (k in ("out", "data", "workers", "log_every", "save_every") or v is None
+                or v == defaults.get(k, v)):
             continue
         flag = k.replace("_", "-")
         if k == "resume":  # a folder on the training machine: the stage before this one
-            shown.append("--resume PREVIOUS_STAGE")
-            continue
+            v = "PREVIOUS_STAGE"
         shown.append((f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool)
                      else f"--{flag} {v}")
     return "`python -m whalebone.engine.nano.train --out DIR " + " ".join(shown) + "`"

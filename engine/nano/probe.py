@@ -26,13 +26,14 @@ import argparse
 import math
 import sys
 import time
+from typing import Any, TextIO
 
 import torch
 import torch.nn.functional as F
 
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.model import Transformer
-from whalebone.engine.nano.train import SHAPE, train_forward
+from whalebone.engine.nano.train import SHAPE, make_trainable, train_forward
 
 
 def batch(task: str, vocab: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, int]:
@@ -48,22 +49,15 @@ def batch(task: str, vocab: int, length: int, g: torch.Generator) -> tuple[torch
 
 
 def run(task: str, vocab: int, length: int, steps: int, *, tied: bool = True, lr: float = 3e-3,
-        per_step: int = 4, seed: int = 0, log_every: int = 50, shape: dict | None = None,
-        out: object = sys.stdout) -> list[tuple[int, float]]:
+        per_step: int = 4, seed: int = 0, log_every: int = 50,
+        shape: dict[str, Any] | None = None, out: TextIO | None = None) -> list[tuple[int, float]]:
     """Train ``steps`` steps; the (step, repeat loss) pairs logged. ``shape`` overrides
     the nano shape's config fields."""
     torch.manual_seed(seed)
     cfg = ModelConfig.preset("nano").replace(**{**SHAPE, **(shape or {})})
     cfg = cfg.replace(vocab_size=vocab)
     model = Transformer(cfg, seed=seed)
-    if tied:  # as train.py does
-        with torch.no_grad():
-            model.embed.weight.mul_(cfg.dim**-0.5)
-        model.head.weight = model.embed.weight
-    model.train()
-    model.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    params, opt = make_trainable(model, tie=tied, fresh=True, lr=lr)
     g = torch.Generator().manual_seed(seed)
     logged: list[tuple[int, float]] = []
     start = time.time()
@@ -84,7 +78,7 @@ def run(task: str, vocab: int, length: int, steps: int, *, tied: bool = True, lr
             logged.append((step, loss))
             print(f"{task} V={vocab} {'tied' if tied else 'untied'} step {step} "
                   f"repeat loss {loss:.3f} nats (chance {math.log(vocab):.2f}) "
-                  f"{time.time() - start:.0f}s", file=out, flush=True)  # type: ignore[arg-type]
+                  f"{time.time() - start:.0f}s", file=out or sys.stdout, flush=True)
     return logged
 
 

@@ -36,6 +36,7 @@ from whalebone.engine.config import ModelConfig
 from whalebone.engine.hyper import hc_head
 from whalebone.engine.model import Transformer
 from whalebone.engine.nano.data import Example, build_parallel, load, save
+from whalebone.engine.nano.tasks import MAKERS
 from whalebone.engine.state import SeqState
 from whalebone.engine.vocab import VocabMap
 from whalebone.engine.weights import save_checkpoint
@@ -90,18 +91,41 @@ SHAPE: dict[str, Any] = {"dim": 128, "n_heads": 4, "head_dim": 64, "rope_head_di
 SPELLING = [chr(c) for c in range(32, 127)]
 
 
+def make_trainable(model: Transformer, *, tie: bool, fresh: bool,
+                   lr: float) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+    """Switch ``model`` to training: optionally tie its embeddings, turn on gradients, and
+    return its parameters (a tied matrix counted once) with their AdamW optimizer.
+
+    Tied: one matrix for input and output embeddings (saved as two equal tensors, so the
+    checkpoint stays V4's layout). Copying a prompt token then needs one map that is near the
+    identity for every token, learnt from all of them; untied, each of the ~1,000 number tokens
+    needs its own output row lined up with its input row, and a copy test (24 random tokens of
+    3,887, repeated) stayed at chance for 800 steps untied while tied fell from 8.4 to 4.0 nats.
+    A ``fresh`` model's embedding is scaled to the output layer's size first (logits start
+    O(1), as untied); a resumed one is already tied."""
+    if tie:
+        if fresh:
+            with torch.no_grad():
+                model.embed.weight.mul_(model.cfg.dim**-0.5)
+        model.head.weight = model.embed.weight
+    model.train()
+    model.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    return params, opt
+
+
 def extra_examples(spec: str, held_out: int) -> list[Example]:
     """``--extra``: a JSONL file of examples, or ``FAMILY:N`` to render N tasks of a family
     (seeded like the main data, so the same spec gives the same examples)."""
     from whalebone.engine.nano.data import build
-    from whalebone.engine.nano.tasks import MAKERS
 
+    if Path(spec).is_file():
+        return load(Path(spec))
     family, _, n = spec.partition(":")
-    if not Path(spec).exists() and family in MAKERS and n.isdigit():
-        return build(int(n), held_out=held_out, families=(family,))
-    if not Path(spec).is_file():
+    if family not in MAKERS or not n.isdigit():
         raise SystemExit(f"--extra {spec}: neither a JSONL file nor FAMILY:N")
-    return load(Path(spec))
+    return build(int(n), held_out=held_out, families=(family,))
 
 
 def build_vocab(examples: list[Example], size: int) -> VocabMap:
@@ -127,6 +151,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log: dict[str, Any] = {"args": vars(args), "steps": []}
 
     t0 = time.time()
+    # options first: a bad --families or --extra fails before minutes of rendering data
+    wanted = {f.strip() for f in (args.families or "").split(",") if f.strip()}
+    known = {*MAKERS, "auditor"}
+    if wanted - known:
+        raise SystemExit(f"--families: unknown {sorted(wanted - known)}; known: "
+                         f"{', '.join(sorted(known))}")
+    extra = extra_examples(args.extra, args.held_out) if args.extra else []
     cache = Path(args.data) if args.data else None
     if cache is not None and cache.exists():
         examples = load(cache)
@@ -137,10 +168,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     # the vocabulary comes from the main data only, so that a run adding --extra examples
     # (a curriculum) can resume a checkpoint trained without them
     vocab_examples = examples
-    if args.extra:
-        examples = examples + extra_examples(args.extra, args.held_out)
-    if args.families:
-        wanted = {f.strip() for f in args.families.split(",") if f.strip()}
+    examples = examples + extra
+    if wanted:
         examples = [ex for ex in examples if ex.family in wanted]
         if not examples:
             raise SystemExit(f"no examples of families {sorted(wanted)} in the data")
@@ -170,23 +199,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
     else:
         model = Transformer(cfg, seed=args.seed)
-    if args.tie_embeddings:
-        # One matrix for input and output embeddings (saved as two equal tensors, so the
-        # checkpoint stays V4's layout). Copying a prompt token then needs one map that is
-        # near the identity for every token, learnt from all of them; untied, each of the
-        # ~1,000 number tokens needs its own output row lined up with its input row, and a
-        # copy test (24 random tokens of 3,887, repeated) stayed at chance for 800 steps
-        # untied while tied fell from 8.4 to 4.0 nats.
-        if not args.resume:
-            with torch.no_grad():  # output-layer scale: logits start O(1), as untied
-                model.embed.weight.mul_(cfg.dim**-0.5)
-        model.head.weight = model.embed.weight
-    model.train()
-    model.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]  # a tied matrix counts once
-    n_params = sum(p.numel() for p in params)
-    log["parameters"] = n_params
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    params, opt = make_trainable(model, tie=args.tie_embeddings, fresh=not args.resume,
+                                 lr=args.lr)
+    log["parameters"] = sum(p.numel() for p in params)
     rng = random.Random(args.seed)
     groups = sorted(data.groups)
     weights = [len(data.groups[g]) for g in groups]
