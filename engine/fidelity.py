@@ -19,11 +19,34 @@ stack as one safetensors file (tensor ``logits``, shape (steps, vocab), and ``to
 
 Checked this way against a transcription of V4's ``inference/model.py`` (FP32, quantization
 steps off) on random micro/nano checkpoints: prefills of 1-260 tokens then up to 299 decode
-steps agree to ~3e-6. One known difference: when indexer scores tie exactly (ReLU makes every
-head 0 — common with 2-4 index heads and random weights, negligible with V4's 64), we give the
-last top-k slots to the oldest entries so that any chunking picks the same keys, while
-``torch.topk`` in the reference breaks ties arbitrarily; compare on models whose scores do not
-tie at the top-k boundary.
+steps agree to ~3e-6.
+
+Where the reference's tensor semantics decide the numbers, and what we do:
+
+- **A hash-table row that names one expert twice** (V4's released ``tid2eid`` tables have such
+  rows). The reference adds routed outputs with ``y[idx] += expert(x[idx], weights[idx, top])``;
+  an indexed ``+=`` with a token listed twice in ``idx`` writes its row once, so the expert is
+  applied once, at one slot's weight. **We follow the reference** (``moe._first_slots``): it is
+  what V4 computed when it was trained and evaluated, so it is the model's meaning. The
+  renormalisation still counts both slots, as the reference's does. Score-routed layers choose
+  with ``topk`` and never repeat an expert.
+- **Indexer scores that tie at the top-k cut** (ReLU makes every head 0 — common with 2-4
+  index heads and random weights, negligible with V4's 64): we give the last top-k slots to the
+  oldest entries so that any chunking selects the same keys; ``torch.topk`` in the reference
+  breaks ties by its kernel's order. **We differ on purpose**; compare on models whose scores
+  do not tie at the cut. Masked entries (future blocks at -inf) that fill a short prefill's
+  top-k are dropped in both (the reference marks them -1 for ``sparse_attn``).
+- **Expert choice at an exact tie of biased scores**: both call ``topk`` on the same FP32
+  values, so the same implementation picks the same experts; the order of the chosen experts
+  does not matter, as both add expert outputs in ascending expert order.
+- **Dtypes**: the reference runs in BF16 with FP32 islands (RMSNorm, gate scores, SwiGLU, the
+  MoE accumulator, hyper-connections, the indexer's FP4 simulation) and casts the SwiGLU
+  hidden state back to BF16 before ``w2``. We compute in FP32 throughout (``quant`` can
+  simulate FP8/FP4 activations), so we match the reference run in FP32 and differ from its BF16
+  run by BF16 rounding, not by any rule.
+- **In-place ops** (``apply_rotary_emb`` on a view of ``q``, ``relu_`` on the index scores,
+  the compressor's state writes at distinct positions) change nothing a second reader sees;
+  no indexed write other than the MoE's above can receive one position twice.
 """
 
 from __future__ import annotations

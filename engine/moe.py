@@ -6,6 +6,10 @@
 - The first ``n_hash_layers`` layers choose no experts at all: a fixed table
   ``tid2eid[token_id]`` names them.
 - Weights are renormalised to sum to 1 (not for softmax), then multiplied by ``route_scale``.
+- A hash table row may name the same expert in two slots (V4's own tables do). V4's reference
+  adds the routed outputs with an indexed ``y[idx] += …``, which writes a repeated row once, so
+  such a token gets that expert once, at one slot's weight (the slots' weights are equal: both
+  are gathered from the same score). We compute exactly that: a repeated slot is dropped.
 - Experts are SwiGLU with clamps (up-projection to ±swiglu_limit, gate ≤ swiglu_limit);
   one shared expert sees every token.
 """
@@ -87,13 +91,20 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """x (T, dim), ids (T,) token ids (for hash routing) -> (T, dim)."""
         weights, indices = self.gate(x, ids)  # (T, k), (T, k)
+        routed = _first_slots(indices) if self.gate.hashed else indices  # top-k never repeats
         y = torch.zeros_like(x)
         counts = torch.bincount(indices.flatten(), minlength=len(self.experts)).tolist()
         for e, n in enumerate(counts):
             if n == 0:
                 continue
-            rows, slot = torch.where(indices == e)
+            rows, slot = torch.where(routed == e)
             y.index_add_(0, rows, self.experts[e](x[rows], weights[rows, slot, None]))
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
         return y
+
+
+def _first_slots(indices: torch.Tensor) -> torch.Tensor:
+    """indices (T, k) with every slot that repeats an earlier slot's expert set to -1."""
+    same = indices[:, :, None] == indices[:, None, :]  # (T, k, k): slot i names slot j's expert
+    return indices.masked_fill(same.tril(-1).any(-1), -1)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.model import Transformer
 from whalebone.engine.moe import Expert, MoE
+from whalebone.engine.weights import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,68 @@ def test_moe_output_is_routed_experts_plus_the_shared_one(layers: tuple[MoE, MoE
         for w, e in zip(weights[t], experts[t], strict=True):
             expected[t] += moe.experts[int(e)](x[t : t + 1], w)[0]
     torch.testing.assert_close(moe(x, ids), expected, atol=1e-5, rtol=1e-5)
+
+
+# A hash table row may name one expert in two slots (V4's released tables do). The reference's
+# ``y[idx] += expert(x[idx], weights[idx, top, None])`` then writes that token's row once.
+REPEATS = {3: [1, 1, 2], 7: [0, 0, 0], 9: [2, 3, 2]}  # token id -> its tid2eid row
+
+
+def _reference_moe(moe: MoE, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """V4's reference ``MoE.forward`` (inference/model.py), transcribed line for line."""
+    weights, indices = moe.gate(x, ids)
+    y = torch.zeros_like(x, dtype=torch.float32)
+    counts = torch.bincount(indices.flatten(), minlength=len(moe.experts)).tolist()
+    for i in range(len(moe.experts)):
+        if counts[i] == 0:
+            continue
+        idx, top = torch.where(indices == i)
+        y[idx] += moe.experts[i](x[idx], weights[idx, top, None])
+    assert moe.shared_experts is not None
+    return y + moe.shared_experts(x)
+
+
+@pytest.fixture(scope="module")
+def repeating(tmp_path_factory: pytest.TempPathFactory) -> MoE:
+    """Layer 0 (hash-routed, 3 of 4 experts) of a tiny checkpoint whose table repeats experts."""
+    cfg = ModelConfig.preset("micro").replace(n_activated_experts=3)
+    model = Transformer(cfg, seed=43)
+    with torch.no_grad():
+        for token, row in REPEATS.items():
+            model.layers[0].ffn.gate.tid2eid[token] = torch.tensor(row, dtype=torch.int32)
+    folder = save_checkpoint(model, tmp_path_factory.mktemp("repeating"))
+    return load_checkpoint(folder).layers[0].ffn
+
+
+def test_a_repeated_hash_expert_is_applied_once_as_in_the_reference(repeating: MoE) -> None:
+    ids = torch.tensor([3, 5, 7, 9, 11, 3])
+    x = _x(6)
+    with torch.no_grad():
+        out = repeating(x, ids)
+        weights, experts = repeating.gate(x, ids)
+        assert repeating.shared_experts is not None
+        for t, token in enumerate(ids.tolist()):
+            row = experts[t].tolist()
+            if token in REPEATS:
+                assert row == REPEATS[token]
+            expected = repeating.shared_experts(x[t : t + 1])[0].clone()
+            for e in dict.fromkeys(row):  # each distinct expert once, at its first slot's weight
+                w = weights[t, row.index(e)]
+                expected += repeating.experts[e](x[t : t + 1], w)[0]
+            torch.testing.assert_close(out[t], expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out, _reference_moe(repeating, x, ids), atol=1e-5, rtol=1e-5)
+
+
+def test_distinct_hash_rows_still_add_every_slot(repeating: MoE) -> None:
+    ids = torch.tensor([5, 11, 100, 200])
+    assert not any(int(t) in REPEATS for t in ids)
+    x = _x(4)
+    with torch.no_grad():
+        weights, experts = repeating.gate(x, ids)
+        assert all(len(set(row)) == 3 for row in experts.tolist())
+        assert repeating.shared_experts is not None
+        expected = repeating.shared_experts(x).clone()
+        for t in range(4):
+            for w, e in zip(weights[t], experts[t], strict=True):
+                expected[t] += repeating.experts[int(e)](x[t : t + 1], w)[0]
+        torch.testing.assert_close(repeating(x, ids), expected, atol=1e-5, rtol=1e-5)
