@@ -4,14 +4,22 @@ Each room that has commands contributes a ``register(subparsers)`` function in i
 this module only assembles them, so a room's commands live beside the code they drive. A room's
 module is imported only to register its parser: heavy imports (torch, textual) belong inside the
 handlers, so `whalebone --help` stays fast.
+
+Every command answers an error in one line on stderr. Handlers map the errors they expect to
+their documented exit codes; what escapes them still gets one line here, never a traceback:
+a :class:`WhaleboneError` exits 2 (bad input), anything else 1 (``WHALEBONE_DEBUG=1`` shows the
+traceback), Ctrl-C 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+from whalebone.dsml.errors import WhaleboneError
 
 # In the order `whalebone --help` lists them.
 COMMAND_MODULES = [
@@ -48,7 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    return int(handler(args) or 0)
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print(f"whalebone {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except WhaleboneError as e:
+        print(f"whalebone {args.command}: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("WHALEBONE_DEBUG"):
+            raise
+        print(f"whalebone {args.command}: internal error: {type(e).__name__}: {e} "
+              "(WHALEBONE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,7 +21,16 @@ from whalebone.dsml.parser import parse_completion
 def _read(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
-    return Path(path).read_text(encoding="utf-8")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WhaleboneError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise WhaleboneError(f"{path} is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise WhaleboneError(f"{path} is not UTF-8 text") from None
+    except OSError as e:
+        raise WhaleboneError(f"cannot read {path}: {e.strerror}") from None
 
 
 def _conversation(text: str) -> list[dict[str, Any]]:
@@ -45,11 +54,11 @@ def _render(args: argparse.Namespace) -> int:
     prompt = encode_messages(messages, args.mode, drop_thinking=not args.keep_thinking,
                              add_default_bos_token=not args.no_bos,
                              reasoning_effort=args.reasoning_effort)
-    if args.tokens:
+    if args.tokens or args.ids:  # one JSON object either way; --ids adds the ids to it
         from whalebone.dsml.tokenizer import load_tokenizer
 
         ids = load_tokenizer().encode(prompt)
-        print(json.dumps({"tokens": len(ids), "ids": ids}) if args.ids else len(ids))
+        print(json.dumps({"tokens": len(ids), "ids": ids} if args.ids else {"tokens": len(ids)}))
     else:
         sys.stdout.write(prompt)
     return 0
@@ -89,8 +98,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     render.add_argument("--reasoning-effort", choices=["high", "max"])
     render.add_argument("--no-bos", action="store_true")
     render.add_argument("--tokens", action="store_true",
-                        help="print the V4 token count instead (needs the engine extra)")
-    render.add_argument("--ids", action="store_true", help="with --tokens: the ids too")
+                        help='print {"tokens": N} instead (needs the engine extra)')
+    render.add_argument("--ids", action="store_true",
+                        help='print {"tokens": N, "ids": [...]} (implies --tokens)')
     render.set_defaults(handler=_guard(_render))
 
     parse = sub.add_parser("parse", help="parse a completion; exit 1 if V4 would reject it")

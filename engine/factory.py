@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from whalebone.engine.base import Engine, EngineRequestError
+from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.base import Engine, EngineError, EngineRequestError
 
 
 class EngineSpecError(EngineRequestError):
@@ -85,6 +86,10 @@ def open_engine(spec: str = "bundled", **options: Any) -> Engine:
         raise EngineSpecError(f"engine {spec!r} needs a dependency that is not installed "
                               f"({e.name}); for the bundled engine: pip install "
                               "'whalebone[engine]'") from None
+    except EngineError:
+        raise
+    except WhaleboneError as e:  # an unknown preset, an unreadable checkpoint, …
+        raise EngineSpecError(str(e)) from None
 
 
 def _url(arg: str | None, spec: str) -> str:

@@ -164,6 +164,34 @@ class MemoryScope:
         return Outcome(f"Text inserted at line {insert_line} of {self.shown(parts)}.",
                        self.shown(parts), n)
 
+    def write(self, path: str, file_text: str, *, unchanged_since: os.stat_result | None = None,
+              must_be_new: bool = False) -> Outcome:
+        """Create ``path`` or replace all of it: a person's ``memory put`` and ``edit`` (the
+        model's tool creates, replaces a unique string or inserts). An editor passes what it
+        began from: ``unchanged_since`` (the file's status then) or ``must_be_new`` (there was
+        no file), so a change made meanwhile is refused, never overwritten."""
+        parts = self._writable(path)
+        if not parts:
+            raise PathError(f"{self.shown(parts)} is the scope's root; write a file in it")
+        with self._writing():
+            exists = self.root.exists(parts)
+            if exists and must_be_new:
+                raise PathError(f"{self.shown(parts)} was created while it was being edited; "
+                                "nothing written")
+            if exists:
+                st = self._read_for_change(parts)[1]  # refuses a directory
+                n = self._write_change(parts, file_text, unchanged_since or st)
+            elif unchanged_since is not None:
+                raise PathError(f"{self.shown(parts)} was deleted while it was being edited; "
+                                "nothing written")
+            else:
+                data = file_text.encode("utf-8")
+                self._check_caps(parts, len(data), old_size=0)
+                n = self.root.write_atomic(parts, data, exclusive=True)
+                self.index.refresh(parts)
+        verb = "Replaced" if exists else "Created"
+        return Outcome(f"{verb} {self.shown(parts)} ({n} bytes).", self.shown(parts), n)
+
     def delete(self, path: str) -> Outcome:
         parts = self._writable(path)
         if not parts:

@@ -29,6 +29,12 @@ def test_render_counts_tokens_with_the_real_tokenizer() -> None:
     out = json.loads(run.stdout)
     assert out["ids"][0] == 0 and out["tokens"] == len(out["ids"])
     assert 128803 in out["ids"] and 128804 in out["ids"]  # <｜User｜>, <｜Assistant｜>
+    alone = whalebone("render", "-", "--mode", "chat", "--tokens",
+                      stdin=json.dumps([{"role": "user", "content": "hi"}]))
+    assert json.loads(alone.stdout) == {"tokens": out["tokens"]}  # one shape, ids or not
+    implied = whalebone("render", "-", "--mode", "chat", "--ids",
+                        stdin=json.dumps([{"role": "user", "content": "hi"}]))
+    assert json.loads(implied.stdout) == out
 
 
 def test_parse_reports_problems_and_exit_status() -> None:
@@ -48,4 +54,5 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     run = whalebone("render", "-", stdin=json.dumps([{"role": "wizard", "content": "x"}]))
     assert run.returncode == 2 and "unknown role 'wizard'" in run.stderr
     run = whalebone("render", str(tmp_path / "missing.json"))
-    assert run.returncode == 2 and "No such file" in run.stderr
+    missing = tmp_path / "missing.json"
+    assert run.returncode == 2 and run.stderr == f"whalebone render: no such file: {missing}\n"
