@@ -74,13 +74,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     store_options(ls)
     ls.set_defaults(handler=cmd_list)
     show = ssub.add_parser("show", help="a session's messages and usage")
-    show.add_argument("session")
+    show.add_argument("session", help="session id (a unique prefix will do)")
     store_options(show)
     show.set_defaults(handler=cmd_show)
     resume = ssub.add_parser("resume", help="continue a session (after a stop or a crash)",
                              epilog=EXIT_HELP,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    resume.add_argument("session")
+    resume.add_argument("session", help="session id (a unique prefix will do)")
     resume.add_argument("task", nargs="?", help="a new message for the agent (optional)")
     _run_options(resume)
     resume.set_defaults(handler=cmd_resume)
@@ -147,7 +147,8 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         store = SessionStore(args.store or settings.store_path)
         base = dict(settings.agent)
         if session_id is not None:
-            stored = store.config(session_id)  # raises SessionError for an unknown id
+            session_id = store.resolve(session_id)  # a unique prefix will do
+            stored = store.config(session_id)
             base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
         for key in ("thinking", "max_steps", "max_tokens"):
             if getattr(args, key) is not None:
@@ -311,7 +312,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if store is None:
         return EXIT_CODES["usage"]
     try:
-        info = store.info(args.session)
+        info = store.info(store.resolve(args.session))
     except SessionError as e:
         return fail(str(e), EXIT_CODES["usage"])
     print(f"session {info.id} · {safe(info.title)} · {info.status} · agent {info.agent}")

@@ -58,7 +58,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         store = SessionStore(args.store or settings.store_path)
         base = dict(settings.agent)
-        stored = store.config(args.session)  # raises SessionError for an unknown id
+        args.session = store.resolve(args.session)  # a unique prefix will do
+        stored = store.config(args.session)
         base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
         config = AgentConfig.model_validate(base)
         budget = open_budget(settings)

@@ -122,6 +122,24 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def unique_prefix(db: sqlite3.Connection, table: str, ref: str,
+                  error: type[WhaleboneError], what: str) -> str:
+    """The ``id`` in ``table`` equal to ``ref``, else the only one starting with it; ``error``
+    naming the candidates when there are none or several."""
+    exact = db.execute(f"SELECT id FROM {table} WHERE id = ?", (ref,)).fetchone()
+    if exact is not None:
+        return str(exact[0])
+    rows = [str(r[0]) for r in db.execute(
+        f"SELECT id FROM {table} WHERE length(?) > 0 AND substr(id, 1, length(?)) = ? "
+        "ORDER BY id LIMIT 6", (ref, ref, ref))]
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise error(f"no {what} {ref!r}")
+    shown = ", ".join(rows[:5]) + (", …" if len(rows) > 5 else "")
+    raise error(f"{what} id {ref!r} is ambiguous: it starts {shown}; type more of it")
+
+
 class SessionStore:
     """All sessions of one database file."""
 
@@ -155,6 +173,11 @@ class SessionStore:
                        "VALUES (?, ?, ?, ?, ?, ?)",
                        (sid, title, agent, json.dumps(config or {}), now, now))
         return sid
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the one session whose id is ``ref`` or starts with it (a unique
+        prefix, as git takes short hashes): what a person types on the command line."""
+        return unique_prefix(self.db, "sessions", ref, SessionError, "session")
 
     def info(self, sid: str) -> SessionInfo:
         row = self.db.execute(

@@ -67,3 +67,23 @@ def test_an_unexpected_error_is_one_line_unless_debugging(fresh_home: Path) -> N
     assert plain.stderr.count("\n") == 1 and "internal error: KeyError" in plain.stderr
     debug = run("1")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_sessions_and_jobs_take_a_unique_prefix(
+    fresh_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from whalebone.agent.daemon.jobs import JobQueue
+    from whalebone.agent.store import SessionStore
+
+    store = SessionStore(fresh_home / ".whalebone" / "sessions.db")
+    sid = store.create(title="find me by prefix")
+    store.close()
+    assert main(["sessions", "show", sid[:5]]) == 0
+    assert f"session {sid} · find me by prefix" in capsys.readouterr().out
+    queue = JobQueue(fresh_home / ".whalebone" / "jobs.db")
+    job = queue.submit("a task")
+    queue.close()
+    assert main(["jobs", "show", job.id[:4]]) == 0
+    assert job.id in capsys.readouterr().out
+    assert main(["jobs", "cancel", job.id[:4]]) == 0
+    assert f"{job.id}: cancelled" in capsys.readouterr().out

@@ -105,3 +105,18 @@ def test_an_in_memory_store_leaves_no_files_behind(tmp_path: Path,
             store.open(sid)
     assert store.messages(sid) == [{"role": "user", "content": "hi"}]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_unique_prefix_names_a_session_like_a_short_git_hash(store: SessionStore) -> None:
+    with store._tx() as db:  # ids chosen so that two share a prefix
+        for sid in ("75f9a1000000", "75f9b2000000", "8c01d3000000"):
+            db.execute("INSERT INTO sessions (id, title, agent, config, created, updated) "
+                       "VALUES (?, '', 'default', '{}', 0, 0)", (sid,))
+    assert store.resolve("8c") == "8c01d3000000"
+    assert store.resolve("75f9b") == "75f9b2000000"
+    assert store.resolve("75f9a1000000") == "75f9a1000000"
+    with pytest.raises(SessionError, match=r"ambiguous.*75f9a1000000, 75f9b2000000"):
+        store.resolve("75f9")
+    for missing in ("", "9", "75f9%", "75f9_"):  # no LIKE wildcards, no empty prefix
+        with pytest.raises(SessionError, match="no session"):
+            store.resolve(missing)

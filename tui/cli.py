@@ -83,7 +83,7 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     sessions = args.sessions or settings.store_path
     store = SessionStore(sessions)
     if args.session is not None:
-        store.info(args.session)  # a clear error now, not an empty screen later
+        args.session = store.resolve(args.session)  # a clear error now, not an empty screen
     fields = dict(settings.agent)
     if args.thinking:
         fields["thinking"] = args.thinking

@@ -179,7 +179,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     try:
         queue = _queue(args)
-        job = queue.get(args.job)
+        job = queue.get(queue.resolve(args.job))
     except WhaleboneError as e:
         return _fail(str(e))
     if args.json:
@@ -204,7 +204,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     try:
-        job = _queue(args).cancel(args.job)
+        queue = _queue(args)
+        job = queue.cancel(queue.resolve(args.job))
     except WhaleboneError as e:
         return _fail(str(e))
     if job.status == "running":
@@ -216,7 +217,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     try:
-        job = _queue(args).retry(args.job)
+        queue = _queue(args)
+        job = queue.retry(queue.resolve(args.job))
     except WhaleboneError as e:
         return _fail(str(e))
     print(f"{job.id}: queued again (session {job.session_id or '-'})")

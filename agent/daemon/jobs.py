@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from whalebone.agent.config import AgentConfig
+from whalebone.agent.store import unique_prefix
 from whalebone.dsml.errors import WhaleboneError
 
 SCHEMA = """
@@ -185,6 +186,10 @@ class JobQueue:
         data["options"] = json.loads(data["options"])
         data["cancel"] = bool(data["cancel"])
         return Job.model_validate(data)
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the one job whose id is ``ref`` or starts with it."""
+        return unique_prefix(self.db, "jobs", ref, JobError, "job")
 
     def get(self, jid: str) -> Job:
         row = self.db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id = ?",
