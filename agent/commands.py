@@ -34,6 +34,7 @@ import sys
 from typing import Any, TextIO
 
 from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.factory import SPEC_HELP
 
 EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
               "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "cancelled": 130}
@@ -97,10 +98,8 @@ def store_options(p: argparse.ArgumentParser) -> None:
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", metavar="SPEC", help="bundled (default) | bundled:PATH | "
-                   "deepseek[:MODEL] | vllm:URL | sglang:URL | whalebone:URL | openai:URL | "
-                   "router:FILE.toml | random:PRESET | scripted:FILE.json "
-                   "(or $WHALEBONE_ENGINE, or engine = … in the config)")
+    p.add_argument("--engine", metavar="SPEC", help=f"{SPEC_HELP} (default: "
+                   "$WHALEBONE_ENGINE, or engine = … in the config, else bundled)")
     p.add_argument("--model", help="model name, for engines that need one (openai:URL)")
 
 

@@ -16,6 +16,7 @@ import socket
 import sys
 
 from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.factory import SPEC_HELP
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -60,9 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "DeepSeek-compatible API: /v1/chat/completions, /v1/completions, "
                        "/v1/models, /health, /openapi.json.")
     p.add_argument("--engine", default="bundled", metavar="SPEC",
-                   help="bundled | bundled:PATH | random:PRESET | scripted:FILE | "
-                   "deepseek[:MODEL] | vllm:URL | sglang:URL | whalebone:URL | openai:URL | "
-                   "router:FILE.toml")
+                   help=SPEC_HELP)
     p.add_argument("--model", help="the upstream model name (needed for openai:URL; "
                    "vllm/sglang ask /v1/models when it is not given)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -7,10 +7,11 @@ spec                                   engine
 ``bundled``                            the shipped checkpoint in this process (the default)
 ``bundled:PATH``                       a checkpoint folder in this process
 ``random[:PRESET]``                    random weights of a preset shape (``micro``…): tests, benches
-``scripted:FILE[?OPTS]``               replays completions in call order (demos, tests); FILE is
-                                       a JSON list or JSON lines (``load_script``); OPTS e.g.
-                                       ``delay=0.02&model=deepseek-v4-flash``
-``replay:FILE[?OPTS]``                 the n-th call of a session gets the n-th completion (a
+``scripted:FILE.jsonl[?OPTS]``         replays completions in call order (demos, tests); FILE
+                                       holds one completion per line as a JSON string
+                                       (``load_script``, ``examples/calculator.jsonl``); OPTS
+                                       e.g. ``delay=0.02&model=deepseek-v4-flash``
+``replay:FILE.jsonl[?OPTS]``           the n-th call of a session gets the n-th completion (a
                                        resumed session continues its script: daemon demos)
 ``deepseek[:MODEL]``                   DeepSeek's API (``DEEPSEEK_API_KEY``, ``DEEPSEEK_BASE_URL``);
                                        MODEL defaults to ``deepseek-v4-flash``
@@ -57,6 +58,13 @@ class EngineSpecError(EngineRequestError):
 
 KINDS = ("bundled", "random", "scripted", "replay", "deepseek", "vllm", "sglang", "whalebone",
          "openai", "router")
+
+# What every command's --engine says (run, resume, chat, serve, submit): one text, one format.
+SPEC_HELP = ("bundled (the default) | bundled:PATH | deepseek[:MODEL] | vllm:URL | sglang:URL | "
+             "whalebone:URL | openai:URL | router:FILE.toml | random:PRESET | "
+             "scripted:FILE.jsonl (replays completions in call order) | replay:FILE.jsonl (the "
+             "n-th call of a session gets the n-th); a .jsonl script holds one completion per "
+             "line as a JSON string, # lines skipped: see examples/calculator.jsonl")
 
 
 # Options a scripted or replay spec takes after "?", with their types.

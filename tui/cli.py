@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from whalebone.engine.factory import SPEC_HELP
+
 if TYPE_CHECKING:  # textual is imported only when the command runs
     from whalebone.tui.app import ChatApp
 
@@ -28,9 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", metavar="FILE", help="settings TOML (default: "
                    "$WHALEBONE_HOME/config.toml or ~/.whalebone/config.toml)")
     p.add_argument("--engine", action="append", metavar="SPEC",
-                   help="engine spec (default: the config's, else bundled); repeat to offer "
-                        "several in the palette; scripted:FILE.jsonl[?delay=S] replays "
-                        "completions from a file")
+                   help=f"{SPEC_HELP} (default: the config's, else bundled); repeat to "
+                        "offer several in the palette")
     p.add_argument("--sessions", "--store", metavar="DB", type=Path,
                    help="session database (default: the config's store, else "
                         "$WHALEBONE_HOME/sessions.db)")

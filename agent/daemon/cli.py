@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from whalebone.dsml.errors import WhaleboneError
+from whalebone.engine.factory import SPEC_HELP
 
 EXIT_OF_STATUS = {"done": 0, "failed": 1, "stopped": 3, "budget": 4, "cancelled": 130}
 
@@ -39,8 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("submit", help="queue a task for the daemon")
     s.add_argument("task", help="what the agent should do")
     _config_option(s)
-    s.add_argument("--engine", metavar="SPEC", default="", help="engine for this job "
-                   "(default: the daemon's)")
+    s.add_argument("--engine", metavar="SPEC", default="", help=f"engine for this job, one "
+                   f"of the daemon's engines (default: the daemon's first): {SPEC_HELP}")
     s.add_argument("--max-steps", type=int, metavar="N")
     s.add_argument("--thinking", choices=["chat", "thinking", "max"])
     s.add_argument("--wait", action="store_true", help="wait for the job to end; print its "
