@@ -96,13 +96,15 @@ def test_the_token_is_made_once_private_and_then_reused(tmp_path: Path,
     assert control_token(given) == "given"
 
 
-def test_the_documented_example_config_loads(tmp_path: Path) -> None:
-    import whalebone.agent.daemon as daemon
+def test_the_shipped_example_config_loads_as_printed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
 
-    doc = daemon.__doc__ or ""
-    block = doc.split("SIGHUP re-reads it)::\n", 1)[1].split("\nA job that stopped", 1)[0]
-    text = "\n".join(line[4:] for line in block.splitlines())
-    cfg = load_config(write(tmp_path, text))
+    done = subprocess.run([sys.executable, "-m", "whalebone.agent.cli", "daemon", "--example"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "[[schedule]]" in done.stdout and done.stdout.startswith("# whalebone daemon")
+    cfg = load_config(write(tmp_path, done.stdout))
     assert cfg.engine == "deepseek:deepseek-v4-flash" and cfg.allows_engine(
         "deepseek:deepseek-v4-pro") and not cfg.allows_engine("deepseek:other")
     assert [s.name for s in cfg.schedule] == ["issues", "ci"]

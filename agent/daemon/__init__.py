@@ -25,44 +25,9 @@ daemon.token)``; the OpenAPI document at ``GET /openapi.json``)::
     curl -s -H "Authorization: Bearer $TOKEN" -d '{"decision": "approve", "amount": 0.5}' \\
          localhost:8765/jobs/ID/budget                  # a frozen job's budget extension
 
-Configuration (``$WHALEBONE_HOME/daemon.toml`` or ``--config``; SIGHUP re-reads it)::
-
-    engine = "deepseek:deepseek-v4-flash"   # any --engine spec; replay:FILE for demos, tests
-    engines = ["deepseek:deepseek-v4-pro"]  # others a submitted job may name (no others)
-    workspace = "~/work/repo"               # where the tools work (default: HOME/workspace)
-    tools = "builtin"                       # builtin | none | "package.module:function"
-    concurrency = 2
-    port = 8765                             # 127.0.0.1 only; 0 = any (see HOME/daemon.json)
-    grace = "20s"                           # SIGTERM: time to reach a checkpoint
-    max_crashes = 3                         # daemon deaths mid-job before it is given up
-    log = "-"                               # JSON lines to stderr, or a file
-
-    [agent]                                 # AgentConfig fields
-    max_steps = 40
-
-    [shell]                                 # ShellPolicy; "ask" means no (nobody to ask)
-    allow = ["git status", "pytest*"]
-
-    [budget]                                # BudgetPolicy fields, plus the ledger file
-    session_usd = 0.50                      # per job (a job is one session; run_* limits
-                                            # start afresh each time a job is resumed)
-    global_day_usd = 5.0
-    on_cap = "human"                        # frozen until decided over the API (the default;
-    # auditor = "deepseek:deepseek-v4-pro"  # with an auditor engine, on_cap is "auditor")
-
-    [[schedule]]
-    name = "issues"
-    cron = "*/30 8-18 * * 1-5"              # UTC
-    task = "Triage the issues in issues/ that have no label yet."
-    watch = ["issues/*.md"]                 # heartbeat: no model call unless these changed
-    day_usd = 1.0                           # scope schedule:issues:DATE
-    budget_usd = 20.0                       # scope schedule:issues, over its life
-
-    [[schedule]]
-    name = "ci"
-    every = "10m"
-    check = "git rev-parse origin/main"     # heartbeat on a command's output
-    task = "If CI on main is red, find the failing test and propose a fix."
+Configuration: ``$WHALEBONE_HOME/daemon.toml`` or ``--config``, re-read on SIGHUP. Every
+key, commented, is in ``daemon.example.toml`` beside this module (``whalebone daemon
+--example`` prints it).
 
 A job that stopped (its budget, a step limit, a failure, a cancel) can be queued again with
 ``whalebone jobs retry ID`` or ``POST /jobs/ID/retry``: it resumes its session where it

@@ -21,10 +21,13 @@ import datetime as dt
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
+
+EXAMPLE_CONFIG = Path(__file__).with_name("daemon.example.toml")
 
 EXIT_OF_STATUS = {"done": 0, "failed": 1, "stopped": 3, "budget": 4, "cancelled": 130}
 
@@ -33,8 +36,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("daemon", help="run agents headless: a job queue, schedules, an API",
                        description="Run the whalebone daemon: jobs from a SQLite queue with a "
                        "concurrency limit, schedules and heartbeats, a loopback control API. "
-                       "SIGTERM drains to a checkpoint and exits; SIGHUP reloads the config.")
+                       "SIGTERM drains to a checkpoint and exits; SIGHUP reloads the config.",
+                       epilog="The config file is TOML: the engine(s) jobs may use, workspace, "
+                       "tools, concurrency, port, [agent], [shell], [budget] and [[schedule]] "
+                       "tables. 'whalebone daemon --example' prints a commented example with "
+                       "every key.")
     _config_option(d)
+    d.add_argument("--example", action="store_true",
+                   help="print a commented daemon.toml with every key, and exit")
     d.set_defaults(handler=cmd_daemon)
 
     s = sub.add_parser("submit", help="queue a task for the daemon")
@@ -107,6 +116,9 @@ def _queue(args: argparse.Namespace) -> Any:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    if args.example:
+        sys.stdout.write(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+        return 0
     from whalebone.agent.daemon.service import Daemon
 
     try:
