@@ -115,6 +115,10 @@ def _queue(args: argparse.Namespace) -> Any:
     return JobQueue(_config(args).jobs_path)
 
 
+def _steps(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.example:
         sys.stdout.write(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
@@ -134,7 +138,7 @@ def _line(job: Any) -> str:
 
     when = dt.datetime.fromtimestamp(job.created).strftime("%Y-%m-%d %H:%M:%S")
     origin = f" [{job.schedule}]" if job.schedule else ""
-    return (f"{job.id}  {when}  {job.status:<9} {job.steps:>3} steps  ${job.price:.6f}"
+    return (f"{job.id}  {when}  {job.status:<9} {_steps(job.steps):>9}  ${job.price:.6f}"
             f"{origin}  {safe(job.task.splitlines()[0][:60])}")
 
 
@@ -171,7 +175,7 @@ def _print_end(job: Any, as_json: bool) -> int:
             print(safe(job.answer))
         if job.status != "done":
             print(f"{job.status} ({job.reason}): {safe(job.message)}", file=sys.stderr)
-        print(f"— job {job.id} · session {job.session_id or '-'} · {job.steps} steps · "
+        print(f"— job {job.id} · session {job.session_id or '-'} · {_steps(job.steps)} · "
               f"{job.prompt_tokens:,} prompt tokens, {job.cache_hit_tokens:,} cached · "
               f"${job.price:.6f}")
     return EXIT_OF_STATUS.get(job.status, 1)
