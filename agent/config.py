@@ -25,6 +25,11 @@ class AgentConfig(BaseModel):
     name: str = "whalebone"
     system: str = DEFAULT_SYSTEM  # a jinja2 template; rendered once per session, then frozen
     variables: dict[str, Any] = {}
+    # Project instructions (AGENTS.md …: agent/project.py), plain text after the system prompt;
+    # never a template. Frozen with the session like the system prompt; the digest tells a
+    # resume whether the files changed since.
+    instructions: str = ""
+    instructions_digest: str = ""
     thinking: ThinkingMode = "thinking"
     max_steps: int = Field(50, ge=1)
     max_tokens: int = Field(4096, ge=1)

@@ -240,6 +240,8 @@ class Run:
                                                              **self.cfg.variables)
         except jinja2.TemplateError as e:
             raise EncodeError(f"the system prompt template does not render: {e}") from None
+        if self.cfg.instructions:  # untrusted text from the workspace: never a template
+            system += "\n\n" + neutralise(self.cfg.instructions)
         message: dict[str, Any] = {"role": "system", "content": system}
         if self.schemas:
             message["tools"] = self.schemas
