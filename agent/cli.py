@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "whalebone.tui.cli",  # chat
     "whalebone.engine.cli",  # serve, engine checks
     "whalebone.memory.cli",  # memory
+    "whalebone.agent.mcp_command",  # mcp
     "whalebone.budget.cli",  # budget
     "whalebone.agent.daemon.cli",  # daemon, submit, jobs
     "whalebone.dsml.cli",  # render, parse

@@ -19,6 +19,9 @@ TOML file (``--config PATH``, else ``$WHALEBONE_HOME/config.toml``, else
     [budget]                                    # BudgetPolicy fields, plus the ledger file
     ledger = "~/.whalebone/budget.db"
     run_usd = 0.50
+
+    [mcpServers.git]                            # MCP servers (also mcp.json beside this file,
+    command = "mcp-server-git"                  # a trusted project .mcp.json, --mcp FILE)
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Settings(BaseModel):
     shell: dict[str, Any] = {}
     budget: dict[str, Any] = {}
     engine_options: dict[str, Any] = {}
+    mcpServers: dict[str, Any] = {}  # the shape other agents use: tools/mcp_config
 
     @property
     def store_path(self) -> Path:
