@@ -33,7 +33,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
               "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "cancelled": 130}

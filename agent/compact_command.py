@@ -14,7 +14,7 @@ import argparse
 from typing import Any
 
 from whalebone.agent.commands import EXIT_CODES, engine_options, fail, store_options
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 COMPACT_EXIT_HELP = """exit codes:
   0    compacted

@@ -30,16 +30,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home
 from whalebone.engine.base import Engine
 
 
 class SettingsError(WhaleboneError):
     """A config file or flag that cannot be used."""
-
-
-def home() -> Path:
-    return Path(os.environ.get("WHALEBONE_HOME") or "~/.whalebone").expanduser()
 
 
 class Settings(BaseModel):

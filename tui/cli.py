@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from whalebone.dsml.errors import WhaleboneError
+    from whalebone.core.errors import WhaleboneError
 
     try:
         app = build_app(args)

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from whalebone.agent.settings import home, read_toml
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.agent.settings import read_toml
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home, private_dir
 
 
 class DaemonConfigError(WhaleboneError):
@@ -214,7 +215,7 @@ def control_token(config: DaemonConfig) -> str:
     if os.environ.get("WHALEBONE_DAEMON_TOKEN"):
         return os.environ["WHALEBONE_DAEMON_TOKEN"]
     path = config.home_path / "daemon.token"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

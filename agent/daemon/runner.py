@@ -22,7 +22,7 @@ from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
 from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import EngineError
 
 

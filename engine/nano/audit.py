@@ -24,7 +24,7 @@ from typing import Any
 from whalebone.budget.policy import RunFacts
 from whalebone.budget.rule import read as read_rule
 from whalebone.budget.rule import request_from_case
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.nano.tasks import Step, Task
 
 BENCH_DATA = Path(__file__).resolve().parents[2] / "bench" / "data"

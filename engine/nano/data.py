@@ -26,9 +26,9 @@ from typing import Any
 
 import anyio
 
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml import tokens as T
 from whalebone.dsml.emit import emit_completion
-from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.nano.tasks import TRAIN_FAMILIES, Step, Task, make_tasks
 
 TRAIN_SEED = 1  # train tasks come from seeds >= 1; the held-out split is seed 0
