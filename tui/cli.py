@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # textual is imported only when the command runs
     from whalebone.tui.app import ChatApp
@@ -71,44 +71,40 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def build_app(args: argparse.Namespace) -> ChatApp:
-    from whalebone.agent import AgentConfig, SessionStore
-    from whalebone.agent.settings import load_settings, open_budget
-    from whalebone.tools.shell import ShellPolicy
+    from whalebone.agent.build import Overrides, resolve
+    from whalebone.agent.settings import load_settings
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
     from whalebone.tui.engines import open_chat_engine
     from whalebone.tui.runner import ChatRunner
 
     settings = load_settings(args.config)
-    sessions = args.sessions or settings.store_path
-    store = SessionStore(sessions)
-    if args.session is not None:
-        store.info(args.session)  # a clear error now, not an empty screen later
-    fields = dict(settings.agent)
-    if args.thinking:
-        fields["thinking"] = args.thinking
-    policy = ShellPolicy.model_validate(settings.shell)
-    if args.allow:
-        policy = policy.model_copy(update={"allow": [*policy.allow, *args.allow]})
+    guard: Any = "settings"
     if args.budget is not None:
         from whalebone.budget.guard import BudgetGuard, BudgetPolicy
 
         guard = BudgetGuard(args.budget, policy=BudgetPolicy(on_cap=args.on_cap))
-    else:
-        guard = open_budget(settings)
-    options = dict(settings.engine_options)
+    # The runner keeps the engine (to switch it) and the tools (its shell asks a person).
+    parts = resolve(settings, Overrides(
+        store=args.sessions, workspace=args.workspace, tools="none", allow=args.allow,
+        agent={"thinking": args.thinking} if args.thinking else {}, memory=args.memory,
+        budget=guard))
+    store = parts.store
+    if args.session is not None:
+        store.info(args.session)  # a clear error now, not an empty screen later
+    options = parts.engine_options
     runner = ChatRunner(
         store,
-        engine_specs=args.engine or [settings.engine],
-        config=AgentConfig.model_validate(fields),
-        workspace=args.workspace or Path(settings.workspace),
-        shell_policy=policy,
-        approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
-        guard=guard,
+        engine_specs=args.engine or [parts.engine_spec],
+        config=parts.config,
+        workspace=parts.workspace,
+        shell_policy=parts.shell_policy,
+        approvals=ApprovalLog(args.approvals or store.path.with_name("approvals.jsonl")),
+        guard=parts.budget,
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),
     )
-    if args.memory:
-        runner.attach_memory(args.memory)
+    if parts.memory_scope:
+        runner.attach_memory(parts.memory_scope)
     return ChatApp(runner, session_id=args.session, theme=args.theme,
-                   history_file=Path(sessions).with_name("chat_history.jsonl"))
+                   history_file=store.path.with_name("chat_history.jsonl"))
