@@ -22,7 +22,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from whalebone.dsml.errors import EncodeError, ParseError, PrefixBreakError, WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.dsml.errors import EncodeError, ParseError, PrefixBreakError
 
 __version__ = "0.1.0"
 

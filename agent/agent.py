@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from whalebone.agent.config import AgentConfig, ThinkingMode
 from whalebone.agent.events import AgentEvent, Compacted, Done
 from whalebone.agent.store import SessionStore
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.prices import PriceTable
 from whalebone.tools.registry import Tool, ToolRegistry
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from whalebone.agent.generate import Generation, usage_of
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 # What the loop meters a call as: "turn" (or the run's own turn kind, e.g. "heartbeat" for a
 # scheduled job), "retry" after malformed output, "compaction" for a summary.

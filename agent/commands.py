@@ -33,7 +33,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
 
 EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
@@ -61,7 +61,11 @@ def safe(text: str) -> str:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="run an agent on a task",
                          description="Run an agent on TASK in a new session, streaming what it "
-                         "does, and end with a usage line.", epilog=EXIT_HELP,
+                         "does, and end with a usage line.\n\nProject instructions: AGENTS.md "
+                         "and WHALEBONE.md at the workspace root go into a new session's system "
+                         "prompt, once (a line on stderr names the files); an edit applies to "
+                         "new sessions. MCP servers: see --mcp and 'whalebone mcp list'.",
+                         epilog=EXIT_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("task", help="what the agent should do")
     _run_options(run)
@@ -114,6 +118,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tools", action="store_true", help="give the agent no tools")
     p.add_argument("--memory", metavar="SCOPE", help="give the agent the memory tool over "
                    "SCOPE (e.g. project:NAME) under $WHALEBONE_HOME/memory")
+    p.add_argument("--mcp", action="append", metavar="FILE", help="MCP servers from this "
+                   "mcpServers file (JSON or TOML), beside those of $WHALEBONE_HOME/config.toml, "
+                   "$WHALEBONE_HOME/mcp.json and a trusted project .mcp.json (whalebone mcp)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument("--quiet", action="store_true", help="print only the answer and usage line")
 
@@ -134,49 +141,24 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> int:
     import anyio
 
-    from whalebone.agent.agent import Agent
-    from whalebone.agent.config import AgentConfig
-    from whalebone.agent.settings import load_settings, open_budget, open_engine_spec
-    from whalebone.agent.store import SessionBusy, SessionError, SessionStore
-    from whalebone.agent.tools import default_tools
+    from whalebone.agent.build import Overrides, mcp_servers
+    from whalebone.agent.store import SessionBusy, SessionError
     from whalebone.engine.base import EngineError
 
-    try:
-        settings = load_settings(args.config)
-        store = SessionStore(args.store or settings.store_path)
-        base = dict(settings.agent)
-        if session_id is not None:
-            session_id = store.resolve(session_id)  # a unique prefix will do
-            stored = store.config(session_id)
-            base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
-        for key in ("thinking", "max_steps", "max_tokens"):
-            if getattr(args, key) is not None:
-                base[key] = getattr(args, key)
-        config = AgentConfig.model_validate(base)
-        workspace = args.workspace or settings.workspace
-        from whalebone.tools.shell import ShellPolicy
-
-        tools = None if args.no_tools else default_tools(
-            workspace, shell_policy=ShellPolicy.model_validate(settings.shell),
-            approve=_approver())
-        budget = open_budget(settings)
-        memory = None
-        if args.memory:
-            from whalebone.memory import MemoryHome
-
-            memory = MemoryHome().attach(args.memory, who=f"agent:{config.name}")
-    except (WhaleboneError, ValueError) as e:
-        return fail(str(e), EXIT_CODES["usage"])
-    spec = args.engine or settings.engine
-    options = dict(settings.engine_options)
-    if args.model:
-        options["model"] = args.model
-    try:
-        engine = open_engine_spec(spec, options)
-    except EngineError as e:
-        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
-    agent = Agent(engine, tools=tools, store=store, config=config, budget=budget,
-                  memory=memory)
+    overrides = Overrides(
+        engine=args.engine, model=args.model, store=args.store, workspace=args.workspace,
+        session_id=session_id, tools="none" if args.no_tools else "builtin",
+        approve=_approver(), memory=args.memory, mcp=args.mcp or (),
+        agent={k: getattr(args, k) for k in ("thinking", "max_steps", "max_tokens")
+               if getattr(args, k) is not None})
+    built = build_or_exit(args.config, overrides)
+    if isinstance(built, int):
+        return built
+    agent, parts = built
+    session_id = overrides.session_id  # the full id, when a prefix was typed
+    for note in parts.notes:
+        print(f"whalebone: {safe(note)}", file=sys.stderr)
+    engine, store, config = agent.engine, agent.store, agent.config
     if session_id is None:  # made here so that an interrupted run can name it
         title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
         session_id = store.create(title=title, agent=config.name,
@@ -185,8 +167,9 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
 
     async def main() -> Any:
         try:
-            async for event in agent.stream(task, session_id=session_id):
-                printer.show(event)
+            async with mcp_servers(parts.mcp, agent.tools.add_many, lambda line: fail(line, 0)):
+                async for event in agent.stream(task, session_id=session_id):
+                    printer.show(event)
         finally:
             await engine.aclose()
         return printer.done
@@ -206,6 +189,24 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     if done is None:
         return EXIT_CODES["error"]
     return EXIT_CODES.get(done.reason, 1)
+
+
+def build_or_exit(config_file: str | None, overrides: Any) -> Any:
+    """``build`` for a command: the agent and its parts, or the exit code of a one-line error
+    (2 for settings, 5 for an engine that cannot be opened)."""
+    from whalebone.agent.build import build
+    from whalebone.agent.settings import load_settings
+    from whalebone.engine.base import EngineError
+
+    spec = overrides.engine
+    try:
+        settings = load_settings(config_file)
+        spec = spec or settings.engine
+        return build(settings, overrides)
+    except EngineError as e:
+        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
+    except (WhaleboneError, ValueError) as e:
+        return fail(str(e), EXIT_CODES["usage"])
 
 
 def _approver() -> Any:

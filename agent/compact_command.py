@@ -13,8 +13,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from whalebone.agent.commands import EXIT_CODES, engine_options, fail, store_options
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.agent.commands import (
+    EXIT_CODES,
+    build_or_exit,
+    engine_options,
+    fail,
+    store_options,
+)
+from whalebone.core.errors import WhaleboneError
 
 COMPACT_EXIT_HELP = """exit codes:
   0    compacted
@@ -46,33 +52,20 @@ def register_compact(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def cmd_compact(args: argparse.Namespace) -> int:
     import anyio
 
-    from whalebone.agent.agent import Agent
     from whalebone.agent.budgeting import BudgetStopped
+    from whalebone.agent.build import Overrides
     from whalebone.agent.compaction import CompactionFailed
-    from whalebone.agent.config import AgentConfig
-    from whalebone.agent.settings import load_settings, open_budget, open_engine_spec
-    from whalebone.agent.store import SessionBusy, SessionStore
-    from whalebone.engine.base import EngineError
+    from whalebone.agent.store import SessionBusy
 
-    try:
-        settings = load_settings(args.config)
-        store = SessionStore(args.store or settings.store_path)
-        base = dict(settings.agent)
-        args.session = store.resolve(args.session)  # a unique prefix will do
-        stored = store.config(args.session)
-        base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
-        config = AgentConfig.model_validate(base)
-        budget = open_budget(settings)
-    except (WhaleboneError, ValueError) as e:
-        return fail(str(e), EXIT_CODES["usage"])
-    spec = args.engine or settings.engine
-    options = dict(settings.engine_options) | ({"model": args.model} if args.model else {})
-    try:
-        engine = open_engine_spec(spec, options)
-    except EngineError as e:
-        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
-    # No tools: the session's tool list is in its stored system prompt, and compacting runs none.
-    agent = Agent(engine, store=store, config=config, budget=budget)
+    # No tools and no memory: the session's tool list is in its stored system prompt, and
+    # compacting runs none.
+    overrides = Overrides(engine=args.engine, model=args.model, store=args.store,
+                          session_id=args.session, tools="none", memory="")
+    built = build_or_exit(args.config, overrides)
+    if isinstance(built, int):
+        return built
+    agent, engine = built[0], built[0].engine
+    args.session = overrides.session_id  # the full id, when a prefix was typed
 
     async def main() -> Any:
         try:

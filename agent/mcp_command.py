@@ -14,11 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 
 def _setup(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from whalebone.agent.settings import home, load_settings
+    from whalebone.agent.settings import load_settings
+    from whalebone.core.home import home
     from whalebone.tools.mcp_config import discover
 
     settings = load_settings(args.config)
@@ -57,7 +58,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    from whalebone.agent.settings import home, load_settings
+    from whalebone.agent.settings import load_settings
+    from whalebone.core.home import home
     from whalebone.tools.mcp_config import trust, untrust
 
     workspace = Path(args.workspace or load_settings(args.config).workspace).expanduser().resolve()

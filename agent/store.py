@@ -19,14 +19,15 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import private_dir
+from whalebone.core.sqlite import connect, transaction, unique_prefix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -114,32 +115,6 @@ class UsageRecord(BaseModel):
     price: float = 0.0
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
-
-
-def unique_prefix(db: sqlite3.Connection, table: str, ref: str,
-                  error: type[WhaleboneError], what: str) -> str:
-    """The ``id`` in ``table`` equal to ``ref``, else the only one starting with it; ``error``
-    naming the candidates when there are none or several."""
-    exact = db.execute(f"SELECT id FROM {table} WHERE id = ?", (ref,)).fetchone()
-    if exact is not None:
-        return str(exact[0])
-    rows = [str(r[0]) for r in db.execute(
-        f"SELECT id FROM {table} WHERE length(?) > 0 AND substr(id, 1, length(?)) = ? "
-        "ORDER BY id LIMIT 6", (ref, ref, ref))]
-    if len(rows) == 1:
-        return rows[0]
-    if not rows:
-        raise error(f"no {what} {ref!r}")
-    shown = ", ".join(rows[:5]) + (", …" if len(rows) > 5 else "")
-    raise error(f"{what} id {ref!r} is ambiguous: it starts {shown}; type more of it")
-
-
 class SessionStore:
     """All sessions of one database file."""
 
@@ -149,20 +124,13 @@ class SessionStore:
             # An in-memory database lives in this process only, and so do its locks.
             self._lock_dir = Path(tempfile.mkdtemp(prefix="whalebone-locks-"))
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
-        self.db = _connect(self.path)
+        self.db = connect(self.path)
         self.db.executescript(SCHEMA)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.db)
 
     def create(self, *, title: str = "", agent: str = "default",
                config: dict[str, Any] | None = None) -> str:
@@ -232,7 +200,7 @@ class SessionStore:
         """Take the session for writing. Raises :class:`SessionBusy` if a live process has it."""
         self.info(sid)
         lock_dir = self._lock_dir
-        lock_dir.mkdir(exist_ok=True)
+        private_dir(lock_dir)
         fd = os.open(lock_dir / f"{sid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

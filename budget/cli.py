@@ -22,19 +22,18 @@ import argparse
 import getpass
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home
 
 FAMILIES = ("run", "session", "agent", "global")
 
 
 def default_db() -> Path:
-    home = os.environ.get("WHALEBONE_HOME") or str(Path.home() / ".whalebone")
-    return Path(home) / "budget.db"
+    return home() / "budget.db"
 
 
 def register(subparsers: Any) -> None:

@@ -41,7 +41,7 @@ from whalebone.budget.policy import (
     Verdict,
 )
 from whalebone.budget.records import DecisionBook
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import Usage
 from whalebone.engine.prices import PriceTable
 

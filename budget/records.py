@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from whalebone.budget.ledger import Ledger
 from whalebone.budget.policy import BaseRates, ExtensionRequest, Verdict
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS extension_requests (

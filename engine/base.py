@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 ThinkingMode = Literal["chat", "thinking"]
 FinishReason = Literal["stop", "length", "cancelled"]

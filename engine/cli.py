@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
 
 

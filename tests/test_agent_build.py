@@ -44,10 +44,10 @@ def test_tools_shell_allow_and_memory_come_from_the_settings(tmp_path: Path) -> 
     assert parts.shell_policy.allow == ["ls *", "git status"]
     assert parts.workspace == tmp_path and parts.memory_scope == "project:demo"
     agent = build_agent(settings)
-    names = [t.name for t in agent.tools]
+    names = [t["function"]["name"] for t in agent.tools.schemas()]
     assert names[0] == "read_file" and names[-1] == "memory"
     bare = build_agent(settings, Overrides(tools="none", memory=""))
-    assert [t.name for t in bare.tools] == []
+    assert bare.tools.schemas() == []
 
 
 def test_a_settings_error_comes_before_the_engine_is_opened(tmp_path: Path) -> None:

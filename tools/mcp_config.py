@@ -3,13 +3,12 @@
 Sources, in order; a later one replaces a server of the same name:
 
 1. the user's: ``mcpServers`` in ``$WHALEBONE_HOME/config.toml`` (a ``[mcpServers.NAME]``
-   table) and ``$WHALEBONE_HOME/mcp.json``;
+   table; the daemon's ``daemon.toml`` takes the same tables) and ``$WHALEBONE_HOME/mcp.json``;
 2. the project's ``.mcp.json`` at the workspace root — **only once the person has trusted that
    file's exact content** (``whalebone mcp trust``). A server is a command that runs with the
    user's rights, and cloning a repository must not be enough to run its commands (Claude Code
    asks the same question); an edited file must be trusted again;
-3. files named by the person: ``--mcp FILE`` on ``run``/``chat``, ``mcp = [...]`` in the
-   daemon's config.
+3. files named by the person: ``--mcp FILE`` on ``run``, ``sessions resume`` and ``chat``.
 
 :func:`discover` returns the servers with where each came from, and one-line notes for the
 person (a project file not trusted yet, a source that cannot be read). Servers start once per
@@ -22,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from whalebone.core.home import private_dir, write_private
 from whalebone.tools.mcp_servers import McpConfigError, McpServerConfig, load_servers
 
 PROJECT_FILE = ".mcp.json"
@@ -98,7 +97,8 @@ def trust(home: str | os.PathLike[str], workspace: str | os.PathLike[str]) -> li
     names = sorted(load_servers(Path(workspace) / PROJECT_FILE))
     table = _trusted(Path(home))
     table[_key(workspace)] = digest
-    _write_private(Path(home) / TRUST_FILE, json.dumps(table, indent=1, sort_keys=True))
+    private_dir(Path(home))
+    write_private(Path(home) / TRUST_FILE, json.dumps(table, indent=1, sort_keys=True))
     return names
 
 
@@ -106,7 +106,7 @@ def untrust(home: str | os.PathLike[str], workspace: str | os.PathLike[str]) -> 
     table = _trusted(Path(home))
     if table.pop(_key(workspace), None) is None:
         return False
-    _write_private(Path(home) / TRUST_FILE, json.dumps(table, indent=1, sort_keys=True))
+    write_private(Path(home) / TRUST_FILE, json.dumps(table, indent=1, sort_keys=True))
     return True
 
 
@@ -122,21 +122,6 @@ def _trusted(home: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         return {}
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_or_note(setup: McpSetup, source: Mapping[str, Any] | Path,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from whalebone.engine.factory import SPEC_HELP
 
@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="a budget scope to show (default: this chat's capped scopes)")
     p.add_argument("--memory", metavar="SCOPE",
                    help="give new sessions the memory tool over this scope")
+    p.add_argument("--mcp", action="append", metavar="FILE", help="MCP servers from this "
+                   "mcpServers file, beside those of the config, mcp.json and a trusted "
+                   "project .mcp.json (whalebone mcp list)")
     p.add_argument("--approvals", metavar="FILE", type=Path,
                    help="where approval decisions are logged (default: approvals.jsonl "
                         "beside the session database)")
@@ -60,56 +63,68 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from whalebone.dsml.errors import WhaleboneError
+    from whalebone.core.errors import WhaleboneError
 
     try:
         app = build_app(args)
     except (WhaleboneError, ValueError) as e:  # ValueError: pydantic's, for bad settings
         print(f"whalebone chat: {e}", file=sys.stderr)
         return 2
-    app.run()
+    setup = app.runner.mcp_setup
+    if not setup.servers:
+        app.run()
+        return 0
+    import anyio
+
+    from whalebone.agent.build import mcp_servers
+
+    async def main() -> None:  # the servers run as long as the app
+        async with mcp_servers(setup, app.runner.attach_mcp,
+                               lambda line: print(f"whalebone chat: {line}", file=sys.stderr)):
+            await app.run_async()
+
+    anyio.run(main)
     return 0
 
 
 def build_app(args: argparse.Namespace) -> ChatApp:
-    from whalebone.agent import AgentConfig, SessionStore
-    from whalebone.agent.settings import load_settings, open_budget
-    from whalebone.tools.shell import ShellPolicy
+    from whalebone.agent.build import Overrides, resolve
+    from whalebone.agent.settings import load_settings
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
     from whalebone.tui.engines import open_chat_engine
     from whalebone.tui.runner import ChatRunner
 
     settings = load_settings(args.config)
-    sessions = args.sessions or settings.store_path
-    store = SessionStore(sessions)
-    if args.session is not None:
-        args.session = store.resolve(args.session)  # a clear error now, not an empty screen
-    fields = dict(settings.agent)
-    if args.thinking:
-        fields["thinking"] = args.thinking
-    policy = ShellPolicy.model_validate(settings.shell)
-    if args.allow:
-        policy = policy.model_copy(update={"allow": [*policy.allow, *args.allow]})
+    guard: Any = "settings"
     if args.budget is not None:
         from whalebone.budget.guard import BudgetGuard, BudgetPolicy
 
         guard = BudgetGuard(args.budget, policy=BudgetPolicy(on_cap=args.on_cap))
-    else:
-        guard = open_budget(settings)
-    options = dict(settings.engine_options)
+    # The runner keeps the engine (to switch it) and the tools (its shell asks a person).
+    overrides = Overrides(
+        store=args.sessions, workspace=args.workspace, tools="none", allow=args.allow,
+        agent={"thinking": args.thinking} if args.thinking else {}, memory=args.memory,
+        budget=guard, session_id=args.session, mcp=args.mcp or ())
+    parts = resolve(settings, overrides)  # an unknown session: a clear error now
+    args.session = overrides.session_id  # the full id, when a prefix was typed
+    for note in parts.notes:
+        print(f"whalebone chat: {note}", file=sys.stderr)
+    store = parts.store
+    options = parts.engine_options
     runner = ChatRunner(
         store,
-        engine_specs=args.engine or [settings.engine],
-        config=AgentConfig.model_validate(fields),
-        workspace=args.workspace or Path(settings.workspace),
-        shell_policy=policy,
-        approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
-        guard=guard,
+        engine_specs=args.engine or [parts.engine_spec],
+        config=parts.config,
+        workspace=parts.workspace,
+        shell_policy=parts.shell_policy,
+        approvals=ApprovalLog(args.approvals or store.path.with_name("approvals.jsonl")),
+        guard=parts.budget,
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),
     )
-    if args.memory:
-        runner.attach_memory(args.memory)
+    if parts.memory_scope:
+        runner.attach_memory(parts.memory_scope)
+    runner.mcp_setup = parts.mcp  # started around the app by run_chat
     return ChatApp(runner, session_id=args.session, theme=args.theme,
-                   history_file=Path(sessions).with_name("chat_history.jsonl"))
+                   history_file=store.path.with_name("chat_history.jsonl"))

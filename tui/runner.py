@@ -16,6 +16,7 @@ from typing import Any
 
 from whalebone.agent import Agent, AgentConfig, AgentEvent, Compacted, SessionStore
 from whalebone.engine.prices import PriceTable
+from whalebone.tools.mcp_config import McpSetup
 from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
@@ -68,6 +69,8 @@ class ChatRunner:
         self.memory_home = memory_home
         self.memory_scope: str | None = None
         self._memory_tools: list[Any] = []
+        self._mcp_tools: list[Any] = []
+        self.mcp_setup: Any = McpSetup()  # the chat's MCP servers, started around the app
         self.tools = self.build_tools()
         self._book: Any | None = None
 
@@ -77,7 +80,7 @@ class ChatRunner:
         """``whalebone run``'s built-in tools, in its order and with its schemas (so a session
         moves between the two with the same tool list), except that the shell's ``ask`` goes to
         the person in the chat, whose reason for a denial reaches the model; then the memory
-        tool, if a scope is attached."""
+        tool, if a scope is attached, and the MCP servers' tools."""
         from whalebone.agent.tools import default_tools
 
         tools = ToolRegistry()
@@ -86,9 +89,15 @@ class ChatRunner:
                 tool = Tool(self.shell, name="shell", description=tool.description,
                             timeout=tool.timeout)
             tools.add(tool)
-        for tool in self._memory_tools:
+        for tool in [*self._memory_tools, *self._mcp_tools]:
             tools.add(tool)
         return tools
+
+    def attach_mcp(self, tools: list[Any]) -> None:
+        """Give sessions created from now on the tools of the MCP servers the chat started
+        (after the built-in and memory tools, in the servers' name order)."""
+        self._mcp_tools = list(tools)
+        self.tools = self.build_tools()
 
 
     async def shell(self, command: str) -> str:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
 
 EXAMPLE_CONFIG = Path(__file__).with_name("daemon.example.toml")

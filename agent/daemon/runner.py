@@ -13,17 +13,20 @@ import importlib
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import anyio
 
+from whalebone.agent.build import Overrides, build, mcp_servers
 from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
 from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
 from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import EngineError
+from whalebone.tools.registry import ToolRegistry
 
 
 @dataclass
@@ -54,31 +57,25 @@ class JobRunner:
 
     # --- what a job runs with ---------------------------------------------------------------
 
-    def _tools(self) -> Any:
+    def _tools(self) -> ToolRegistry | Literal["builtin", "none"]:
+        """The config's tools. For "builtin", nobody is watching a daemon: a command the shell
+        policy says to "ask" about is refused (build_agent's approve=None)."""
         kind = self.config.tools
-        workspace = self.config.workspace_path
-        if kind == "none":
-            return None
-        if kind == "builtin":
-            from whalebone.agent.tools import default_tools
-            from whalebone.tools.shell import ShellPolicy
-
-            # Nobody is watching a daemon: a command the policy says to "ask" about is refused.
-            return default_tools(workspace, shell_policy=ShellPolicy.model_validate(
-                self.config.shell), approve=None)
+        if kind in ("builtin", "none"):
+            return "builtin" if kind == "builtin" else "none"
         module, _, name = kind.partition(":")
         try:
             factory = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
             raise WhaleboneError(f"tools = {kind!r} cannot be loaded: {e}") from None
-        return factory(workspace)
+        tools = factory(self.config.workspace_path)
+        return tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
 
     async def _guard(self, schedule: ScheduleConfig | None) -> Any | None:
         """The budget guard for a job: the daemon's policy, plus the schedule's own scopes.
         ``[budget] auditor = SPEC`` has that engine decide extensions (on_cap "auditor")."""
-        budget = dict(self.config.budget)
-        budget.pop("ledger", None)
-        auditor_spec = budget.pop("auditor", None)
+        budget = dict(self.config.budget.model_extra or {})  # the policy's keys
+        auditor_spec = self.config.budget.auditor
         limited = schedule is not None and any(
             v is not None for v in (schedule.budget_usd, schedule.budget_tokens,
                                     schedule.day_usd, schedule.day_tokens))
@@ -118,10 +115,10 @@ class JobRunner:
             guard.policy = guard.policy.model_copy(update={"extra_scopes": scopes})
         return guard
 
-    def _agent_config(self, job: Job) -> Any:
-        from whalebone.agent.config import AgentConfig
-
-        return AgentConfig.model_validate({**self.config.agent, **job.options})
+    def _overrides(self, job: Job, **more: Any) -> Overrides:
+        """What a job sets over the daemon's settings: its options (AgentConfig fields) and
+        the daemon's store; never memory (a daemon attaches none)."""
+        return Overrides(agent=job.options, store=self.store, memory="", **more)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -150,8 +147,6 @@ class JobRunner:
                  seconds=round(time.monotonic() - started, 3))
 
     async def _run(self, running: Running) -> tuple[Any, str, str, str, int]:
-        from whalebone.agent.agent import Agent
-
         job = running.job
         schedule = self.config.schedule_named(job.schedule) if job.schedule else None
         spec = job.engine or (schedule.engine if schedule and schedule.engine else "") \
@@ -164,13 +159,16 @@ class JobRunner:
         except (EngineError, WhaleboneError) as e:
             return "failed", "no_engine", f"cannot open the engine {spec!r}: {e}", "", 0
         try:
-            config = self._agent_config(job)
-            tools = self._tools()
             guard = await self._guard(schedule)
+            agent, built = build(self.config, self._overrides(
+                job, open_engine=engine, tools=self._tools(), budget=guard))
         except EngineError as e:
             return "failed", "no_engine", f"cannot open the auditor's engine: {e}", "", 0
         except (WhaleboneError, ValueError) as e:
             return "failed", "bad_config", str(e), "", 0
+        config = agent.config
+        for note in built.notes:
+            self.log("note", job=job.id, message=note)
         sid = job.session_id
         if not sid:  # committed to the job before the first step: a restart resumes it
             title = job.task.strip().splitlines()[0][:80]
@@ -183,7 +181,6 @@ class JobRunner:
         except SessionError as e:
             return "failed", "no_session", str(e), "", 0
         task = None if has_task else job.task
-        agent = Agent(engine, tools=tools, store=self.store, config=config, budget=guard)
         done: Done | None = None
         # Deltas are coalesced: one reasoning and one text event per model call, not one
         # database row per few characters.
@@ -192,8 +189,11 @@ class JobRunner:
             try:
                 # A scheduled job's model calls are metered as heartbeats, not as turns.
                 turn_kind = "heartbeat" if job.schedule else "turn"
-                async with aclosing(agent.stream(task, session_id=sid,
-                                                 turn_kind=turn_kind)) as events:
+                say = partial(self.log, "mcp_server_failed", level="warning", job=job.id)
+                async with mcp_servers(built.mcp, agent.tools.add_many,
+                                       lambda line: say(message=line)), \
+                        aclosing(agent.stream(task, session_id=sid,
+                                              turn_kind=turn_kind)) as events:
                     async for event in events:
                         if isinstance(event, Text | Reasoning):
                             deltas[event.type].append(event.text)
