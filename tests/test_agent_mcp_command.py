@@ -78,3 +78,38 @@ def test_mcp_list_starts_real_servers_once_trusted(tmp_path: Path) -> None:
     lines = after.stdout.splitlines()
     assert any(line.startswith("broken: did not start:") for line in lines)
     assert "  time__get_current_time" in lines and "  time__convert_time" in lines
+
+
+@needs_servers
+def test_run_gives_a_session_agents_md_and_the_trusted_servers_tools(tmp_path: Path) -> None:
+    """Through `whalebone run`: AGENTS.md in the session's system prompt, the project's MCP
+    server started (once trusted) and its tool called by the model."""
+    from whalebone.agent.store import SessionStore
+    from whalebone.dsml import tokens as T
+    from whalebone.dsml.emit import emit_tool_calls
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "AGENTS.md").write_text("Always give times in UTC.\n")
+    (ws / ".mcp.json").write_text(servers(time=str(TIME)))
+    script = tmp_path / "script.jsonl"
+    call = "Checking." + T.THINK_END + emit_tool_calls(
+        [("time__get_current_time", {"timezone": "UTC"})]) + T.EOS
+    script.write_text(json.dumps(call) + "\n" + json.dumps("Done." + T.THINK_END + "Noted."
+                                                          + T.EOS) + "\n")
+    env = {**os.environ, "HOME": str(tmp_path), "WHALEBONE_HOME": str(tmp_path / ".wb")}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "whalebone.agent.cli", *argv],
+                              capture_output=True, text=True, env=env, timeout=120, cwd=ws)
+
+    assert run("mcp", "trust", "--workspace", str(ws)).returncode == 0
+    done = run("run", "--workspace", str(ws), "--engine", f"scripted:{script}", "What time?")
+    assert done.returncode == 0, done.stderr
+    assert f"project instructions from {ws / 'AGENTS.md'}" in done.stderr
+    assert "← time__get_current_time:" in done.stdout and '"timezone": "UTC"' in done.stdout
+    store = SessionStore(tmp_path / ".wb" / "sessions.db")
+    (info,) = store.list()
+    system = store.messages(info.id)[0]
+    assert "Always give times in UTC." in system["content"]
+    assert any(t["function"]["name"] == "time__get_current_time" for t in system["tools"])
