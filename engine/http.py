@@ -9,15 +9,17 @@ answer) and every stream is framed the same way.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whalebone.dsml.errors import WhaleboneError
 
@@ -27,9 +29,11 @@ T = TypeVar("T")
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     499: "client_closed_request",
@@ -79,19 +83,138 @@ def check_bearer(request: Request, api_key: str | None) -> None:
         raise ApiError(401, "incorrect API key", code="invalid_api_key")
 
 
-async def read_json_object(request: Request, *, max_bytes: int = 64 * 1024 * 1024
-                           ) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400/413 that says what is wrong with it."""
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise ApiError(413, f"request body of {len(body)} bytes exceeds {max_bytes}")
+MAX_BODY = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 64  # far beyond any real request; deeper JSON is refused before it is walked
+
+
+async def read_body(request: Request, max_bytes: int = MAX_BODY) -> bytes:
+    """The request body, counted as it arrives: a 413 as soon as it passes ``max_bytes`` (at
+    once when Content-Length says so), so an oversized body is never held in memory whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(len(body), max_bytes, "at least ")
+    return bytes(body)
+
+
+def _too_large(size: int, limit: int, prefix: str = "") -> ApiError:
+    # The rest of the body is never read, so the connection cannot carry another request.
+    return ApiError(413, f"request body of {prefix}{size} bytes exceeds the limit of {limit}",
+                    code="body_too_large", headers={"Connection": "close"})
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (a scalar is 0). Iterative."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
+
+
+async def read_json_object(request: Request, *, max_bytes: int = MAX_BODY,
+                           max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/413 that says what is wrong with it. JSON
+    nested deeper than ``max_depth`` is a 400 (never a RecursionError), and the body is read
+    whole first, so the connection stays usable for the next request."""
+    body = await read_body(request, max_bytes)
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
     except ValueError as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if json_depth(value) > max_depth:
+        raise _too_deep(max_depth)
     return value
+
+
+def _too_deep(limit: int) -> ApiError:
+    return ApiError(400, f"the request body nests arrays or objects more than {limit} deep",
+                    code="json_too_deep")
+
+
+def host_name(value: str) -> str:
+    """The host part of a ``Host`` header or an origin's authority, lower-cased: no port, an
+    IPv6 literal without its brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+class BrowserGuard:
+    """ASGI middleware that keeps web pages out of a local server.
+
+    A page can make the browser send requests to 127.0.0.1 (cross-site form POSTs) or, through
+    DNS rebinding, to a name of its own that now resolves to 127.0.0.1; a server without a key
+    would answer both. So: the ``Host`` must be a loopback name or address, one of ``hosts``
+    (the configured names), or, with ``any_address`` (bound to every interface), any IP literal,
+    which a rebinding page cannot send; an ``Origin`` (browsers send it cross-site) must pass the
+    same test; and a POST must say its body is JSON, which a form or a "simple" cross-site
+    request cannot. Refusals are 403/415 error JSON."""
+
+    def __init__(self, app: ASGIApp, *, hosts: Sequence[str] = (), any_address: bool = False
+                 ) -> None:
+        self.app = app
+        self.hosts = frozenset(host_name(h) for h in hosts if h)
+        self.any_address = any_address
+
+    def allowed(self, host: str) -> bool:
+        if host in self.hosts or host == "localhost" or host.endswith(".localhost"):
+            return True
+        ip = _ip(host)
+        if ip is None:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback or self.any_address
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(Headers(scope=scope), scope["method"])
+            if refusal is not None:
+                await refusal.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, headers: Headers, method: str) -> ApiError | None:
+        host = host_name(headers.get("host", ""))
+        if not host or not self.allowed(host):
+            return ApiError(403, f"Host {headers.get('host', '')[:100]!r} is not this server's: "
+                            "use a loopback address or a host the server was configured with "
+                            "(whalebone serve --allow-host)", code="host_not_allowed")
+        origin = headers.get("origin")
+        if origin is not None:
+            _, sep, authority = origin.partition("://")
+            if not sep or not self.allowed(host_name(authority.split("/", 1)[0])):
+                return ApiError(403, f"requests from the web origin {origin[:100]!r} are not "
+                                "allowed", code="origin_not_allowed")
+        if method not in ("GET", "HEAD", "OPTIONS"):
+            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/json" and not (ctype.startswith("application/")
+                                                     and ctype.endswith("+json")):
+                return ApiError(415, f"the body must be JSON (Content-Type: application/json), "
+                                f"not {ctype or 'untyped'!r}", code="unsupported_media_type")
+        return None
 
 
 def sse(data: Any) -> bytes:

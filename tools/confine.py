@@ -210,8 +210,10 @@ class Root:
                     raise PathRefused(f"{self._q(parts)} is {kind_of(existing.st_mode)}, "
                                       "not a regular file")
             tmp = f".{secrets.token_hex(8)}.whalebone-tmp"  # short: the name may be 255 bytes
+            # Never a setuid/setgid (or sticky) file, even when replacing one that was: what
+            # the model writes must not run with its owner's or group's rights.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode, dir_fd=dfd)
+                         | os.O_CLOEXEC, mode & 0o777, dir_fd=dfd)
             try:
                 try:
                     view = memoryview(payload)
