@@ -176,6 +176,9 @@ class Builder:
 def plans(draw: st.DrawFn) -> dict[str, Any]:
     thinking = draw(st.booleans())
     tools = [{"name": draw(any_name), "desc": draw(hostile_text),
+              # keys of the function object beside name and parameters: rendered as JSON
+              "extra": draw(st.dictionaries(any_name.filter(lambda k: k not in (
+                  "name", "description", "parameters")), hostile_text, max_size=2)),
               "props": [(p, draw(hostile_text), draw(st.lists(hostile_text, max_size=2)),
                          draw(st.lists(any_name, max_size=2)))
                         for p in draw(st.lists(any_name, max_size=3, unique=True))]}
@@ -195,7 +198,8 @@ def plans(draw: st.DrawFn) -> dict[str, Any]:
 def build(plan: dict[str, Any], s: Builder) -> dict[str, Any]:
     t = plan["texts"]
     messages: list[dict[str, Any]] = [{"role": "system", "content": s("text", t[0])},
-                                      {"role": "user", "content": s("text", t[1])}]
+                                      {"role": "user", "content": s("text", t[1]),
+                                       "name": t[5]}]  # ignored by V4, so kept hostile
     if plan["assistant"]:
         msg: dict[str, Any] = {"role": "assistant", "content": s("text", t[2]),
                                "reasoning_content": s("text", t[3])}
@@ -215,6 +219,7 @@ def build(plan: dict[str, Any], s: Builder) -> dict[str, Any]:
     if plan["tools"]:
         body["tools"] = [{"type": "function", "function": {
             "name": s("name", tl["name"]), "description": s("text", tl["desc"]),
+            **{s("key", k): s("text", v) for k, v in tl["extra"].items()},
             "parameters": {"type": "object", "properties": {
                 s("param", p): {"type": "object", "description": s("text", d),
                                 "enum": [s("text", e) for e in enum],
@@ -233,6 +238,7 @@ def _plain(plan: dict[str, Any]) -> bool:
     names = [tl["name"] for tl in plan["tools"]] + [c["name"] for c in plan["calls"]]
     names += [p[0] for tl in plan["tools"] for p in tl["props"]]
     names += [k for tl in plan["tools"] for p in tl["props"] for k in p[3]]
+    names += [k for tl in plan["tools"] for k in tl["extra"]]
     names += [a for c in plan["calls"] for a, v in c["args"]]
     names += [k for c in plan["calls"] for a, v in c["args"] if isinstance(v, dict) for k in v]
     return all(_IDENT.fullmatch(n) for n in names)
