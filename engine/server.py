@@ -14,7 +14,7 @@ from the engine's own prefix-cache accounting. At most ``concurrency`` generatio
 more wait; beyond that requests get 429. A client that disconnects cancels its generation,
 whether it is waiting, prefilling or streaming.
 
-Web pages are kept out (:class:`~whalebone.engine.http.BrowserGuard`: loopback or configured
+Web pages are kept out (:class:`~whalebone.engine.guard.BrowserGuard`: loopback or configured
 ``Host`` only, no foreign ``Origin``, JSON bodies only), bodies are capped as they stream in, and
 JSON nested past :data:`~whalebone.engine.http.MAX_JSON_DEPTH` is a 400.
 """
@@ -44,11 +44,11 @@ from whalebone.engine.base import (
 )
 from whalebone.engine.chat_request import read_chat, read_completion
 from whalebone.engine.chat_response import ChatShaper, TextShaper
+from whalebone.engine.guard import BrowserGuard
 from whalebone.engine.http import (
     MAX_BODY,
     Admission,
     ApiError,
-    BrowserGuard,
     EventStream,
     Ticket,
     check_bearer,
