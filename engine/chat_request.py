@@ -5,7 +5,10 @@ What the server accepts, field by field, is what DeepSeek's API accepts (``think
 ``reasoning_effort``, tools and ``tool_choice``; reasoning sent back on assistant messages that
 called tools); unknown fields are ignored as OpenAI-compatible servers do. Everything the client
 sends is untrusted: every string that reaches the prompt is :func:`neutralise`\\ d, so a message
-can never forge a turn, a tool call or a special token.
+can never forge a turn, a tool call or a special token. Names and keys cannot be neutralised (the
+model writes a name back verbatim), so :func:`check_request` refuses, with a 400 naming the field,
+any tool name, parameter name or JSON key that could not be rendered honestly; it walks everything
+the encoder renders, so a field that escaped cleaning is refused rather than rendered raw.
 
 ``tool_choice`` has no counterpart in V4's prompt format, so the server enforces it the only way
 a decoder can: ``"required"`` or a named function pre-fills the start of the DSML tool-call block
@@ -22,6 +25,7 @@ from typing import Any
 from whalebone.dsml import encode_messages, neutralise
 from whalebone.dsml import tokens as T
 from whalebone.dsml.errors import EncodeError
+from whalebone.dsml.untrusted import UnsafeInput, check_messages, check_tools
 from whalebone.engine.base import GenerationRequest, SamplingParams
 from whalebone.engine.http import ApiError
 
@@ -52,7 +56,8 @@ class CompletionCall:
 
 
 def _clean(value: Any) -> Any:
-    """Neutralise every string inside a JSON value."""
+    """Neutralise every string value inside a JSON value (keys are names: checked, not changed).
+    """
     if isinstance(value, str):
         return neutralise(value)
     if isinstance(value, list):
@@ -162,6 +167,16 @@ def read_tools(raw: Any) -> list[dict[str, Any]] | None:
     return out
 
 
+def check_request(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
+    """The gate between a client's request and the prompt: a 400 for any name or key that cannot
+    be rendered honestly (the rules are :mod:`whalebone.dsml.untrusted`'s)."""
+    try:
+        check_messages(messages)
+        check_tools(tools)
+    except UnsafeInput as e:
+        raise ApiError(400, str(e), param=e.where, code="unsafe_name") from None
+
+
 def _prefill(choice: Any, tools: list[dict[str, Any]] | None, thinking: bool) -> tuple[str, bool]:
     """(completion prefix forced by tool_choice, whether the tools are shown at all)."""
     if choice is None or choice == "auto":
@@ -261,6 +276,7 @@ def read_chat(body: dict[str, Any], *, context_window: int) -> ChatCall:
         raise ApiError(400, "logprobs are not supported", param="logprobs")
     messages = read_messages(body.get("messages"), thinking)
     tools = read_tools(body.get("tools"))
+    check_request(messages, tools)
     prefill, show_tools = _prefill(body.get("tool_choice"), tools, thinking)
     shown = tools if show_tools else None
     rendered = messages

@@ -2,10 +2,15 @@
 
     whalebone serve                                  # the bundled engine on 127.0.0.1:8000
     whalebone serve --engine random:micro --port 0   # random weights, any free port
-    whalebone serve --engine vllm:http://gpu1:8000 --api-key "$KEY" --host 0.0.0.0
+    WHALEBONE_API_KEY=... whalebone serve --engine vllm:http://gpu1:8000 --host 0.0.0.0
+    whalebone serve --api-key-file ~/.config/whalebone/key --allow-host gpu1.lan
 
 The first line printed is ``listening on http://HOST:PORT`` (the real port, also for
 ``--port 0``), so scripts and tests can read where to connect.
+
+The key comes from ``$WHALEBONE_API_KEY`` or a file only its owner can read: on the command line
+(``--api-key``, deprecated) any local user reads it in ``/proc/PID/cmdline``. With no key the
+server says so on start, in one warning line.
 """
 
 from __future__ import annotations
@@ -13,10 +18,39 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import stat
 import sys
 
 from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
+
+
+def read_key_file(path: str) -> str:
+    """The key in ``path``, which must be a regular file no one but its owner can read."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise WhaleboneError(f"the key file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise WhaleboneError(f"the key file {path} is readable by others (mode "
+                                 f"{stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+        with open(path, encoding="utf-8") as f:
+            key = f.read().strip()
+    except OSError as e:
+        raise WhaleboneError(f"cannot read the key file {path}: {e.strerror}") from None
+    if not key:
+        raise WhaleboneError(f"the key file {path} is empty")
+    return key
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file:
+        return read_key_file(args.api_key_file)
+    if args.api_key:
+        print("whalebone serve: warning: --api-key is deprecated: other local users can read it "
+              "in /proc/PID/cmdline; use $WHALEBONE_API_KEY or --api-key-file", file=sys.stderr)
+        return str(args.api_key)
+    return os.environ.get("WHALEBONE_API_KEY") or None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,18 +59,18 @@ def _serve(args: argparse.Namespace) -> int:
     from whalebone.engine.factory import open_engine
     from whalebone.engine.server import create_app
 
-    api_key = args.api_key or os.environ.get("WHALEBONE_API_KEY") or None
     options = {"model": args.model} if args.model else {}
+    wildcard = args.host in ("0.0.0.0", "::", "")
     try:
+        api_key = _api_key(args)
         engine = open_engine(args.engine, **options)
         app = create_app(engine, api_key=api_key, concurrency=args.concurrency,
-                         queue=args.queue)
+                         queue=args.queue, any_address=wildcard,
+                         hosts=[*args.allow_host, *([] if wildcard else [args.host])],
+                         max_body=args.max_body_mb * 1024 * 1024)
     except (WhaleboneError, ValueError) as e:
         print(f"whalebone serve: {e}", file=sys.stderr)
         return 2
-    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"whalebone serve: warning: {args.host} is reachable from other machines and "
-              "no --api-key is set", file=sys.stderr)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,6 +82,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
+    if api_key is None:
+        print(f"whalebone serve: WARNING: no API key: anyone who can reach {shown}:{port} can "
+              "use this engine (set WHALEBONE_API_KEY or --api-key-file)", file=sys.stderr,
+              flush=True)
     print(f"listening on http://{shown}:{port} ({engine.name}, model {engine.model})",
           flush=True)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug")
@@ -66,8 +104,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "vllm/sglang ask /v1/models when it is not given)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' "
-                   "(default: $WHALEBONE_API_KEY)")
+    p.add_argument("--api-key-file", metavar="PATH",
+                   help="require 'Authorization: Bearer KEY' with the key in PATH (mode 0600; "
+                   "default: $WHALEBONE_API_KEY)")
+    p.add_argument("--api-key", help="deprecated: visible to every local user; use "
+                   "$WHALEBONE_API_KEY or --api-key-file")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a Host name clients may use besides loopback ones (repeatable); "
+                   "other names are refused, against DNS rebinding")
+    p.add_argument("--max-body-mb", type=int, default=64,
+                   help="largest request body in MiB (default 64)")
     p.add_argument("--queue", type=int, default=16,
                    help="requests that may wait for the engine before 429 (default 16)")
     p.add_argument("--concurrency", type=int, default=1,

@@ -27,9 +27,11 @@ T = TypeVar("T")
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     499: "client_closed_request",
@@ -79,19 +81,66 @@ def check_bearer(request: Request, api_key: str | None) -> None:
         raise ApiError(401, "incorrect API key", code="invalid_api_key")
 
 
-async def read_json_object(request: Request, *, max_bytes: int = 64 * 1024 * 1024
-                           ) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400/413 that says what is wrong with it."""
-    body = await request.body()
-    if len(body) > max_bytes:
-        raise ApiError(413, f"request body of {len(body)} bytes exceeds {max_bytes}")
+MAX_BODY = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 64  # far beyond any real request; deeper JSON is refused before it is walked
+
+
+async def read_body(request: Request, max_bytes: int = MAX_BODY) -> bytearray:
+    """The request body, counted as it arrives: a 413 as soon as it passes ``max_bytes`` (at
+    once when Content-Length says so), so an oversized body is never held in memory whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(len(body), max_bytes, "at least ")
+    return body  # not copied to bytes: json.loads reads a bytearray, and a copy doubles the peak
+
+
+def _too_large(size: int, limit: int, prefix: str = "") -> ApiError:
+    # The rest of the body is never read, so the connection cannot carry another request.
+    return ApiError(413, f"request body of {prefix}{size} bytes exceeds the limit of {limit}",
+                    code="body_too_large", headers={"Connection": "close"})
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (a scalar is 0). Iterative."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return deepest
+
+
+async def read_json_object(request: Request, *, max_bytes: int = MAX_BODY,
+                           max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/413 that says what is wrong with it. JSON
+    nested deeper than ``max_depth`` is a 400 (never a RecursionError), and the body is read
+    whole first, so the connection stays usable for the next request."""
+    body = await read_body(request, max_bytes)
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise _too_deep(max_depth) from None
     except ValueError as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    if json_depth(value) > max_depth:
+        raise _too_deep(max_depth)
     return value
+
+
+def _too_deep(limit: int) -> ApiError:
+    return ApiError(400, f"the request body nests arrays or objects more than {limit} deep",
+                    code="json_too_deep")
 
 
 def sse(data: Any) -> bytes:

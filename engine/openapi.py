@@ -177,6 +177,9 @@ SCHEMAS: dict[str, Any] = {
 def _errors(*codes: int) -> dict[str, Any]:
     meaning = {400: "malformed request (message and param say what)",
                401: "missing or wrong bearer key",
+               403: "a Host or Origin that is not this server's (web pages are kept out)",
+               413: "the body is over the server's cap (--max-body-mb)",
+               415: "a POST whose Content-Type is not JSON",
                429: "the engine is busy and the queue is full (Retry-After)",
                499: "the client closed the request (never seen by that client)",
                500: "the engine failed", 502: "the engine refused the server's credentials",
@@ -195,7 +198,7 @@ def _post(summary: str, request: str, response: str, stream: str) -> dict[str, A
             "200": {"description": "the answer; with stream=true, server-sent events",
                     "content": {"application/json": {"schema": _ref(response)},
                                 "text/event-stream": {"schema": _ref(stream)}}},
-            **_errors(400, 401, 429, 499, 500, 502, 503)}}}
+            **_errors(400, 401, 403, 413, 415, 429, 499, 500, 502, 503)}}}
 
 
 def openapi_document(model: str = "whalebone-local") -> dict[str, Any]:
@@ -214,10 +217,11 @@ def openapi_document(model: str = "whalebone-local") -> dict[str, Any]:
                                    "security": [{"bearer": []}],
                                    "responses": {"200": {"description": "models", "content": {
                                        "application/json": {"schema": _ref("ModelList")}}},
-                                       **_errors(401)}}},
+                                       **_errors(401, 403)}}},
             "/health": {"get": {"summary": "Liveness and queue depth (no key needed)",
                                 "responses": {"200": {"description": "ok", "content": {
-                                    "application/json": {"schema": _ref("Health")}}}}}},
+                                    "application/json": {"schema": _ref("Health")}},
+                                    **_errors(403)}}}},
         },
         "components": {
             "schemas": SCHEMAS,

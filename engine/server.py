@@ -13,16 +13,21 @@ Endpoints (documented in :mod:`whalebone.engine.openapi`, served at ``GET /opena
 from the engine's own prefix-cache accounting. At most ``concurrency`` generations run; ``queue``
 more wait; beyond that requests get 429. A client that disconnects cancels its generation,
 whether it is waiting, prefilling or streaming.
+
+Web pages are kept out (:class:`~whalebone.engine.guard.BrowserGuard`: loopback or configured
+``Host`` only, no foreign ``Origin``, JSON bodies only), bodies are capped as they stream in, and
+JSON nested past :data:`~whalebone.engine.http.MAX_JSON_DEPTH` is a 400.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -39,7 +44,9 @@ from whalebone.engine.base import (
 )
 from whalebone.engine.chat_request import read_chat, read_completion
 from whalebone.engine.chat_response import ChatShaper, TextShaper
+from whalebone.engine.guard import BrowserGuard
 from whalebone.engine.http import (
+    MAX_BODY,
     Admission,
     ApiError,
     EventStream,
@@ -76,8 +83,12 @@ class Server:
 
     def __init__(self, engine: Engine, *, api_key: str | None = None, concurrency: int = 1,
                  queue: int = 16, model_name: str | None = None,
-                 keepalive: float = 10.0) -> None:
+                 keepalive: float = 10.0, hosts: Sequence[str] = (), any_address: bool = False,
+                 max_body: int = MAX_BODY) -> None:
         self.engine = engine
+        self.hosts = tuple(hosts)  # Host names accepted besides loopback (see BrowserGuard)
+        self.any_address = any_address
+        self.max_body = max_body
         self.keepalive = keepalive  # seconds of stream silence before a ": keep-alive"
         self.api_key = api_key or None
         self.admission = Admission(concurrency, queue)
@@ -147,7 +158,7 @@ class Server:
 
     async def chat(self, http: Request) -> Response:
         check_bearer(http, self.api_key)  # before reading the body: strangers learn nothing
-        body = await read_json_object(http)
+        body = await read_json_object(http, max_bytes=self.max_body)
         call = read_chat(body, context_window=self.engine.context_window)
         ticket = self._admit()
         shaper = ChatShaper(self.model, call.request.thinking_mode, call.tools)
@@ -171,7 +182,7 @@ class Server:
 
     async def completions(self, http: Request) -> Response:
         check_bearer(http, self.api_key)
-        body = await read_json_object(http)
+        body = await read_json_object(http, max_bytes=self.max_body)
         call = read_completion(body, context_window=self.engine.context_window)
         ticket = self._admit()
         shaper = TextShaper(self.model)
@@ -230,7 +241,9 @@ class Server:
             Route("/health", self.health, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
-        app = Starlette(routes=routes, exception_handlers=exception_handlers(internal))
+        guard = Middleware(BrowserGuard, hosts=self.hosts, any_address=self.any_address)
+        app = Starlette(routes=routes, exception_handlers=exception_handlers(internal),
+                        middleware=[guard])
         app.state.server = self
         return app
 

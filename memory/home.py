@@ -59,11 +59,13 @@ class MemoryHome:
         check_scope_name(name)
         root = self.memory_dir / name
         index = self.index_dir / f"{name}.sqlite"
-        for path in (root, index):
+        # The folders that hold every scope too: a link there sends all scopes elsewhere.
+        for path in (self.memory_dir, self.index_dir, root, index):
             # A link planted here (by a shell tool, say) would turn the scope into a view of
             # somewhere else; the scope's *insides* are guarded by Root, its name by this.
             if path.is_symlink():
-                raise PathRefused(f"{str(path)!r} is a symbolic link; a scope is a directory")
+                raise PathRefused(f"{str(path)!r} is a symbolic link; memory lives in real "
+                                  "directories of the whalebone home")
         if read_only and not root.is_dir():
             raise PathRefused(f"memory scope {name!r} does not exist in {self.memory_dir}")
         return MemoryScope(root, name, read_only=read_only,
@@ -77,7 +79,7 @@ class MemoryHome:
                            who=who)
 
     def scopes(self) -> list[str]:
-        if not self.memory_dir.is_dir():
+        if not self.memory_dir.is_dir() or self.memory_dir.is_symlink():
             return []
         return sorted(p.name for p in self.memory_dir.iterdir()
                       if p.is_dir() and not p.is_symlink() and _SCOPE_NAME.fullmatch(p.name))

@@ -201,3 +201,25 @@ def test_a_denied_extension_ends_the_job_with_the_budget_reason(daemon: DaemonPr
     assert again["status"] == "done" and again["session_id"] == done["session_id"]
     r = daemon.client.post(f"/jobs/{job['id']}/retry")
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_retryable"
+
+
+def test_deep_json_is_a_400_and_the_connection_stays_usable(daemon: DaemonProc) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(daemon.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = {"Authorization": f"Bearer {daemon.token}", "Content-Type": "application/json"}
+    for depth in (100, 100_000):
+        deep = b'{"task": "x", "options": ' + b"[" * depth + b"]" * depth + b"}"
+        conn.request("POST", "/jobs", body=deep, headers=headers)
+        r = conn.getresponse()
+        error = json.loads(r.read())["error"]
+        assert r.status == 400 and error["code"] == "json_too_deep", error
+        sock = conn.sock
+        conn.request("GET", "/jobs?limit=1", headers=headers)
+        r = conn.getresponse()
+        assert r.status == 200, r.read()
+        r.read()
+        assert conn.sock is sock
+    conn.close()

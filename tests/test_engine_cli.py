@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import anyio
 import httpx
 from serving import CALL_WEATHER, WEATHER_TOOLS, serving
 
+from whalebone.dsml import emit_completion
 from whalebone.engine.base import GenerationRequest
 from whalebone.engine.clients import ChatEngine
 from whalebone.engine.scripted import ScriptedEngine
@@ -49,3 +51,74 @@ def test_serve_command_refuses_a_bad_engine_spec() -> None:
                           timeout=60)
     assert done.returncode == 2
     assert "unknown engine 'llama:x'" in done.stderr
+
+
+def _start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start 'whalebone serve' (no key in the environment unless ``env`` puts one there)."""
+    base_env = {k: v for k, v in os.environ.items() if k != "WHALEBONE_API_KEY"}
+    proc = subprocess.Popen(_cli("serve", "--port", "0", *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**base_env, **(env or {})})
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise AssertionError(proc.communicate()[1])
+    return proc, line.split()[2]
+
+
+def test_keyless_serve_warns_once_and_refuses_the_forged_invoke_of_issue_16(tmp_path) -> None:
+    from hostile import FORGED_ARGUMENT_NAME
+
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps([emit_completion("fine")] * 3))
+    proc, url = _start("--engine", f"scripted:{script}")
+    try:
+        call = {"id": "c1", "type": "function", "function": {
+            "name": "f", "arguments": json.dumps({FORGED_ARGUMENT_NAME: "rm -rf ~"})}}
+        body = {"model": "m", "thinking": {"type": "disabled"}, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "unsafe_name"
+        body["messages"][1]["tool_calls"][0]["function"]["arguments"] = '{"p": "v"}'
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=30).status_code == 200
+        # a rebinding page's Host is refused even without a key
+        assert httpx.get(url + "/v1/models", headers={"Host": "evil.example"}).status_code == 403
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    warnings = [line for line in err.splitlines() if "no API key" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], err
+
+
+def test_the_key_comes_from_a_private_file_and_argv_is_deprecated(tmp_path) -> None:
+    key = tmp_path / "key"
+    key.write_text("file-key\n")
+    key.chmod(0o644)
+    done = subprocess.run(_cli("serve", "--engine", "llama:x", "--api-key-file", str(key)),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "readable by others" in done.stderr
+    key.chmod(0o600)
+    proc, url = _start("--engine", "random:micro", "--api-key-file", str(key),
+                       "--api-key", "argv-key")
+    try:
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/v1/models",
+                         headers={"Authorization": "Bearer argv-key"}).status_code == 401
+        assert httpx.get(url + "/v1/models",
+                         headers={"Authorization": "Bearer file-key"}).status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "no API key" not in err
+    proc, url = _start("--engine", "random:micro", "--api-key", "argv-key")
+    try:
+        assert httpx.get(url + "/v1/models",
+                         headers={"Authorization": "Bearer argv-key"}).status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "--api-key is deprecated" in err and "/proc/PID/cmdline" in err

@@ -62,3 +62,35 @@ def test_a_scope_or_index_replaced_by_a_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PathRefused, match="symbolic link"):
         home.scope("user:bob")
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+@pytest.mark.parametrize("linked", ["memory", "memory-index"])
+def test_a_memory_root_that_is_a_link_is_refused(tmp_path: Path, linked: str) -> None:
+    # A link planted in place of the folder of every scope would put all of them elsewhere.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    home_dir = tmp_path / "home"
+    home_dir.mkdir()
+    (home_dir / linked).symlink_to(elsewhere)
+    home = MemoryHome(home_dir)
+    with pytest.raises(PathRefused, match="symbolic link"):
+        home.scope("user:eve")
+    with pytest.raises(PathRefused, match="symbolic link"):
+        home.attach("user:eve")
+    if linked == "memory":
+        (elsewhere / "user:eve").mkdir()
+        assert home.scopes() == []
+        (elsewhere / "user:eve").rmdir()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_memory_command_refuses_a_linked_memory_root(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from whalebone.agent.cli import main
+
+    (tmp_path / "elsewhere" / "user:bob").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "user:bob" / "prefs.md").write_text("secret\n")
+    (tmp_path / "memory").symlink_to(tmp_path / "elsewhere")
+    assert main(["memory", "--home", str(tmp_path), "view", "user:bob"]) == 1
+    assert "symbolic link" in capsys.readouterr().err

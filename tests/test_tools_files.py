@@ -305,3 +305,23 @@ def test_a_root_object_is_accepted_as_the_workspace(box: tuple[Path, Path]) -> N
     assert call(tools, "read_file", path="notes.txt").content.startswith("     1\talpha")
     refused = call(tools, "write_file", path="x.txt", content="x")
     assert refused.is_error and "read-only" in refused.content
+
+
+def test_write_and_edit_never_keep_or_create_a_setuid_or_setgid_bit(box: tuple[Path, Path]
+                                                                      ) -> None:
+    ws, _ = box
+    registry = ToolRegistry(file_tools(ws))
+    tool = ws / "tool"
+    tool.write_text("#!/bin/sh\necho old\n")
+    tool.chmod(0o6755)
+    assert stat.S_IMODE(tool.stat().st_mode) == 0o6755
+    call(registry, "write_file", path="tool", content="#!/bin/sh\necho new\n")
+    assert stat.S_IMODE(tool.stat().st_mode) == 0o755  # still executable, no longer setuid
+    tool.chmod(0o4711)
+    call(registry, "edit_file", path="tool", old_text="new", new_text="newer")
+    assert stat.S_IMODE(tool.stat().st_mode) == 0o711
+    shared = ws / "shared"
+    shared.mkdir()
+    shared.chmod(0o2777)  # a setgid directory: its files take its group, never the bit
+    call(registry, "write_file", path="shared/new.sh", content="x\n")
+    assert not (shared / "new.sh").stat().st_mode & (stat.S_ISUID | stat.S_ISGID)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -10,9 +11,10 @@ from typing import ClassVar
 
 import anyio
 import pytest
+from hostile import NOT_PUBLIC_ADDRESSES, PUBLIC_ADDRESSES
 
 from whalebone.dsml import tokens as T
-from whalebone.tools.http import HttpPolicy, http_get
+from whalebone.tools.http import HttpPolicy, check_address, http_get
 from whalebone.tools.registry import ToolError
 
 LOOPBACK = HttpPolicy(allow_networks=["127.0.0.0/8"], timeout=3)
@@ -89,3 +91,20 @@ def test_caps_schemes_and_untrusted_bodies(server: str) -> None:
         get("file:///etc/passwd")
     with pytest.raises(ToolError, match="failed: ReadTimeout"):
         get(server + "/slow", HttpPolicy(allow_networks=["127.0.0.0/8"], timeout=0.5))
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC_ADDRESSES)
+def test_ipv4_hidden_in_ipv6_nat64_and_the_6to4_relay_are_not_public(server: str,
+                                                                    address: str) -> None:
+    url = f"http://[{address}]/" if ":" in address else f"http://{address}/"
+    with pytest.raises(ToolError, match="not a public address"):
+        get(url)
+    with pytest.raises(ToolError, match="not a public address"):  # nor as a redirect's target
+        get(f"{server}/redirect?to={url}", LOOPBACK)
+    with pytest.raises(ToolError):
+        check_address(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", PUBLIC_ADDRESSES)
+def test_public_addresses_in_those_forms_stay_public(address: str) -> None:
+    check_address(ipaddress.ip_address(address))  # no error

@@ -234,3 +234,16 @@ def test_remote_tool_lists_become_safe_stable_names_and_schemas() -> None:
     assert not by_name["srv__ro"].idempotent  # a server's hints are not trusted by default
     trusting = McpTools(None, "srv", listing, trust_annotations=True)  # type: ignore[arg-type]
     assert [t.name for t in trusting.tools() if t.idempotent] == ["srv__ro"]
+
+
+@pytest.mark.parametrize("param", ['q" string="true">x', "a\nb", "a>b", ""])
+def test_a_remote_tool_whose_parameter_name_breaks_name_attributes_is_left_out(param: str
+                                                                                ) -> None:
+    from mcp import types as mcp_types
+
+    schema = {"type": "object", "properties": {param: {"type": "string"}}}
+    listing = [mcp_types.Tool(name="quoted", input_schema=schema),
+               mcp_types.Tool(name="fine", input_schema={"type": "object", "properties": {
+                   "名前": {"type": "string"}}})]
+    plain = McpTools(None, "srv", listing)  # type: ignore[arg-type]
+    assert [t.name for t in plain.tools()] == ["srv__fine"]

@@ -193,7 +193,7 @@ class Root:
             self._check_writable(parts)
         with self._parent(parts) as dfd:
             return self._open_file(dfd, parts, flags,
-                                   self.file_mode if mode is None else mode)
+                                   (self.file_mode if mode is None else mode) & 0o777)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -220,8 +220,11 @@ class Root:
                     raise PathRefused(f"{self._q(parts)} is {kind_of(existing.st_mode)}, "
                                       "not a regular file")
             tmp = f".{secrets.token_hex(8)}.whalebone-tmp"  # short: the name may be 255 bytes
+            # Never a setuid/setgid (or sticky) file, even when replacing one that was: what
+            # the model writes must not run with its owner's or group's rights.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, self.file_mode if mode is None else mode, dir_fd=dfd)
+                         | os.O_CLOEXEC, (self.file_mode if mode is None else mode) & 0o777,
+                         dir_fd=dfd)
             try:
                 try:
                     view = memoryview(payload)

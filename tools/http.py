@@ -7,6 +7,12 @@ connected: the host name is resolved once, every address is checked, and the con
 that checked address (the original name still serves as Host header and TLS server name), so a
 DNS answer that changes between check and connect (rebinding) cannot slip through. Redirects are
 followed by hand, each hop checked the same way.
+
+IPv6 forms that carry an IPv4 address inside (IPv4-mapped ``::ffff:a.b.c.d``, 6to4
+``2002:AABB:CCDD::``, Teredo) are judged by that address, so ``2002:7f00:1::`` is loopback.
+NAT64 prefixes (``64:ff9b::/96``, ``64:ff9b:1::/48``), the deprecated IPv4-compatible form
+(``::a.b.c.d``) and the 6to4 relay anycast block ``192.88.99.0/24`` are refused whatever they
+embed: a NAT64 gateway reaches whatever IPv4 network it sits on, and none of them is a web host.
 """
 
 from __future__ import annotations
@@ -36,9 +42,29 @@ class HttpPolicy(BaseModel):
     schemes: tuple[str, ...] = ("http", "https")
 
 
+_NEVER_PUBLIC: list[Network] = [ipaddress.ip_network(n) for n in (
+    "64:ff9b::/96", "64:ff9b:1::/48",  # NAT64, well-known and local-use (RFC 6052, RFC 8215)
+    "::/96",  # IPv4-compatible IPv6 (deprecated, RFC 4291)
+    "192.88.99.0/24",  # 6to4 relay anycast (deprecated, RFC 7526)
+)]
+
+
+def _embedded(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a 6to4 or Teredo address carries, if it is one."""
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    return ip.teredo[1] if ip.teredo is not None else None
+
+
 def _is_public(ip: Address) -> bool:
+    if any(ip.version == net.version and ip in net for net in _NEVER_PUBLIC):
+        return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return _is_public(ip.ipv4_mapped)
+        return _is_public(ip.ipv4_mapped)  # the IPv4 address itself, spelt as IPv6
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded(ip)
+        if inner is not None and not _is_public(inner):
+            return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
 
 

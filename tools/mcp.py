@@ -34,7 +34,12 @@ from typing import IO, TYPE_CHECKING, Any
 import anyio
 
 from whalebone.core.errors import WhaleboneError
-from whalebone.dsml.untrusted import contains_special, neutralise
+from whalebone.dsml.untrusted import (
+    UnsafeInput,
+    check_param_name,
+    contains_special,
+    neutralise,
+)
 from whalebone.tools.registry import Tool, ToolError, ToolResult
 
 if TYPE_CHECKING:
@@ -114,7 +119,8 @@ class McpTools:
         self._tools: list[McpTool] = []
         taken: set[str] = set()
         for r in sorted(remote, key=lambda t: t.name):
-            if any(contains_special(k) for k in _keys(r.input_schema)):
+            if any(contains_special(k) for k in _keys(r.input_schema)) \
+                    or not _param_names_ok(r.input_schema):
                 continue  # a parameter name that is a special token cannot be shown safely
             local = _tool_name(self.name, r.name, taken)
             taken.add(local)
@@ -325,6 +331,17 @@ def _neutralised(value: Any) -> Any:
     if isinstance(value, list):
         return [_neutralised(v) for v in value]
     return value
+
+
+def _param_names_ok(schema: Any) -> bool:
+    """Whether the model can write every parameter name of ``schema`` as ``name="…"``."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    try:
+        for name in props if isinstance(props, dict) else ():
+            check_param_name(name, "properties")
+    except UnsafeInput:
+        return False
+    return True
 
 
 def _keys(value: Any) -> list[str]:
