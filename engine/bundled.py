@@ -90,7 +90,8 @@ class BundledEngine(Engine):
     """A V4 transformer on this machine's CPU or GPU, with a disk prefix cache."""
 
     name = "bundled"
-    model = "whalebone-local"
+    model = "whalebone-local"  # the pricing name: the bundled engine costs nothing
+    served_name: str | None = None  # what serve calls a checkpoint: its folder's name
 
     def __init__(self, transformer: Transformer, *, vocab: VocabMap | None = None,
                  cache: PrefixCache | None = None, prefill_chunk: int = 1024,
@@ -173,8 +174,10 @@ class BundledEngine(Engine):
                                   f"token ids, not V4's {V4_VOCAB_SIZE}, and no {VOCAB_FILE} "
                                   "to map them")
             vocab = VocabMap.identity()
-        return cls._with_cache(transformer, vocab, cache_dir, cache_bytes, use_cache,
-                               progress=progress, **kwargs)
+        engine = cls._with_cache(transformer, vocab, cache_dir, cache_bytes, use_cache,
+                                 progress=progress, **kwargs)
+        engine.served_name = folder.resolve().name
+        return engine
 
     @classmethod
     def default(cls, cache_dir: str | Path | None = None, **kwargs: object) -> BundledEngine:

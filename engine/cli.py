@@ -53,6 +53,18 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return os.environ.get("WHALEBONE_API_KEY") or None
 
 
+def _log_requests(level: str) -> None:
+    """The access log (one line per request, engine/accesslog.py) on stderr at ``level``."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("whalebone.serve")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -86,9 +98,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"whalebone serve: WARNING: no API key: anyone who can reach {shown}:{port} can "
               "use this engine (set WHALEBONE_API_KEY or --api-key-file)", file=sys.stderr,
               flush=True)
-    print(f"listening on http://{shown}:{port} ({engine.name}, model {engine.model})",
-          flush=True)
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug")
+    served = app.state.server.model
+    print(f"listening on http://{shown}:{port} ({engine.name}, model {served})", flush=True)
+    _log_requests(args.log_level)
+    # uvicorn's own start-up and access lines stay quiet unless asked: ours say more.
+    quiet = "warning" if args.log_level == "info" else args.log_level
+    config = uvicorn.Config(app, log_level=quiet, access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
@@ -97,7 +112,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve an engine over a DeepSeek-compatible HTTP API",
                        description="Serve an engine (default: the bundled one) over a "
                        "DeepSeek-compatible API: /v1/chat/completions, /v1/completions, "
-                       "/v1/models, /health, /openapi.json.")
+                       "/v1/models, /health, /openapi.json. The model id is the checkpoint's "
+                       "name (whalebone-nano for the bundled one; GET /v1/models); another "
+                       "model name is a 404. Thinking is on by default, as on DeepSeek's API: "
+                       "a request turns it off with \"thinking\": {\"type\": \"disabled\"} "
+                       "(and asks for more with \"reasoning_effort\": \"max\"). Each request "
+                       "is logged in one line on stderr: method, path, status, tokens, cache "
+                       "hits, milliseconds.")
     p.add_argument("--engine", default="bundled", metavar="SPEC",
                    help=SPEC_HELP)
     p.add_argument("--model", help="the upstream model name (needed for openai:URL; "
@@ -118,6 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="requests that may wait for the engine before 429 (default 16)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="generations run at once (default 1)")
-    p.add_argument("--log-level", default="warning",
-                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="info (default): one line per request; warning: problems only")
     p.set_defaults(handler=_serve)

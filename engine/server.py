@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from whalebone.engine.accesslog import AccessLog
 from whalebone.engine.base import (
     Engine,
     EngineAuthError,
@@ -92,7 +93,12 @@ class Server:
         self.keepalive = keepalive  # seconds of stream silence before a ": keep-alive"
         self.api_key = api_key or None
         self.admission = Admission(concurrency, queue)
-        self.model = model_name or engine.model
+        # A local checkpoint is served under its name (whalebone-nano), and a request for
+        # another model is a 404 (its pricing name, whalebone-local, is accepted too). An
+        # engine elsewhere (a proxy, a router) takes the model names its upstream takes.
+        served = getattr(engine, "served_name", None)
+        self.model = model_name or served or engine.model
+        self.accepts = {self.model, engine.model} if served else None
         self.served = 0
         self.cancelled = 0
 
@@ -101,7 +107,14 @@ class Server:
     def _admit(self) -> Ticket:
         return self.admission.reserve()
 
-    async def _run(self, ticket: Ticket, request: GenerationRequest,
+    def _check_model(self, body: dict[str, Any]) -> None:
+        """A model this server does not serve is a 404, as DeepSeek's and OpenAI's APIs say."""
+        if self.accepts is not None and body.get("model") not in self.accepts:
+            raise ApiError(404, f"The model {str(body.get('model'))[:100]!r} does not exist; "
+                           f"this server serves {self.model!r} (GET /v1/models)",
+                           code="model_not_found", param="model")
+
+    async def _run(self, http: Request, ticket: Ticket, request: GenerationRequest,
                    feed: Callable[[str], object]) -> Finished:
         """Run ``request`` holding the engine; pass each text delta to ``feed``."""
         async with ticket, aclosing(self.engine.stream(request)) as stream:
@@ -110,10 +123,12 @@ class Server:
                     feed(event.text)
                 elif isinstance(event, Finished):
                     self.served += 1
+                    http.state.usage = event.usage  # for the access log
                     return event
         raise ApiError(500, f"the engine {self.engine.name} ended without a result")
 
-    def _stream(self, ticket: Ticket, request: GenerationRequest, shape: Shape) -> EventStream:
+    def _stream(self, http: Request, ticket: Ticket, request: GenerationRequest,
+                shape: Shape) -> EventStream:
         """SSE over a generation: ``shape(text | Finished)`` gives the JSON chunks to send."""
 
         async def events() -> AsyncIterator[bytes]:
@@ -130,6 +145,7 @@ class Server:
                         if isinstance(event, Finished):
                             finished = True
                             self.served += 1
+                            http.state.usage = event.usage  # for the access log
                 if not finished:
                     raise ApiError(500, f"the engine {self.engine.name} ended without a result")
                 answered = True
@@ -160,6 +176,7 @@ class Server:
         check_bearer(http, self.api_key)  # before reading the body: strangers learn nothing
         body = await read_json_object(http, max_bytes=self.max_body)
         call = read_chat(body, context_window=self.engine.context_window)
+        self._check_model(body)
         ticket = self._admit()
         shaper = ChatShaper(self.model, call.request.thinking_mode, call.tools)
         if call.stream:
@@ -170,11 +187,11 @@ class Server:
                     return shaper.feed(event)
                 return shaper.close(event)
 
-            return self._stream(ticket, call.request, shape)
+            return self._stream(http, ticket, call.request, shape)
 
         async def work() -> Finished:
             shaper.feed(call.prefill)
-            return await self._run(ticket, call.request, shaper.feed)
+            return await self._run(http, ticket, call.request, shaper.feed)
 
         finished = await self._guard(http, ticket, work)
         shaper.close(finished)
@@ -184,6 +201,7 @@ class Server:
         check_bearer(http, self.api_key)
         body = await read_json_object(http, max_bytes=self.max_body)
         call = read_completion(body, context_window=self.engine.context_window)
+        self._check_model(body)
         ticket = self._admit()
         shaper = TextShaper(self.model)
         if call.stream:
@@ -194,10 +212,11 @@ class Server:
                     return [shaper.chunk(event)]
                 return [shaper.chunk("", event)]
 
-            return self._stream(ticket, call.request, shape)
+            return self._stream(http, ticket, call.request, shape)
         parts: list[str] = []
         finished = await self._guard(http, ticket,
-                                     lambda: self._run(ticket, call.request, parts.append))
+                                     lambda: self._run(http, ticket, call.request,
+                                                       parts.append))
         return JSONResponse(shaper.chunk("".join(parts), finished))
 
     async def _guard(self, http: Request, ticket: Ticket,
@@ -243,7 +262,7 @@ class Server:
         ]
         guard = Middleware(BrowserGuard, hosts=self.hosts, any_address=self.any_address)
         app = Starlette(routes=routes, exception_handlers=exception_handlers(internal),
-                        middleware=[guard])
+                        middleware=[Middleware(AccessLog), guard])
         app.state.server = self
         return app
 

@@ -122,3 +122,47 @@ def test_the_key_comes_from_a_private_file_and_argv_is_deprecated(tmp_path) -> N
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "--api-key is deprecated" in err and "/proc/PID/cmdline" in err
+
+
+def test_the_official_openai_sdk_against_serve_on_the_bundled_checkpoint(tmp_path) -> None:
+    """What a user of the `openai` package meets: the model id is the checkpoint's name, another
+    name is a 404, thinking is on by default and off on request, every request is one line on
+    stderr with its tokens and cache hits."""
+    import openai
+
+    env = {"HOME": str(tmp_path), "WHALEBONE_HOME": str(tmp_path / ".wb")}
+    proc, url = _start(env=env)  # the default engine: the bundled whalebone-nano
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["whalebone-nano"]
+        with_thinking = client.chat.completions.create(
+            model="whalebone-nano", max_tokens=8,
+            messages=[{"role": "user", "content": "Hello"}])
+        assert with_thinking.model == "whalebone-nano"
+        assert with_thinking.usage is not None and with_thinking.usage.prompt_tokens > 0
+        without = client.chat.completions.create(
+            model="whalebone-nano", max_tokens=8, messages=[{"role": "user", "content": "Hi"}],
+            extra_body={"thinking": {"type": "disabled"}})
+        assert getattr(without.choices[0].message, "reasoning_content", None) in (None, "")
+        try:
+            client.chat.completions.create(model="gpt-5", max_tokens=8,
+                                           messages=[{"role": "user", "content": "Hi"}])
+        except openai.NotFoundError as e:
+            assert "gpt-5" in str(e) and "whalebone-nano" in str(e)
+        else:
+            raise AssertionError("an unknown model must be a 404")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    lines = [line for line in err.splitlines() if " /v1/" in line]
+    assert [line.split()[2:5] for line in lines] == [
+        ["GET", "/v1/models", "200"], ["POST", "/v1/chat/completions", "200"],
+        ["POST", "/v1/chat/completions", "200"], ["POST", "/v1/chat/completions", "404"]]
+    assert " tokens (" in lines[1] and " cached) +" in lines[1] and lines[1].endswith(" ms")
+
+
+def test_serve_help_says_thinking_is_on_and_how_to_turn_it_off() -> None:
+    done = subprocess.run(_cli("serve", "--help"), capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "300"})
+    assert "Thinking is on by default" in done.stdout
+    assert '"thinking": {"type": "disabled"}' in done.stdout
