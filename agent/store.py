@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from whalebone.dsml.errors import WhaleboneError
+from whalebone.tools.redact import redact, redact_data
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     is_error INTEGER,
     started REAL NOT NULL,
     finished REAL,
+    process TEXT,
     PRIMARY KEY (session, call_id)
 );
 CREATE TABLE IF NOT EXISTS usage (
@@ -102,6 +104,7 @@ class JournalEntry(BaseModel):
     status: CallStatus
     result: str | None = None
     is_error: bool | None = None
+    process: dict[str, int] | None = None  # {"pgid", "started"} of a process group it started
 
 
 class UsageRecord(BaseModel):
@@ -135,6 +138,9 @@ class SessionStore:
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(tool_calls)")}
+        if "process" not in columns:  # a database from before process groups were journaled
+            self.db.execute("ALTER TABLE tool_calls ADD COLUMN process TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -191,11 +197,12 @@ class SessionStore:
 
     def journal(self, sid: str) -> list[JournalEntry]:
         rows = self.db.execute(
-            "SELECT call_id, name, arguments, idempotent, status, result, is_error "
+            "SELECT call_id, name, arguments, idempotent, status, result, is_error, process "
             "FROM tool_calls WHERE session = ? ORDER BY started", (sid,))
         return [JournalEntry(call_id=r[0], name=r[1], arguments=json.loads(r[2]),
                              idempotent=bool(r[3]), status=r[4], result=r[5],
-                             is_error=None if r[6] is None else bool(r[6])) for r in rows]
+                             is_error=None if r[6] is None else bool(r[6]),
+                             process=json.loads(r[7]) if r[7] else None) for r in rows]
 
     def usage(self, sid: str) -> list[UsageRecord]:
         rows = self.db.execute(
@@ -264,7 +271,8 @@ class Session:
             for msg in messages:
                 db.execute("INSERT INTO messages (session, seq, message, created) "
                            "VALUES (?, ?, ?, ?)",
-                           (self.id, self._next_seq, json.dumps(msg, ensure_ascii=False), now))
+                           (self.id, self._next_seq,
+                            json.dumps(redact_data(msg), ensure_ascii=False), now))
                 self._next_seq += 1
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, self.id))
 
@@ -290,7 +298,7 @@ class Session:
             cur = db.execute(
                 "INSERT OR IGNORE INTO tool_calls (session, call_id, name, arguments, idempotent,"
                 " status, started) VALUES (?, ?, ?, ?, ?, 'started', ?)",
-                (self.id, call_id, name, json.dumps(arguments, ensure_ascii=False),
+                (self.id, call_id, name, json.dumps(redact_data(arguments), ensure_ascii=False),
                  int(idempotent), time.time()))
             return cur.rowcount == 1
 
@@ -300,7 +308,15 @@ class Session:
         with self.store._tx() as db:
             db.execute("UPDATE tool_calls SET status = ?, result = ?, is_error = ?, "
                        "finished = ? WHERE session = ? AND call_id = ?",
-                       (status, result, int(is_error), time.time(), self.id, call_id))
+                       (status, redact(result), int(is_error), time.time(), self.id, call_id))
+
+    def call_process(self, call_id: str, pgid: int, started: int, sandboxed: bool) -> None:
+        """Journal the process group a running call started (a resumed run ends it)."""
+        self._check()
+        process = {"pgid": pgid, "started": started, "sandboxed": int(sandboxed)}
+        with self.store._tx() as db:
+            db.execute("UPDATE tool_calls SET process = ? WHERE session = ? AND call_id = ?",
+                       (json.dumps(process), self.id, call_id))
 
     def restart_call(self, call_id: str) -> None:
         """Mark an interrupted idempotent call as started again (it is about to re-run)."""

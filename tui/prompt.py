@@ -17,6 +17,8 @@ from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
 
+from whalebone.tools.redact import redact
+
 NEWLINE_KEYS = {"ctrl+j", "shift+enter", "alt+enter", "ctrl+enter"}
 HISTORY_KEPT = 500
 
@@ -112,6 +114,6 @@ def append_history(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            f.write(json.dumps(text, ensure_ascii=False) + "\n")
+            f.write(json.dumps(redact(text), ensure_ascii=False) + "\n")
     except OSError:
         pass  # a history that cannot be written is not worth interrupting a session for
