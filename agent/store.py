@@ -159,7 +159,7 @@ class SessionStore:
         with self._tx() as db:
             db.execute("INSERT INTO sessions (id, title, agent, config, created, updated) "
                        "VALUES (?, ?, ?, ?, ?, ?)",
-                       (sid, title, agent, json.dumps(config or {}), now, now))
+                       (sid, redact(title), agent, json.dumps(config or {}), now, now))
         return sid
 
     def info(self, sid: str) -> SessionInfo:
@@ -184,7 +184,7 @@ class SessionStore:
     def rename(self, sid: str, title: str) -> None:
         self.info(sid)
         with self._tx() as db:
-            db.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, sid))
+            db.execute("UPDATE sessions SET title = ? WHERE id = ?", (redact(title), sid))
 
     def delete(self, sid: str) -> None:
         with self.open(sid):  # never delete a session a live run is writing

@@ -49,8 +49,9 @@ UNDECIDABLE = [
     "git config core.fsmonitor 'touch P'", "source ./x.sh", ". ./x.sh", "alias ls='touch P'",
     "PATH=/tmp/evil ls", "export PATH=/tmp/evil; ls", "LD_PRELOAD=/tmp/x.so ls",
     "env PATH=/tmp/evil ls", "ls &&", "ls $(", "echo 'unterminated", "cat 3<>f",
-    "xargs -0 rm", "find . -exec $X {} +", "eval \"$CMD\"", "sudo -s", "sudo -i",
-    "echo x > \"$OUT\"", "ssh host touch P", "make all",
+    "xargs -0 rm", "find . -exec $X {} +", "eval \"$CMD\"", "env $X",
+    "git $X", "find . $X", "sh -c \"$X\"", "python3 $X", "sudo -s", "sudo -i",
+    "ssh host touch P", "make all",
 ]
 # The default deny list, under default="allow": each got past the old one.
 DEFAULT_DENIED = [
@@ -75,6 +76,8 @@ ALLOWED = [
     ("grep -rn 'a b' .", ["grep *"]), ("/usr/bin/ls -l", ["ls *"]),
     ("timeout 5 pytest -q", ["pytest*"]), ("env pytest -q", ["pytest *"]),
     ("rm -rf build", ["rm *"]), ("rm -f -- -r /x", ["rm *"]),
+    ("echo \"key: $HOME\"", ["echo *"]), ("for f in *.py; do wc -l \"$f\"; done", ["wc *"]),
+    ("cat $(ls *.txt)", ["cat *", "ls *"]),
 ]
 
 
@@ -127,6 +130,11 @@ def test_deny_wins_over_allow_and_a_chain_needs_every_part_allowed() -> None:
     assert policy.decide("ls && curl x") == "ask"
     assert policy.decide("ls > out.txt") == "ask"  # a write is the default's to decide
     assert policy.decide("ls 2>/dev/null >&2") == "allow"
+    # a run-time word is data, unless it could complete a deny pattern
+    assert policy.decide("ls $DIR") == "allow"
+    assert policy.decide("rm -rf $DIR") == "ask"
+    assert ShellPolicy(default="allow").decide("sudo $CMD") == "deny"
+    assert ShellPolicy(default="allow").decide("rm -f $X") == "ask"
 
 
 def test_the_parse_resolves_programs_through_path() -> None:

@@ -137,31 +137,35 @@ def scrubbed_env(pass_env: list[str] | tuple[str, ...] = (),
     return {k: v for k, v in env.items() if k in keep or not is_secret_name(k)}
 
 
-def start_time(pid: int) -> int:
-    """A process's start time in clock ticks since boot (0 when unknown): with the pid, it
-    names one process even after the pid is reused."""
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name ([] when there is no such pid)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+        return []
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def start_time(pid: int) -> int:
+    """A process's start time in clock ticks since boot (0 when unknown): with the pid, it
+    names one process even after the pid is reused."""
+    fields = _stat(pid)
+    return int(fields[19]) if len(fields) > 19 else 0
 
 
 def group_running(pgid: int, started: int) -> bool:
-    """Whether the process group ``pgid``, whose leader started at ``started``, still has
-    members. A live leader with another start time is a new group that reused the number;
-    members without a leader are the group's orphans (the kernel reuses no pid that is still
-    some group's id)."""
+    """Whether the process group ``pgid``, whose leader started at ``started``, still has live
+    members (zombies do nothing more). A live leader with another start time is a new group
+    that reused the number; members without a leader are the group's orphans (the kernel
+    reuses no pid that is still some group's id)."""
     if pgid <= 1:
         return False
-    leader = start_time(pgid)
-    if leader:
-        return leader == started
+    leader = _stat(pgid)
+    if leader and leader[0] not in "ZX":
+        return int(leader[19]) == started
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == pgid:
-                    return True
-            except OSError:
-                continue
+            fields = _stat(int(entry.name))
+            if len(fields) > 2 and fields[0] not in "ZX" and int(fields[2]) == pgid:
+                return True
     return False

@@ -45,7 +45,7 @@ import whalebone.tools.sandbox as sandbox
 from whalebone.dsml.untrusted import neutralise
 from whalebone.tools.redact import redact
 from whalebone.tools.registry import ToolError, report_process
-from whalebone.tools.shellparse import Simple, parse
+from whalebone.tools.shellparse import UNKNOWN, Simple, parse
 
 Decision = Literal["allow", "ask", "deny"]
 Approver = Callable[[str], Awaitable[bool]]
@@ -98,6 +98,9 @@ class ShellPolicy(BaseModel):
             return "deny", f"it matches the deny pattern {hit!r}"
         unknown = parsed.problems + [f"{c.text!r}: {c.dynamic}" for c in parsed.commands
                                      if c.dynamic]
+        unknown += [f"{c.text!r}: a word known only at run time could make it match the deny "
+                    f"pattern {p!r}" for c in parsed.commands if UNKNOWN in c.argv
+                    for p in self.deny if _deny_name(p, c)]
         unknown += [f"{c.text!r}: {c.executes}" for c in parsed.commands if c.executes]
         if unknown:
             return ("deny" if self.default == "deny" else "ask"), (
@@ -142,11 +145,7 @@ def _deny_match(pattern: str, cmd: Simple) -> bool:
     """Loose matching for deny patterns: the program by its resolved or written name, options
     as a set in any spelling, the other words in order anywhere among the arguments."""
     words = pattern.split()
-    if not words:
-        return False
-    names = {cmd.program, posixpath.basename(cmd.program),
-             posixpath.basename(cmd.literal_program or cmd.program)}
-    name = next((n for n in names if fnmatch.fnmatchcase(n, words[0])), None)
+    name = _deny_name(pattern, cmd)
     if name is None:
         return False
     if _match(pattern, [name, *cmd.argv[1:]]):
@@ -159,6 +158,16 @@ def _deny_match(pattern: str, cmd: Simple) -> bool:
         return False
     it = iter(have_words)
     return all(any(fnmatch.fnmatchcase(h, w) for h in it) for w in want_words)
+
+
+def _deny_name(pattern: str, cmd: Simple) -> str | None:
+    """The name of ``cmd``'s program that a deny pattern's first word matches, if any."""
+    words = pattern.split()
+    if not words or not cmd.argv:
+        return None
+    names = {cmd.program, posixpath.basename(cmd.program),
+             posixpath.basename(cmd.literal_program or cmd.program)}
+    return next((n for n in names if fnmatch.fnmatchcase(n, words[0])), None)
 
 
 def _canonical(args: list[str], aliases: dict[str, str]) -> tuple[set[str], list[str]]:

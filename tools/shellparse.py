@@ -88,6 +88,15 @@ _STRING_OPTIONS = {"flock": {"-c", "--command"}, "su": {"-c", "--command"},
 _OPAQUE_OPTIONS = {"sudo": {"-i", "-s", "--login", "--shell", "-e", "--edit"},
                    "doas": {"-s"}, "su": set(), "runuser": set()}
 
+# Programs whose arguments decide what else runs: a run-time word among them is undecidable.
+_ARGS_RUN = (SHELLS | set(INTERPRETERS) | set(_WRAPPERS) | {
+    "eval", "trap", "source", ".", "alias", "enable", "hash", "env", "xargs", "find", "git",
+    "awk", "gawk", "mawk", "nawk", "sed", "watch", "script", "ssh", "docker", "podman",
+    "kubectl", "parallel", "make", "python", "python3", "nsenter", "unshare", "bwrap",
+    "systemd-run", "at", "crontab"})
+
+UNKNOWN = "\x00"  # an argument known only at run time
+
 
 @dataclass
 class Simple:
@@ -176,7 +185,7 @@ class _Walker:
         dest = node.child_by_field_name("destination")
         target = _static(dest) if dest is not None else None
         if target is None:
-            self.out.problems.append("it writes to a file named at run time")
+            self.out.writes.append("a file named at run time")
         elif target not in _HARMLESS_TARGETS and not target.isdigit():
             self.out.writes.append(target)
 
@@ -187,15 +196,20 @@ class _Walker:
         if not words:
             return
         values = [_static(w) for w in words]
-        if any(v is None for v in values):
-            what = "the program" if values[0] is None else "an argument"
-            self.out.commands.append(Simple([], text, dynamic=f"{what} is known only at run "
-                                            "time (a variable, substitution or expansion)"))
+        program = values[0]
+        if program is None or (_GLOB.search(program) and _unquoted(words[0])):
+            self.out.commands.append(Simple([], text, dynamic="the program is known only at "
+                                            "run time (a variable, substitution, expansion or "
+                                            "glob)"))
             return
-        argv = [v for v in values if v is not None]
-        if _GLOB.search(argv[0]) and _unquoted(words[0]):
-            self.out.commands.append(Simple([], text, dynamic="the program is a glob"))
+        base = _base(resolve(program, self.path))
+        if any(v is None for v in values) and (base in _ARGS_RUN or _PY_VERSIONED.match(base)):
+            self.out.commands.append(Simple([], text, dynamic="what it runs depends on words "
+                                            "known only at run time"))
             return
+        # Elsewhere a word known only at run time is data: it stands as UNKNOWN, which only a
+        # ``*`` matches, and any deny pattern for the program counts as matching it.
+        argv = [UNKNOWN if v is None else v for v in values]
         self.simple(argv, text, tail_unknown=False)
 
     def simple(self, argv: list[str], text: str, *, tail_unknown: bool) -> None:
