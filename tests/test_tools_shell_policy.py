@@ -33,7 +33,7 @@ HIDDEN_TOUCH = [
     "busybox touch P", "flock /tmp/l touch P", "flock -c 'touch P' /tmp/l", "env -S 'touch P'",
     "watch touch P", "coproc touch P", "[[ $(touch P) ]]", "echo x > $(touch P)",
     "cat <<EOF\n$(touch P)\nEOF", "/usr/bin/env /usr/bin/touch P", "command -p touch P",
-    "ls; /bin/../usr/bin/touch P",
+    "ls; /bin/../usr/bin/touch P", "tou\\\nch P", "x=1 touch P",
 ]
 # Plain chains, which the old policy caught too: kept as guards.
 CHAIN_GUARDS = ["true && touch P", "false || touch P", "ls | touch P", "echo a; touch P",
@@ -49,7 +49,8 @@ UNDECIDABLE = [
     "git config core.fsmonitor 'touch P'", "source ./x.sh", ". ./x.sh", "alias ls='touch P'",
     "PATH=/tmp/evil ls", "export PATH=/tmp/evil; ls", "LD_PRELOAD=/tmp/x.so ls",
     "env PATH=/tmp/evil ls", "ls &&", "ls $(", "echo 'unterminated", "cat 3<>f",
-    "xargs -0 rm", "find . -exec $X {} +", "eval \"$CMD\"", "env $X",
+    "xargs -0 rm", "python3 -ic 'x'", "perl -ne 'x' f", "printf -v PATH /tmp/e; ls",
+    "read -r PATH <<< /tmp/e; ls", "IFS=/ ls", "find . -exec $X {} +", "eval \"$CMD\"", "env $X",
     "git $X", "find . $X", "sh -c \"$X\"", "python3 $X", "sudo -s", "sudo -i",
     "ssh host touch P", "make all",
 ]
@@ -144,3 +145,20 @@ def test_the_parse_resolves_programs_through_path() -> None:
 
 def test_the_default_deny_list_is_the_documented_one() -> None:
     assert ShellPolicy().deny == DEFAULT_DENY and "sudo *" in DEFAULT_DENY
+
+
+WRAPPERS = ["", "env ", "command ", "nice -n 3 ", "nohup ", "timeout 9 ", "stdbuf -oL ",
+            "sudo ", "exec ", "time ", "setsid ", "env -i X=1 ", "/usr/bin/env ", "builtin "]
+PROGRAMS = ["touch", "/usr/bin/touch", "\\touch", "'touch'", "\"touch\"", "to''uch",
+            "/bin/../usr/bin/touch"]
+CONTEXTS = ["{}", "echo $({})", "echo `{}`", "({})", "{{ {}; }}", "if true; then {}; fi",
+            "for i in 1; do {}; done", "case a in a) {};; esac", "true && {}", "ls | {}",
+            "bash -c '{}'", "sh -c \"{}\"", "eval '{}'", "echo \"$({})\"", "cat <({})",
+            "f() {{ {}; }}; f", "find . -exec {} \\;", "echo x | xargs {}"]
+
+
+def test_every_combination_of_wrapper_spelling_and_context_is_denied() -> None:
+    missed = [cmd for context in CONTEXTS for wrapper in WRAPPERS for program in PROGRAMS
+              for cmd in [context.format(f"{wrapper}{program}\tP")]
+              if TOUCH_DENIED.decide(cmd) != "deny"]
+    assert missed == []

@@ -32,7 +32,7 @@ MAX_DEPTH = 6  # nested ``sh -c`` / ``eval`` strings parsed before giving up (un
 
 _BRACE = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
 _GLOB = re.compile(r"[*?\[]")
-_WRITE_OPS = {">", ">>", ">|", "&>", "&>>", "<>"}
+_WRITE_OPS = {">", ">>", ">|", "&>", "&>>", "<>", ">&"}
 _HARMLESS_TARGETS = {"/dev/null", "/dev/stdout", "/dev/stderr"}
 
 UNKNOWN = "\x00"  # an argument known only at run time
@@ -92,6 +92,10 @@ def _parse_into(command: str, out: Parsed, path: str, depth: int) -> None:
         out.problems.append("the command cannot be parsed as shell")
         # the parts that did parse are still checked, so a deny still wins
     _Walker(out, path, depth).walk(tree.root_node)
+    if "\\\n" in command:
+        # bash joins a backslash-newline into the word (tou\<newline>ch is touch), the grammar
+        # splits there: check the joined reading too (both readings must pass).
+        _parse_into(command.replace("\\\n", ""), out, path, depth)
 
 
 class _Walker:
@@ -126,7 +130,7 @@ class _Walker:
         target = _static(dest) if dest is not None else None
         if target is None:
             self.out.writes.append("a file named at run time")
-        elif target not in _HARMLESS_TARGETS and not target.isdigit():
+        elif target not in _HARMLESS_TARGETS and not target.isdigit() and target != "-":
             self.out.writes.append(target)
 
     def command(self, node: Any) -> None:

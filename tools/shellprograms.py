@@ -80,6 +80,9 @@ _STRING_OPTIONS = {"flock": {"-c", "--command"}, "su": {"-c", "--command"},
 _OPAQUE_OPTIONS = {"sudo": {"-i", "-s", "--login", "--shell", "-e", "--edit"},
                    "doas": {"-s"}, "su": set(), "runuser": set()}
 
+# Builtins that assign the variables named among their arguments.
+_SETS_VARIABLES = {"read", "mapfile", "readarray", "printf", "getopts", "export", "declare",
+                   "typeset", "local", "readonly"}
 # Programs whose arguments decide what else runs: a run-time word among them is undecidable.
 ARGS_RUN = (SHELLS | set(INTERPRETERS) | set(_WRAPPERS) | {
     "eval", "trap", "source", ".", "alias", "enable", "hash", "env", "xargs", "find", "git",
@@ -104,10 +107,14 @@ def inspect(cmd: Simple, w: Walker) -> None:
     if prog in INTERPRETERS or PY_VERSIONED.match(prog):
         code_opts = INTERPRETERS.get(prog, {"-c"})
         positional = [a for a in args if not a.startswith("-")]
-        if any(a in code_opts or any(a.startswith(o) and len(o) == 2 and len(a) > 2
-                                     and not a.startswith("--") for o in code_opts)
-               for a in args) or not positional or "-" in args:
+        short = {o[1] for o in code_opts if len(o) == 2}
+        if any(a in code_opts or (a[:1] == "-" and a[1:2] in short and not a.startswith("--"))
+               or (a[:1] == "-" and a[1:].isalpha() and short & set(a[1:])) for a in args
+               ) or not positional or "-" in args:
             cmd.executes = f"{prog} runs code given inline or on its input"
+        return
+    if prog in _SETS_VARIABLES and any(DANGEROUS_VARS.match(a.split("=", 1)[0]) for a in args):
+        w.out.problems.append(f"{prog} sets a variable that changes what runs")
         return
     if prog in ("eval", "trap"):
         code = " ".join(args) if prog == "eval" else (args[0] if args else "")
