@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import uuid
@@ -15,7 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from whalebone.tools.sandbox import scrubbed_env, unavailable
+from whalebone.tools.sandbox import HIDDEN_SYSTEM, scrubbed_env, unavailable
 from whalebone.tools.shell import ShellPolicy, run_shell
 
 PROBLEM = unavailable("on")
@@ -146,3 +147,29 @@ def test_resource_limits_bind(tmp_path: Path) -> None:
 def test_the_command_runs_in_its_own_session_without_capabilities(tmp_path: Path) -> None:
     out = sh("grep CapEff /proc/self/status; ps -o pid= -p 1 >/dev/null && echo PIDNS", tmp_path)
     assert "0000000000000000" in out and "PIDNS" in out
+
+
+def test_a_hidden_unix_socket_cannot_be_reached(tmp_path: Path) -> None:
+    """A read-only mount still lets a process connect() to a socket in it; hidden ones (the
+    Docker and D-Bus sockets, /run/user by default) cannot be reached."""
+    folder = Path(tempfile.mkdtemp(prefix="whalebone-sock-", dir="/var/tmp"))
+    path = folder / "service.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen()
+
+    async def yes(command: str) -> bool:
+        return True
+
+    probe = (f"{sys.executable} -c 'import socket; s = socket.socket(socket.AF_UNIX); "
+             f"s.connect(\"{path}\"); print(\"CONNECTED\")'")
+    try:
+        seen = anyio.run(run_shell, probe, tmp_path, TRUST, yes)
+        hidden = anyio.run(run_shell, probe, tmp_path,
+                           ShellPolicy(default="allow", deny=[], hide=[str(folder)]), yes)
+    finally:
+        sock.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert "CONNECTED" in seen  # the probe works where nothing hides the socket
+    assert "CONNECTED" not in hidden
+    assert {"/run/user", "/var/run/docker.sock", "/run/dbus"} <= set(HIDDEN_SYSTEM)

@@ -1,9 +1,10 @@
 """Where a shell command runs: a bubblewrap sandbox, a scrubbed environment, resource limits.
 
 On Linux each command runs under ``bwrap`` (bubblewrap, from the distribution): the whole
-filesystem read-only, the workspace the only writable place, a fresh ``/tmp``, whalebone's home
-and the usual credential stores (``~/.ssh``, ``~/.aws``, ``~/.gnupg``, ``~/.netrc``, …) hidden
-behind empty mounts, no network (``--unshare-net``) unless the policy allows it, new PID, IPC
+filesystem read-only, the workspace the only writable place, a fresh ``/tmp``, whalebone's home,
+the usual credential stores (``~/.ssh``, ``~/.aws``, ``~/.gnupg``, ``~/.netrc``, …) and the
+service sockets a read-only mount would still let it connect to (Docker, D-Bus, ``/run/user``)
+hidden behind empty mounts, no network (``--unshare-net``) unless the policy allows it, new PID, IPC
 and UTS namespaces, no capabilities, and its own session. The sandbox dies with whalebone
 (``--die-with-parent``), and killing its process group ends everything in it, because the PID
 namespace ends with its first process. Around it, ``prlimit`` caps CPU time, file size and
@@ -29,6 +30,11 @@ from whalebone.tools.redact import is_secret_name
 HIDDEN_IN_HOME = (".ssh", ".aws", ".gnupg", ".azure", ".kube", ".docker", ".config/gcloud",
                   ".config/gh", ".config/hub", ".netrc", ".git-credentials", ".pypirc", ".npmrc",
                   ".password-store", ".local/share/keyrings", ".whalebone", ".config/whalebone")
+
+# Sockets a read-only bind would still let a command connect to (a Docker socket is root).
+HIDDEN_SYSTEM = ("/run/docker.sock", "/var/run/docker.sock", "/run/containerd", "/run/podman",
+                 "/run/dbus", "/var/run/dbus", "/run/user", "/run/snapd.socket",
+                 "/run/systemd/private", "/run/systemd/journal")
 
 
 @cache
@@ -92,12 +98,13 @@ def hidden_paths(extra: list[str] | tuple[str, ...] = ()) -> list[Path]:
     """Existing paths the sandbox hides: credential stores, whalebone's home, ``extra``."""
     home = Path.home()
     candidates = [home / p for p in HIDDEN_IN_HOME] + [whalebone_home()]
+    candidates += [Path(p) for p in HIDDEN_SYSTEM]
     candidates += [Path(p).expanduser() for p in extra]
     seen: dict[str, Path] = {}
     for p in candidates:
-        for q in {p.absolute(), Path(os.path.realpath(p))}:
-            if q.exists() and str(q) != "/":
-                seen[str(q)] = q
+        q = Path(os.path.realpath(p))  # mount points must not pass through a link
+        if q.exists() and str(q) != "/":
+            seen[str(q)] = q
     return list(seen.values())
 
 
