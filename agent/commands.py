@@ -126,7 +126,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"whalebone: {message}", file=sys.stderr)
+    from whalebone.tools.redact import redact
+
+    print(f"whalebone: {redact(message)}", file=sys.stderr)
     return code
 
 

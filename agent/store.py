@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction, unique_prefix
+from whalebone.tools.redact import redact, redact_data
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     is_error INTEGER,
     started REAL NOT NULL,
     finished REAL,
+    process TEXT,
     PRIMARY KEY (session, call_id)
 );
 CREATE TABLE IF NOT EXISTS usage (
@@ -103,6 +105,7 @@ class JournalEntry(BaseModel):
     status: CallStatus
     result: str | None = None
     is_error: bool | None = None
+    process: dict[str, int] | None = None  # {"pgid", "started"} of a process group it started
 
 
 class UsageRecord(BaseModel):
@@ -128,6 +131,9 @@ class SessionStore:
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self.db = connect(self.path)
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(tool_calls)")}
+        if "process" not in columns:  # a database from before process groups were journaled
+            self.db.execute("ALTER TABLE tool_calls ADD COLUMN process TEXT")
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return transaction(self.db)
@@ -139,7 +145,7 @@ class SessionStore:
         with self._tx() as db:
             db.execute("INSERT INTO sessions (id, title, agent, config, created, updated) "
                        "VALUES (?, ?, ?, ?, ?, ?)",
-                       (sid, title, agent, json.dumps(config or {}), now, now))
+                       (sid, redact(title), agent, json.dumps(config or {}), now, now))
         return sid
 
     def resolve(self, ref: str) -> str:
@@ -169,7 +175,7 @@ class SessionStore:
     def rename(self, sid: str, title: str) -> None:
         self.info(sid)
         with self._tx() as db:
-            db.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, sid))
+            db.execute("UPDATE sessions SET title = ? WHERE id = ?", (redact(title), sid))
 
     def delete(self, sid: str) -> None:
         with self.open(sid):  # never delete a session a live run is writing
@@ -182,11 +188,12 @@ class SessionStore:
 
     def journal(self, sid: str) -> list[JournalEntry]:
         rows = self.db.execute(
-            "SELECT call_id, name, arguments, idempotent, status, result, is_error "
+            "SELECT call_id, name, arguments, idempotent, status, result, is_error, process "
             "FROM tool_calls WHERE session = ? ORDER BY started", (sid,))
         return [JournalEntry(call_id=r[0], name=r[1], arguments=json.loads(r[2]),
                              idempotent=bool(r[3]), status=r[4], result=r[5],
-                             is_error=None if r[6] is None else bool(r[6])) for r in rows]
+                             is_error=None if r[6] is None else bool(r[6]),
+                             process=json.loads(r[7]) if r[7] else None) for r in rows]
 
     def usage(self, sid: str) -> list[UsageRecord]:
         rows = self.db.execute(
@@ -255,7 +262,8 @@ class Session:
             for msg in messages:
                 db.execute("INSERT INTO messages (session, seq, message, created) "
                            "VALUES (?, ?, ?, ?)",
-                           (self.id, self._next_seq, json.dumps(msg, ensure_ascii=False), now))
+                           (self.id, self._next_seq,
+                            json.dumps(redact_data(msg), ensure_ascii=False), now))
                 self._next_seq += 1
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, self.id))
 
@@ -281,7 +289,7 @@ class Session:
             cur = db.execute(
                 "INSERT OR IGNORE INTO tool_calls (session, call_id, name, arguments, idempotent,"
                 " status, started) VALUES (?, ?, ?, ?, ?, 'started', ?)",
-                (self.id, call_id, name, json.dumps(arguments, ensure_ascii=False),
+                (self.id, call_id, name, json.dumps(redact_data(arguments), ensure_ascii=False),
                  int(idempotent), time.time()))
             return cur.rowcount == 1
 
@@ -291,7 +299,15 @@ class Session:
         with self.store._tx() as db:
             db.execute("UPDATE tool_calls SET status = ?, result = ?, is_error = ?, "
                        "finished = ? WHERE session = ? AND call_id = ?",
-                       (status, result, int(is_error), time.time(), self.id, call_id))
+                       (status, redact(result), int(is_error), time.time(), self.id, call_id))
+
+    def call_process(self, call_id: str, pgid: int, started: int, sandboxed: bool) -> None:
+        """Journal the process group a running call started (a resumed run ends it)."""
+        self._check()
+        process = {"pgid": pgid, "started": started, "sandboxed": int(sandboxed)}
+        with self.store._tx() as db:
+            db.execute("UPDATE tool_calls SET process = ? WHERE session = ? AND call_id = ?",
+                       (json.dumps(process), self.id, call_id))
 
     def restart_call(self, call_id: str) -> None:
         """Mark an interrupted idempotent call as started again (it is about to re-run)."""

@@ -5,12 +5,19 @@ its call id, so a call id can never run twice: a second start is refused by the 
 crash the journal tells which calls were cut short: a non-idempotent one is reported to the model
 as interrupted (it may have had its effect), an idempotent one is simply run again.
 
-Tool output is untrusted: it is neutralised (no forged special tokens, no forged tool calls) and
-capped before it becomes a message.
+A tool that starts a process group (the shell) reports it while the call runs, and the journal
+keeps it: after a crash the resumed run kills a group that is still running, so no orphaned
+command goes on writing behind the model's back, and tells the model exactly that.
+
+Tool output is untrusted: credentials in it are redacted before it is journaled or shown, and it
+is neutralised (no forged special tokens, no forged tool calls) and capped before it becomes a
+message.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +29,9 @@ from whalebone.agent.config import AgentConfig
 from whalebone.agent.store import Session
 from whalebone.dsml.models import ToolCall, loads_object
 from whalebone.dsml.untrusted import neutralise
-from whalebone.tools.registry import ToolRegistry, ToolResult
+from whalebone.tools.redact import redact
+from whalebone.tools.registry import ToolRegistry, ToolResult, process_hook
+from whalebone.tools.sandbox import group_running
 
 
 @dataclass
@@ -55,8 +64,18 @@ class ToolRunner:
         self.session = session
         self.config = config
 
-    async def _call(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
-        """Run one tool under its own timeout, or the agent's default one."""
+    async def _call(self, name: str, arguments: Mapping[str, Any], call_id: str) -> ToolResult:
+        """Run one tool under its own timeout, or the agent's default one; its output with
+        credentials redacted."""
+        token = process_hook.set(
+            lambda pgid, started, boxed: self.session.call_process(call_id, pgid, started, boxed))
+        try:
+            result = await self._timed(name, arguments)
+        finally:
+            process_hook.reset(token)
+        return ToolResult(content=redact(result.content), is_error=result.is_error)
+
+    async def _timed(self, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         tool = self.tools[name]
         limit = None if tool.timeout is not None else self.config.tool_timeout
         if limit is None:
@@ -87,7 +106,7 @@ class ToolRunner:
                 outcomes[call_id] = self._outcome(call_id, call.name, args, result, 0.0, False)
                 return
             start = time.monotonic()
-            result = await self._call(call.name, args)
+            result = await self._call(call.name, args, call_id)
             self.session.call_finished(call_id, result.content, result.is_error)
             outcomes[call_id] = self._outcome(call_id, call.name, args, result,
                                               time.monotonic() - start, True)
@@ -131,13 +150,15 @@ class ToolRunner:
             if entry is not None and entry.status in ("finished", "interrupted"):
                 result = ToolResult(content=entry.result or "", is_error=bool(entry.is_error))
             elif entry is not None and not (tool and tool.idempotent):
+                fate = _end_group(entry.process)
                 result = ToolResult(
                     content=f"interrupted: the call {name} was cut short (the run crashed or was"
-                            " cancelled) and was not run again, because it may have side "
-                            "effects; check its effect before repeating it", is_error=True)
+                            f" cancelled).{fate} It was not run again, because it may have side "
+                            "effects, and it may have partly happened: check its effect before "
+                            "repeating it", is_error=True)
                 self.session.call_finished(call_id, result.content, True, status="interrupted")
-                warnings.append(f"{name} ({call_id}) was interrupted; reported to the model, "
-                                "not re-run")
+                warnings.append(f"{name} ({call_id}) was interrupted.{fate} Reported to the "
+                                "model, not re-run")
             elif tool is None:
                 result = ToolResult(content=f"error: there is no tool named {name!r}",
                                     is_error=True)
@@ -148,8 +169,31 @@ class ToolRunner:
                                     "it ran again")
                 else:
                     self.session.call_started(call_id, name, args, tool.idempotent)
-                result = await self._call(name, args)
+                _end_group(entry.process if entry else None)
+                result = await self._call(name, args, call_id)
                 self.session.call_finished(call_id, result.content, result.is_error)
                 ran = True
             outcomes.append(self._outcome(call_id, name, args, result, 0.0, ran))
         return outcomes, warnings
+
+
+def _end_group(process: dict[str, int] | None) -> str:
+    """Kill a journaled process group that outlived its run; what happened, as a sentence (for
+    the model and the log), or "" when the call started none."""
+    if not process:
+        return ""
+    pgid, started = int(process.get("pgid", 0)), int(process.get("started", 0))
+    if group_running(pgid, started):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            return f" Its process group {pgid} is still running and could not be killed."
+        else:
+            return (f" Its process group {pgid} was still running after the crash and was "
+                    "killed (SIGKILL) on resume.")
+    if process.get("sandboxed"):
+        return (f" Its sandbox (process group {pgid}) was killed together with the crashed "
+                "run.")
+    return f" Its process group {pgid} had already ended."

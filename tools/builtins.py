@@ -20,6 +20,7 @@ from whalebone.tools.confine import Root
 from whalebone.tools.files import FileTools
 from whalebone.tools.http import HttpPolicy, http_get
 from whalebone.tools.registry import Tool, ToolRegistry
+from whalebone.tools.sandbox import notice as sandbox_notice
 from whalebone.tools.shell import Approver, ShellPolicy, run_shell
 
 
@@ -40,6 +41,7 @@ def builtin_tools(workspace: str | os.PathLike[str], *, shell_policy: ShellPolic
     registry = ToolRegistry(FileTools(root).tools())
     if shell:
         policy = shell_policy or ShellPolicy()
+        sandbox_notice(policy.sandbox)  # one line at start when commands are not sandboxed
 
         async def shell_tool(command: str) -> str:
             """Run a shell command in the workspace and return its exit code and output.

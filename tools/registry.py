@@ -9,6 +9,7 @@ canonical JSON, so the tool list, and with it the cached prompt prefix, is byte-
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,6 +20,20 @@ import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from whalebone.core.errors import WhaleboneError
+
+ProcessHook = Callable[[int, int, bool], None]
+# Set by the host around one tool call: a tool that starts a process group reports it here
+# (group id, leader's start time, whether it is sandboxed), so the host can journal it and,
+# after a crash, end it.
+process_hook: contextvars.ContextVar[ProcessHook | None] = contextvars.ContextVar(
+    "process_hook", default=None)
+
+
+def report_process(pgid: int, started: int, sandboxed: bool) -> None:
+    """Tell the host (if it listens) that this call started process group ``pgid``."""
+    hook = process_hook.get()
+    if hook is not None:
+        hook(pgid, started, sandboxed)
 
 
 class ToolError(WhaleboneError):

@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 from whalebone.core.home import open_private
+from whalebone.tools.redact import redact
 
 NEWLINE_KEYS = {"ctrl+j", "shift+enter", "alt+enter", "ctrl+enter"}
 HISTORY_KEPT = 500
@@ -111,6 +112,6 @@ def read_history(path: Path) -> list[str]:
 def append_history(path: Path, text: str) -> None:
     try:
         with open_private(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(text, ensure_ascii=False) + "\n")
+            f.write(json.dumps(redact(text), ensure_ascii=False) + "\n")
     except OSError:
         pass  # a history that cannot be written is not worth interrupting a session for

@@ -17,6 +17,7 @@ from typing import Any
 from whalebone.agent import Agent, AgentConfig, AgentEvent, Compacted, SessionStore
 from whalebone.engine.prices import PriceTable
 from whalebone.tools.mcp_config import McpSetup
+from whalebone.tools.redact import redact
 from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
@@ -133,7 +134,8 @@ class ChatRunner:
             session: str | None = None) -> None:
         if self.approvals is not None:
             self.approvals.append(ApprovalRecord(
-                kind=kind, subject=subject, approved=decision.approved, reason=decision.reason,
+                kind=kind, subject=redact(subject), approved=decision.approved,
+                reason=decision.reason,
                 amount=decision.amount, session=session or self.session_id or ""))
 
     # --- engine, mode, price ---------------------------------------------------------------

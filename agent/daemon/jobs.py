@@ -24,6 +24,7 @@ from whalebone.agent.config import AgentConfig
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction, unique_prefix
+from whalebone.tools.redact import redact, redact_data
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -167,7 +168,7 @@ class JobQueue:
         with self._tx() as db:
             db.execute("INSERT INTO jobs (id, task, engine, schedule, options, created, updated)"
                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (jid, task, engine, schedule, json.dumps(options), now, now))
+                       (jid, redact(task), engine, schedule, json.dumps(options), now, now))
         return self.get(jid)
 
     def _row(self, row: tuple[Any, ...]) -> Job:
@@ -240,7 +241,7 @@ class JobQueue:
         with self._tx() as db:
             db.execute("UPDATE jobs SET status = ?, reason = ?, message = ?, answer = ?, "
                        "steps = steps + ?, finished = ?, updated = ? WHERE id = ?",
-                       (status, reason, message, answer, steps or 0,
+                       (status, reason, redact(message), redact(answer), steps or 0,
                         now if status in TERMINAL else None, now, jid))
 
     def cancel(self, jid: str) -> Job:
@@ -331,7 +332,8 @@ class JobQueue:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM job_events WHERE job = ?",
                              (jid,)).fetchone()[0]
             db.execute("INSERT INTO job_events (job, seq, event, created) VALUES (?, ?, ?, ?)",
-                       (jid, seq, json.dumps(event, ensure_ascii=False), time.time()))
+                       (jid, seq, json.dumps(redact_data(event), ensure_ascii=False),
+                        time.time()))
         return int(seq)
 
     def events(self, jid: str, after: int = 0, limit: int = 1000
