@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     applied INTEGER NOT NULL,
     inputs TEXT NOT NULL,
     raw TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    answers TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS decisions_scope ON decisions(scope);
 CREATE TABLE IF NOT EXISTS run_outcomes (
@@ -90,6 +91,7 @@ class DecisionRecord(BaseModel):
     tokens: int
     applied: bool
     created: float
+    answers: str = ""  # the decider's structured answers (JSON), when it gave any
 
 
 class RequestRecord(BaseModel):
@@ -111,6 +113,9 @@ class DecisionBook:
         self.ledger = ledger
         self.db = ledger.db
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(decisions)")}
+        if "answers" not in columns:  # a ledger from before the structured questions
+            self.db.execute("ALTER TABLE decisions ADD COLUMN answers TEXT NOT NULL DEFAULT ''")
 
     @staticmethod
     def new_request_id() -> str:
@@ -146,11 +151,12 @@ class DecisionBook:
                     self.ledger.extend_in(db, scope, **{unit: verdict.amount})
             db.execute("INSERT INTO decisions (request_id, session_id, run_id, scope, decider, "
                        "decision, amount, unit, reason, cause, cost_usd, tokens, applied, "
-                       "inputs, raw, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                       "?, ?)",
+                       "inputs, raw, created, answers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                       "?, ?, ?, ?, ?, ?)",
                        (request_id, session_id, run_id, scope, verdict.decider, verdict.decision,
                         verdict.amount, unit, verdict.reason, verdict.cause, verdict.cost_usd,
-                        verdict.tokens, int(applied), inputs, verdict.raw, time.time()))
+                        verdict.tokens, int(applied), inputs, verdict.raw, time.time(),
+                        "" if verdict.answers is None else verdict.answers.model_dump_json()))
         return applied
 
     def status(self, request_id: str) -> str:
@@ -180,7 +186,8 @@ class DecisionBook:
     def decisions(self, *, where: str = "1", args: tuple[Any, ...] = ()) -> list[DecisionRecord]:
         rows = self.db.execute(
             "SELECT request_id, session_id, run_id, scope, decider, decision, amount, unit, "
-            f"reason, cause, cost_usd, tokens, applied, created FROM decisions WHERE {where} "
+            f"reason, cause, cost_usd, tokens, applied, created, answers FROM decisions WHERE "
+            f"{where} "
             "ORDER BY id", args).fetchall()
         keys = list(DecisionRecord.model_fields)
         return [DecisionRecord(**dict(zip(keys, r, strict=True))) for r in rows]
@@ -197,6 +204,12 @@ class DecisionBook:
         """Approved extensions this run has had."""
         return int(self.db.execute("SELECT COUNT(*) FROM extension_requests WHERE run_id = ? "
                                    "AND status = 'approved'", (run_id,)).fetchone()[0])
+
+    def extended(self, scope: str) -> bool:
+        """Whether an approved extension raised this scope's limit."""
+        return self.db.execute("SELECT 1 FROM decisions WHERE scope = ? AND applied = 1 AND "
+                               "decision = 'approve' AND amount > 0 LIMIT 1",
+                               (scope,)).fetchone() is not None
 
     def record_outcome(self, *, run_id: str, session_id: str, agent: str, task_kind: str,
                        outcome: str) -> None:

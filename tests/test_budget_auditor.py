@@ -17,10 +17,16 @@ from whalebone.dsml import tokens as T
 from whalebone.engine.base import EngineUnavailable, GenerationRequest
 from whalebone.engine.scripted import ScriptedEngine
 
+STEADY = {"progress_since_last_extension": "some", "repeated_failures": False,
+          "loop_signals": False, "share_of_budget_used": 0.98,
+          "base_rate_of_similar_runs": "low"}
 
-def answer(decision: str, amount: Any, reason: str = "facts show progress") -> str:
+
+def answer(decision: str, amount: Any, reason: str = "facts show progress", **answers: Any
+           ) -> str:
     return emit_completion(reasoning="Looking at the facts.",
-                           tool_calls=[("decide_budget", {"decision": decision, "amount": amount,
+                           tool_calls=[("decide_budget", {**STEADY, **answers,
+                                                          "decision": decision, "amount": amount,
                                                           "reason": reason})])
 
 

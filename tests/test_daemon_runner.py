@@ -169,7 +169,10 @@ def test_an_auditor_engine_from_the_config_decides_a_frozen_jobs_extension(tmp_p
     from whalebone.dsml import emit_completion
 
     verdict = emit_completion("", reasoning="Steady progress, no errors.", tool_calls=[
-        (TOOL_NAME, {"decision": "approve", "amount": 2000,
+        (TOOL_NAME, {"progress_since_last_extension": "some", "repeated_failures": False,
+                     "loop_signals": False, "share_of_budget_used": 1.0,
+                     "base_rate_of_similar_runs": "unknown", "decision": "approve",
+                     "amount": 2000,
                      "reason": "Each step appended a line without errors."})])
     auditor = write_script(tmp_path / "auditor.json", [verdict])
     s = Setup(tmp_path, agent={"date_in_task": False, "max_tokens": 64}, budget={
