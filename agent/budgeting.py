@@ -35,6 +35,14 @@ class BudgetHook:
         self.agent = agent
         self._facts = facts
 
+    def notice(self) -> str | None:
+        """The guard's one-time line for the person running (e.g. the default daily cap of a
+        paid engine), once: the guard forgets it when it is taken."""
+        note = getattr(self.guard, "notice", None)
+        if note:
+            self.guard.notice = None
+        return note or None
+
     async def before(self, *, kind: CallKind, model: str, prompt_tokens: int,
                      cached_tokens: int, max_tokens: int) -> Any | None:
         """A ticket for the call, or :class:`BudgetStopped` if the guard denies it."""

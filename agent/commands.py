@@ -159,7 +159,6 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         tools = None if args.no_tools else default_tools(
             workspace, shell_policy=ShellPolicy.model_validate(settings.shell),
             approve=_approver())
-        budget = open_budget(settings)
         memory = None
         if args.memory:
             from whalebone.memory import MemoryHome
@@ -175,6 +174,12 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         engine = open_engine_spec(spec, options)
     except EngineError as e:
         return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
+    try:
+        budget = open_budget(settings, engine)
+    except EngineError as e:
+        return fail(f"cannot open the budget auditor's engine: {e}", EXIT_CODES["no_engine"])
+    except (WhaleboneError, ValueError) as e:
+        return fail(str(e), EXIT_CODES["usage"])
     agent = Agent(engine, tools=tools, store=store, config=config, budget=budget,
                   memory=memory)
     if session_id is None:  # made here so that an interrupted run can name it

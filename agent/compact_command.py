@@ -61,7 +61,6 @@ def cmd_compact(args: argparse.Namespace) -> int:
         stored = store.config(args.session)  # raises SessionError for an unknown id
         base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
         config = AgentConfig.model_validate(base)
-        budget = open_budget(settings)
     except (WhaleboneError, ValueError) as e:
         return fail(str(e), EXIT_CODES["usage"])
     spec = args.engine or settings.engine
@@ -70,6 +69,12 @@ def cmd_compact(args: argparse.Namespace) -> int:
         engine = open_engine_spec(spec, options)
     except EngineError as e:
         return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
+    try:
+        budget = open_budget(settings, engine)
+    except EngineError as e:
+        return fail(f"cannot open the budget auditor's engine: {e}", EXIT_CODES["no_engine"])
+    except (WhaleboneError, ValueError) as e:
+        return fail(str(e), EXIT_CODES["usage"])
     # No tools: the session's tool list is in its stored system prompt, and compacting runs none.
     agent = Agent(engine, store=store, config=config, budget=budget)
 

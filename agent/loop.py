@@ -132,6 +132,9 @@ class Run:
             yield self._done("answer", message="nothing to do: the session has no open task")
             return
         self.session.set_status("running")
+        note = self.budget.notice()
+        if note:
+            yield Warning(kind="budget", message=note)
         status = "error"  # an exception out of the loop: a failure
         ended = False
         try:

@@ -17,8 +17,9 @@ TOML file (``--config PATH``, else ``$WHALEBONE_HOME/config.toml``, else
     allow = ["ls *", "git status", "pytest*"]
 
     [budget]                                    # BudgetPolicy fields, plus the ledger file
-    ledger = "~/.whalebone/budget.db"
+    ledger = "~/.whalebone/budget.db"           # the default; every run is metered in it
     run_usd = 0.50
+    auditor = "deepseek:deepseek-v4-flash"      # who decides at a cap; "rule"; "none"
 """
 
 from __future__ import annotations
@@ -93,16 +94,16 @@ def open_engine_spec(spec: str, options: dict[str, Any] | None = None) -> Engine
     return open_engine(spec, **dict(options or {}))
 
 
-def open_budget(settings: Settings) -> Any | None:
-    """A budget guard when the settings name a ledger or any limit, else None."""
-    if not settings.budget:
-        return None
-    from whalebone.budget.guard import BudgetGuard, BudgetPolicy
+def open_budget(settings: Settings, engine: Engine, *, person: bool = False) -> Any:
+    """The budget guard every front end runs with: always one, whatever is configured (see
+    :mod:`whalebone.budget.setup`). ``person``: someone is watching and can decide at a cap."""
+    from whalebone.budget.setup import BudgetSettingsError, open_guard
 
-    options = dict(settings.budget)
-    ledger = Path(str(options.pop("ledger", home() / "budget.db"))).expanduser()
+    # An auditor of the same provider gets the engine options, but never the worker's model.
+    options = {k: v for k, v in settings.engine_options.items() if k != "model"}
     try:
-        policy = BudgetPolicy.model_validate(options)
-    except ValidationError as e:
-        raise SettingsError(f"the [budget] settings are invalid: {e}") from None
-    return BudgetGuard(ledger, policy=policy)
+        return open_guard(engine, settings.budget, ledger=home() / "budget.db",
+                          open_engine=lambda spec: open_engine_spec(spec, options),
+                          person=person)
+    except BudgetSettingsError as e:
+        raise SettingsError(str(e)) from None

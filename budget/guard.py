@@ -131,8 +131,9 @@ class BudgetGuard:
 
     def _ensure_limits(self, plan: CallPlan, scopes: list[str]) -> None:
         """Give each scope the strictest of the policy's limit (the config file) and the
-        ledger's (``whalebone budget set``, a family default or the scope itself). A scope an
-        extension was granted on keeps its raised limit."""
+        ledger's (``whalebone budget set``: a family default, or today's scope for ``global``
+        and ``agent:NAME``). A scope whose limit was decided on purpose (an extension, or a
+        person naming it exactly) keeps that limit."""
         p = self.policy
         families = [(("run",), p.run_usd, p.run_tokens),
                     (("session",), p.session_usd, p.session_tokens),
@@ -150,7 +151,7 @@ class BudgetGuard:
             tight_usd = _strictest(usd, current.max_usd)
             tight_tokens = _strictest(tokens, current.max_tokens)
             if (tight_usd, tight_tokens) != (current.max_usd, current.max_tokens) \
-                    and not self.book.extended(scope):
+                    and not self.book.overridden(scope):
                 self.ledger.set_limit(Limit(scope=scope, max_usd=tight_usd,
                                             max_tokens=tight_tokens))
 
@@ -271,7 +272,8 @@ class BudgetGuard:
         if forced is None and self.policy.on_cap == "deny":
             forced = ("policy_deny", "the policy denies every extension")
         if forced is None and self.policy.on_cap == "auditor" and self.auditor is None:
-            forced = ("no_auditor", "no auditor is configured")
+            forced = ("no_auditor", "no auditor for this engine and no person watching "
+                                    "(set [budget] auditor = SPEC, or on_cap = \"human\")")
         if forced is not None:
             self.book.resolve(request.request_id, Verdict(decision="deny", cause=forced[0],
                                                           reason=forced[1], decider="policy"))

@@ -165,6 +165,11 @@ class Ledger:
                               (key,)).fetchone()
         return None if row is None else Limit(scope=key, max_usd=row[0], max_tokens=row[1])
 
+    def defaults(self) -> list[Limit]:
+        """Every family default (``whalebone budget set run|session|agent|global``)."""
+        rows = self.db.execute("SELECT key, max_usd, max_tokens FROM default_limits ORDER BY 1")
+        return [Limit(scope=r[0], max_usd=r[1], max_tokens=r[2]) for r in rows]
+
     def limit(self, scope: str) -> Limit | None:
         row = self.db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
                               (scope,)).fetchone()

@@ -205,11 +205,23 @@ class DecisionBook:
         return int(self.db.execute("SELECT COUNT(*) FROM extension_requests WHERE run_id = ? "
                                    "AND status = 'approved'", (run_id,)).fetchone()[0])
 
-    def extended(self, scope: str) -> bool:
-        """Whether an approved extension raised this scope's limit."""
+    def overridden(self, scope: str) -> bool:
+        """Whether a decision set this scope's limit on purpose: an approved extension, or a
+        person's ``whalebone budget set SCOPE`` naming it exactly. Such a limit is kept over a
+        stricter one in the config file (which otherwise wins)."""
         return self.db.execute("SELECT 1 FROM decisions WHERE scope = ? AND applied = 1 AND "
-                               "decision = 'approve' AND amount > 0 LIMIT 1",
-                               (scope,)).fetchone() is not None
+                               "(decision = 'set' OR (decision = 'approve' AND amount > 0)) "
+                               "LIMIT 1", (scope,)).fetchone() is not None
+
+    def record_set(self, scope: str, unit: str, amount: float, *, decider: str,
+                   reason: str = "") -> None:
+        """Log a person's limit for one exact scope as a decision (request id empty)."""
+        with self.ledger.transaction() as db:
+            db.execute("INSERT INTO decisions (request_id, session_id, run_id, scope, decider, "
+                       "decision, amount, unit, reason, cause, cost_usd, tokens, applied, "
+                       "inputs, raw, created) VALUES ('', '', '', ?, ?, 'set', ?, ?, ?, 'ok', "
+                       "0, 0, 1, '{}', '', ?)",
+                       (scope, decider, amount, unit, reason, time.time()))
 
     def record_outcome(self, *, run_id: str, session_id: str, agent: str, task_kind: str,
                        outcome: str) -> None:

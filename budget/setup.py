@@ -139,8 +139,9 @@ def open_guard(engine: Engine, options: Mapping[str, Any] | None = None, *,
     else:
         found = default_auditor(engine, table, open_engine)
         auditor = None if found is None else Auditor(found)
-    if auditor is None and policy.on_cap == "auditor":
-        policy = policy.model_copy(update={"on_cap": "human" if person else "deny"})
+    if auditor is None and policy.on_cap == "auditor" and person:
+        # Someone is watching: they decide. Headless, the guard denies ("no_auditor").
+        policy = policy.model_copy(update={"on_cap": "human"})
     guard = BudgetGuard(Ledger(path), policy=policy, auditor=auditor, prices=table)
     guard.notice = None
     if priced(engine, table):

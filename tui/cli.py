@@ -43,11 +43,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--thinking", choices=THINKING, help="thinking mode")
     p.add_argument("--theme", choices=("dark", "light"), default="dark")
     p.add_argument("--budget", metavar="LEDGER", type=Path,
-                   help="a budget ledger (default: the config's [budget]): every model call "
-                        "is reserved in it first, its scopes show in the status bar, and "
-                        "extension requests that wait for a person open as modals")
-    p.add_argument("--on-cap", choices=("human", "deny"), default="human",
-                   help="with --budget: at a cap, ask a person (default) or deny at once")
+                   help="the budget ledger (default: the config's, else "
+                        "$WHALEBONE_HOME/budget.db): every model call is reserved in it first, "
+                        "its scopes show in the status bar, and extension requests that wait "
+                        "for a person open as modals")
+    p.add_argument("--on-cap", choices=("auditor", "human", "deny"), default=None,
+                   help="at a cap: the auditor decides while you may decide first (default), "
+                        "only a person decides, or deny at once")
     p.add_argument("--scope", action="append", default=[], metavar="SCOPE",
                    help="a budget scope to show (default: this chat's capped scopes)")
     p.add_argument("--memory", metavar="SCOPE",
@@ -90,12 +92,6 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     policy = ShellPolicy.model_validate(settings.shell)
     if args.allow:
         policy = policy.model_copy(update={"allow": [*policy.allow, *args.allow]})
-    if args.budget is not None:
-        from whalebone.budget.guard import BudgetGuard, BudgetPolicy
-
-        guard = BudgetGuard(args.budget, policy=BudgetPolicy(on_cap=args.on_cap))
-    else:
-        guard = open_budget(settings)
     options = dict(settings.engine_options)
     runner = ChatRunner(
         store,
@@ -104,10 +100,18 @@ def build_app(args: argparse.Namespace) -> ChatApp:
         workspace=args.workspace or Path(settings.workspace),
         shell_policy=policy,
         approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
-        guard=guard,
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),
     )
+    budget = dict(settings.budget)
+    if args.budget is not None:
+        budget["ledger"] = str(args.budget)
+    if args.on_cap is not None:
+        budget["on_cap"] = args.on_cap
+    # The same guard as every front end's, with a person watching who can decide at a cap.
+    runner.guard = open_budget(settings.model_copy(update={"budget": budget}), runner.engine,
+                               person=True)
+    runner.ledger = runner.guard.ledger
     if args.memory:
         runner.attach_memory(args.memory)
     return ChatApp(runner, session_id=args.session, theme=args.theme,

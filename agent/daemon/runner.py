@@ -23,7 +23,7 @@ from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
 from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
 from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.base import EngineError
+from whalebone.engine.base import Engine, EngineError
 
 
 @dataclass
@@ -73,34 +73,34 @@ class JobRunner:
             raise WhaleboneError(f"tools = {kind!r} cannot be loaded: {e}") from None
         return factory(workspace)
 
-    async def _guard(self, schedule: ScheduleConfig | None) -> Any | None:
-        """The budget guard for a job: the daemon's policy, plus the schedule's own scopes.
-        ``[budget] auditor = SPEC`` has that engine decide extensions (on_cap "auditor")."""
+    async def _guard(self, schedule: ScheduleConfig | None, engine: Engine, spec: str) -> Any:
+        """The budget guard for a job (always one: :func:`whalebone.budget.setup.open_guard`,
+        as for every front end), plus the schedule's own scopes. ``[budget] auditor = SPEC``
+        has that engine decide extensions; by default the engine's cheapest sibling or the
+        bundled model does; with none, a job at its cap is denied unless ``on_cap = "human"``
+        (a person then decides through the API or ``whalebone budget``)."""
         budget = dict(self.config.budget)
-        budget.pop("ledger", None)
-        auditor_spec = budget.pop("auditor", None)
+        budget["ledger"] = str(self.config.ledger_path)
+        auditor_spec = budget.get("auditor")
         limited = schedule is not None and any(
             v is not None for v in (schedule.budget_usd, schedule.budget_tokens,
                                     schedule.day_usd, schedule.day_tokens))
-        if not budget and not limited:
-            return None
-        from whalebone.budget.guard import BudgetGuard, BudgetPolicy
         from whalebone.budget.ledger import Limit, day_scope
+        from whalebone.budget.setup import open_guard
 
-        key = schedule.name if schedule is not None and limited else ""
+        key = f"{schedule.name if schedule is not None and limited else ''}\0{spec}"
         guard = self._guards.get(key)
         if guard is None:
-            auditor = None
-            if auditor_spec:
-                from whalebone.budget.auditor import Auditor
-
-                auditor = Auditor(await self.engines.open(auditor_spec, {}))
-            policy = BudgetPolicy.model_validate(
-                {"on_cap": "auditor" if auditor else "human", **budget})
+            if auditor_spec and auditor_spec not in ("rule", "none"):
+                await self.engines.open(auditor_spec, {})  # loaded off the event loop, cached
+            guard = open_guard(engine, budget,
+                               open_engine=lambda name: self.engines.get(name, {}))
+            if guard.notice:
+                self.log("budget_default", level="warning", message=guard.notice)
+                guard.notice = None
             if schedule is not None and limited:
-                extra = (*policy.extra_scopes, f"schedule:{schedule.name}")
-                policy = policy.model_copy(update={"extra_scopes": extra})
-            guard = BudgetGuard(self.config.ledger_path, policy=policy, auditor=auditor)
+                extra = (*guard.policy.extra_scopes, f"schedule:{schedule.name}")
+                guard.policy = guard.policy.model_copy(update={"extra_scopes": extra})
             self._guards[key] = guard
         if schedule is not None and limited:
             ledger = guard.ledger
@@ -166,7 +166,7 @@ class JobRunner:
         try:
             config = self._agent_config(job)
             tools = self._tools()
-            guard = await self._guard(schedule)
+            guard = await self._guard(schedule, engine, spec)
         except EngineError as e:
             return "failed", "no_engine", f"cannot open the auditor's engine: {e}", "", 0
         except (WhaleboneError, ValueError) as e:
