@@ -216,6 +216,20 @@ class ChatRunner:
                  session=request.session_id)
         return applied
 
+    def extension_outcome(self, request: Any) -> str:
+        """One line on how a request was decided (by the auditor, or a person elsewhere), and
+        how a person here overrides it."""
+        book = self._decision_book()
+        decided = None if book is None else book.applied_decision(request.id)
+        if decided is None:
+            return f"The request for {request.scope} is no longer pending."
+        line = (f"Budget {request.scope}: {decided.decider} {decided.decision}d "
+                f"({decided.cause}): {decided.reason}"[:300])
+        if decided.decision == "deny":
+            line += (f". To override: whalebone budget set {request.scope} "
+                     f"--{'usd' if request.unit == 'usd' else 'tokens'} N, then continue")
+        return line
+
     def _decision_book(self) -> Any | None:
         if self.ledger is None:
             return None
