@@ -20,9 +20,9 @@ maximum step every time, the study's baseline).
 from __future__ import annotations
 
 import json
-from collections import Counter
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
