@@ -21,16 +21,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from whalebone.dsml.errors import WhaleboneError
-
-FAMILIES = ("run", "session", "agent", "global")
-ALIASES = {"day": "global"}  # everyone's spend today
 
 SET_HELP = """scopes:
   global | day     everyone's spend per UTC day, from today on (today's scope included)
@@ -210,39 +206,16 @@ def decide(args: argparse.Namespace) -> int:
 
 
 def set_limit(args: argparse.Namespace) -> int:
-    from whalebone.budget.ledger import Limit, day_scope
-
-    for name, value in (("--usd", args.usd), ("--tokens", args.tokens)):
-        if value is not None and (value < 0 or not math.isfinite(value)):
-            return _fail(f"{name} must be a non-negative number, got {value}")
     if args.usd is None and args.tokens is None:
         return _fail("give --usd and/or --tokens")
-    scope: str = ALIASES.get(args.scope, args.scope)
-    if not scope or any(c.isspace() for c in scope):
-        return _fail(f"bad scope name {scope!r}")
     book = _open(args)
-    ledger = book.ledger
-    family = scope in FAMILIES or (scope.startswith("agent:") and scope.count(":") == 1)
-
-    def merged(name: str, current: Limit | None) -> Limit:
-        keep = current or Limit(scope=name)
-        return Limit(scope=name, max_usd=keep.max_usd if args.usd is None else args.usd,
-                     max_tokens=keep.max_tokens if args.tokens is None else args.tokens)
-
+    try:
+        scope, lim, family = book.set_limit(args.scope, usd=args.usd, tokens=args.tokens,
+                                            decider=f"human:{getpass.getuser()}",
+                                            reason="whalebone budget set")
+    except WhaleboneError as e:
+        return _fail(str(e))
     if family:
-        ledger.set_default(merged(scope, ledger.default(scope)))
-        print(f"default limit for new {scope} scopes set")
-        if scope == "global" or scope.startswith("agent:"):
-            scope = day_scope(scope)  # the daily cap applies from today on
-        else:
-            return 0
-    ledger.set_limit(merged(scope, ledger.limit(scope)))
-    lim = ledger.limit(scope)
-    assert lim is not None
-    if not family:  # a limit for this very scope: a decision, kept over the config's
-        for unit, value in (("usd", args.usd), ("tokens", args.tokens)):
-            if value is not None:
-                book.record_set(scope, unit, value, decider=f"human:{getpass.getuser()}",
-                                reason="whalebone budget set")
+        print(f"default limit for new {args.scope} scopes set")
     print(f"{scope}: max_usd={lim.max_usd} max_tokens={lim.max_tokens}")
     return 0

@@ -252,3 +252,23 @@ def test_a_frozen_daemon_job_goes_on_after_a_cli_approval(tmp_path: Path, home: 
         d.stop()
     assert done["status"] == "done", done
     assert Ledger(home / "budget.db").limit(f"session:{done['session_id']}").max_tokens == 5700
+
+
+def test_a_limit_set_through_the_daemon_api_stops_the_next_cli_run(tmp_path: Path,
+                                                                    home: Path) -> None:
+    write_config(home, engine=write_script(tmp_path / "d.json", [say("Hi.")]))
+    d = DaemonProc(home)
+    try:
+        r = d.client.post("/budget/limits", json={"scope": "day", "tokens": 500})
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"].startswith("global:") and r.json()["max_tokens"] == 500
+        for bad in ({"scope": "global", "usd": "lots"}, {"scope": "a b", "usd": 1},
+                    {"scope": "global"}, {"scope": "global", "usd": -1},
+                    {"scope": "global", "tokens": 5, "extra": 1}):
+            refused = d.client.post("/budget/limits", json=bad)
+            assert refused.status_code == 400, (bad, refused.text)
+    finally:
+        d.stop()
+    run = whalebone("run", "hello", "--engine", scripted(tmp_path, [say("Hi.")]), home=home)
+    assert run.returncode == EXIT_BUDGET and "limit 500 tokens" in run.stdout, run.stdout
+    nothing_overspent(home)

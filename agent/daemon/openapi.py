@@ -84,6 +84,18 @@ SCHEMAS: dict[str, Any] = {
             "properties": {"request": _STR, "scope": _STR,
                            "decision": {"enum": ["approve", "deny"]}, "amount": _NUM,
                            "unit": _STR, "applied": {"type": "boolean"}}}}}},
+    "BudgetLimit": {
+        "type": "object", "required": ["scope"], "additionalProperties": False,
+        "properties": {"scope": {**_STR, "description": "global | day | agent:NAME | "
+                                 "session:ID | run:ID | schedule:NAME | run | session | agent "
+                                 "(see whalebone budget set --help)"},
+                       "usd": {**_NUM, "minimum": 0}, "tokens": {**_INT, "minimum": 0},
+                       "reason": _STR}},
+    "BudgetLimitSet": {
+        "type": "object", "required": ["scope", "family", "max_usd", "max_tokens"],
+        "properties": {"scope": _STR, "family": {"type": "boolean"},
+                       "max_usd": {"type": ["number", "null"]},
+                       "max_tokens": {"type": ["integer", "null"]}}},
     "Health": {
         "type": "object", "required": ["status", "pid", "running", "queued", "concurrency"],
         "properties": {"status": {"enum": ["ok", "draining"]}, "pid": _INT,
@@ -173,6 +185,13 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _ok("BudgetDecided"),
                           "400": {"description": "bad decision", **_json("Error")},
                           "409": {"description": "nothing pending", **_json("Error")},
+                          **_ERRORS}}},
+        "/budget/limits": {"post": {
+            "summary": "set a budget limit (as whalebone budget set): it applies to the next "
+                       "model call of every front end",
+            "requestBody": {"required": True, **_json("BudgetLimit")},
+            "responses": {"200": _ok("BudgetLimitSet"),
+                          "400": {"description": "bad scope or limit", **_json("Error")},
                           **_ERRORS}}},
         "/schedules": {"get": {"summary": "schedules and their state",
                                "responses": {"200": _ok("ScheduleList"),
