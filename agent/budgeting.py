@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from whalebone.agent.generate import Generation, usage_of
+from whalebone.agent.generate import Generation
+from whalebone.agent.seams import BudgetGuard
 from whalebone.core.errors import WhaleboneError
+from whalebone.engine.base import Usage
 
 # What the loop meters a call as: "turn" (or the run's own turn kind, e.g. "heartbeat" for a
 # scheduled job), "retry" after malformed output, "compaction" for a summary.
@@ -27,7 +29,7 @@ class BudgetStopped(WhaleboneError):
 class BudgetHook:
     """Wraps a guard (or nothing) for one run."""
 
-    def __init__(self, guard: Any | None, *, run_id: str, session_id: str, agent: str,
+    def __init__(self, guard: BudgetGuard | None, *, run_id: str, session_id: str, agent: str,
                  facts: Callable[[], dict[str, Any]]) -> None:
         self.guard = guard
         self.run_id = run_id
@@ -55,7 +57,7 @@ class BudgetHook:
 
     def settle(self, ticket: Any | None, record: Generation, fallback_model: str) -> None:
         if ticket is not None:
-            self.guard.settle(ticket, usage_of(record), model=record.model or fallback_model)
+            self.guard.settle(ticket, Usage.of(record), model=record.model or fallback_model)
 
     def release(self, ticket: Any | None) -> None:
         if ticket is not None:

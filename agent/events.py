@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from whalebone.core.usage import TokenCounts
+
 StopReason = Literal["answer", "max_steps", "loop", "budget", "cancelled", "error",
                      "parse_retries"]
 
@@ -48,24 +50,16 @@ class ToolFinished(BaseModel):
     seconds: float
 
 
-class UsageReport(BaseModel):
+class UsageReport(TokenCounts):
     """One model call: tokens, cache hits and price, as the engine reported them."""
 
     type: Literal["usage"] = "usage"
     kind: str = "turn"  # turn, retry, compaction, or the run's turn kind (e.g. heartbeat)
     model: str = ""
-    prompt_tokens: int
-    cache_hit_tokens: int
-    cache_miss_tokens: int
-    completion_tokens: int
     price: float
     session_prompt_tokens: int  # over this run
     session_cache_hit_tokens: int
     engine_seconds: float = 0.0  # time spent inside the engine
-
-    @property
-    def hit_rate(self) -> float:
-        return self.cache_hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def session_hit_rate(self) -> float:

@@ -51,7 +51,7 @@ from whalebone.dsml.models import ContentDelta, ParsedCompletion, ReasoningDelta
 from whalebone.dsml.parser import CompletionParser
 from whalebone.dsml.transcript import Transcript
 from whalebone.dsml.untrusted import neutralise
-from whalebone.engine.base import EngineError
+from whalebone.engine.base import Engine, EngineError
 from whalebone.engine.prices import UnknownPrice
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ class Run:
         self.last: Generation | None = None  # the last turn's record
         self.estimate = 0  # prompt tokens of the last render, estimated
         self.pending_compaction: dict[str, Any] | None = None
+        # Read once: an engine's window does not change during a run.
+        self.window: int = getattr(agent.engine, "context_window", Engine.context_window)
         self.budget = BudgetHook(agent.budget, run_id=self.run_id, session_id=session.id,
                                  agent=config.name, facts=self._facts)
         self._unpriced: set[str] = set()
@@ -279,8 +281,7 @@ class Run:
             yield Warning(kind="prefix_break", message=f"prompt rewritten from offset "
                           f"{brk.offset} (message {brk.message_index}): {brk.cause}")
         self.estimate = self._estimate(render.text, render.prefix_break is None)
-        window = getattr(self.agent.engine, "context_window", 1_048_576)
-        if self.estimate + self.cfg.max_tokens >= self.cfg.compact_at * window:
+        if self.estimate + self.cfg.max_tokens >= self.cfg.compact_at * self.window:
             async for event in C.near_limit(self):  # older turns become a summary
                 yield event
         parser = CompletionParser(self.cfg.mode, tools=self.schemas)
@@ -313,7 +314,7 @@ class Run:
         engine = self.agent.engine
         model = getattr(engine, "model", "unknown")
         # Never ask for more than the window leaves (an engine would refuse the whole call).
-        room = getattr(engine, "context_window", 1_048_576) - self.estimate
+        room = self.window - self.estimate
         max_tokens = max(1, min(max_tokens, room))
         hits = 0 if self.last is None else self.last.prompt_tokens + self.last.completion_tokens
         ticket = await self.budget.before(kind=kind, model=model, prompt_tokens=self.estimate,
@@ -346,8 +347,8 @@ class Run:
             return self._count(self.transcript.text)
         base = self.last.prompt_tokens + self.last.completion_tokens
         upper = base + len(new_text)
-        window = getattr(self.agent.engine, "context_window", 1_048_576)
-        if self.agent.budget is None and upper + self.cfg.max_tokens < self.cfg.compact_at * window:
+        if self.agent.budget is None and \
+                upper + self.cfg.max_tokens < self.cfg.compact_at * self.window:
             return upper
         return base + self._count(new_text)
 
@@ -361,17 +362,12 @@ class Run:
 
     def _usage(self, kind: CallKind, g: Generation) -> UsageReport:
         price = self._price(g)
-        self.session.record_usage(UsageRecord(
-            kind=kind, engine=g.engine, prompt_tokens=g.prompt_tokens,
-            cache_hit_tokens=g.cache_hit_tokens, cache_miss_tokens=g.cache_miss_tokens,
-            completion_tokens=g.completion_tokens, price=price))
+        counts = g.count_fields()
+        self.session.record_usage(UsageRecord(kind=kind, engine=g.engine, price=price, **counts))
         self.totals[0] += g.prompt_tokens
         self.totals[1] += g.cache_hit_tokens
         self.spent += price
-        return UsageReport(kind=kind, model=g.model, price=price,
-                           prompt_tokens=g.prompt_tokens, cache_hit_tokens=g.cache_hit_tokens,
-                           cache_miss_tokens=g.cache_miss_tokens,
-                           completion_tokens=g.completion_tokens,
+        return UsageReport(kind=kind, model=g.model, price=price, **counts,
                            session_prompt_tokens=self.totals[0],
                            session_cache_hit_tokens=self.totals[1],
                            engine_seconds=g.engine_seconds)

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction
+from whalebone.core.usage import TokenCounts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -105,13 +106,11 @@ class JournalEntry(BaseModel):
     is_error: bool | None = None
 
 
-class UsageRecord(BaseModel):
+class UsageRecord(TokenCounts):
+    """One model call of a session, as the store keeps it."""
+
     kind: str = "turn"  # turn, retry, compaction, auditor, heartbeat, …
     engine: str = ""
-    prompt_tokens: int = 0
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     price: float = 0.0
 
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction
+from whalebone.core.usage import TokenCounts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS limits (
@@ -91,13 +92,10 @@ class ScopeState(BaseModel):
     saved_usd: float  # what cache hits saved against paying the miss price
 
 
-class Actual(BaseModel):
-    """What a call really cost."""
+class Actual(TokenCounts):
+    """What a call really cost (``prompt_tokens`` is hits + misses unless given)."""
 
     usd: float
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     saved_usd: float = 0.0
     kind: str = "turn"
 
