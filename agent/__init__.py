@@ -11,24 +11,26 @@ from whalebone.agent.compaction import CompactionError, CompactionFailed, Nothin
 from whalebone.agent.config import AgentConfig
 from whalebone.agent.events import (
     AgentEvent,
+    AnswerText,
     Compacted,
     Done,
     Reasoning,
+    RunWarning,
     StepStarted,
-    Text,
     ToolCalled,
     ToolFinished,
     UsageReport,
-    Warning,
 )
 from whalebone.agent.store import SessionBusy, SessionError, SessionInfo, SessionStore
 from whalebone.agent.tools import default_tools
+from whalebone.core.deprecation import renamed
 
 __all__ = [
     "Agent",
     "AgentConfig",
     "AgentError",
     "AgentEvent",
+    "AnswerText",
     "BudgetStopped",
     "Compacted",
     "CompactionError",
@@ -36,15 +38,16 @@ __all__ = [
     "Done",
     "NothingToCompact",
     "Reasoning",
+    "RunWarning",
     "SessionBusy",
     "SessionError",
     "SessionInfo",
     "SessionStore",
     "StepStarted",
-    "Text",
     "ToolCalled",
     "ToolFinished",
     "UsageReport",
-    "Warning",
     "default_tools",
 ]
+
+__getattr__ = renamed(__name__, {"Text": "AnswerText", "Warning": "RunWarning"})

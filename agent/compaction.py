@@ -23,7 +23,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from whalebone.agent.agent import AgentError
-from whalebone.agent.events import AgentEvent, Compacted, Warning
+from whalebone.agent.events import AgentEvent, Compacted, RunWarning
 from whalebone.agent.generate import Generation
 from whalebone.dsml.parser import CompletionParser
 from whalebone.dsml.untrusted import neutralise
@@ -154,10 +154,10 @@ async def near_limit(run: Run) -> AsyncIterator[AgentEvent]:
         async for event in compact(run, run.cfg.keep_recent):
             yield event
     except NothingToCompact:
-        yield Warning(kind="context_full", message="the prompt is near the context window "
+        yield RunWarning(kind="context_full", message="the prompt is near the context window "
                       "but too few turns are old enough to compact")
     except CompactionFailed as e:
-        yield Warning(kind="compaction_failed", message=str(e))
+        yield RunWarning(kind="compaction_failed", message=str(e))
 
 
 async def on_demand(run: Run, keep_recent: int) -> Compacted:

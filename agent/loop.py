@@ -29,20 +29,20 @@ from whalebone.agent.config import AgentConfig
 from whalebone.agent.conversation import Conversation
 from whalebone.agent.events import (
     AgentEvent,
+    AnswerText,
     Compacted,
     Done,
     Reasoning,
+    RunWarning,
     StepStarted,
     StopReason,
-    Text,
     ToolCalled,
     ToolFinished,
     UsageReport,
-    Warning,
 )
 from whalebone.agent.facts import collect_facts
 from whalebone.agent.generate import CallSpec, Generation, generate
-from whalebone.agent.loops import LoopDetector
+from whalebone.agent.loop_detector import LoopDetector
 from whalebone.agent.prefix import mode_change
 from whalebone.agent.store import Session, UsageRecord
 from whalebone.agent.toolrun import ToolRunner
@@ -112,7 +112,7 @@ class Run:
         self.task = _DATE.sub("", first) if isinstance(first, str) else (task or "")
         outcomes, warnings = await self.runner.recover(conv.history)
         for w in warnings:
-            yield Warning(kind="interrupted_call", message=w)
+            yield RunWarning(kind="interrupted_call", message=w)
         if outcomes:
             self._commit(*(o.message() for o in outcomes))
         if task is not None:
@@ -161,7 +161,7 @@ class Run:
                 yield self._done("budget", message=str(e))
                 return
             except EngineError as e:
-                yield Warning(kind="engine_error", message=str(e))
+                yield RunWarning(kind="engine_error", message=str(e))
                 yield self._done("error", message=f"{type(e).__name__}: {e}")
                 return
             assert call is not None
@@ -171,7 +171,7 @@ class Run:
             self._commit(assistant)
             if problem is not None:
                 retries += 1
-                yield Warning(kind="malformed_output", message=problem)
+                yield RunWarning(kind="malformed_output", message=problem)
                 if retries > self.cfg.parse_retries:
                     yield self._done("parse_retries", message=problem)
                     return
@@ -197,7 +197,7 @@ class Run:
                     verdict = verdict or self.loops.observe(o.name, o.arguments,
                                                             o.result.content)
             if verdict is not None:
-                yield Warning(kind="loop", message=verdict.message)
+                yield RunWarning(kind="loop", message=verdict.message)
                 yield self._done("loop", message=verdict.message)
                 return
         yield self._done("max_steps", message=f"stopped after {self.cfg.max_steps} steps")
@@ -273,7 +273,7 @@ class Run:
         render = conv.transcript.render()
         if render.prefix_break is not None:
             brk = render.prefix_break
-            yield Warning(kind="prefix_break", message=f"prompt rewritten from offset "
+            yield RunWarning(kind="prefix_break", message=f"prompt rewritten from offset "
                           f"{brk.offset} (message {brk.message_index}): {brk.cause}")
         conv.estimate = self._estimate(render.text, render.prefix_break is None)
         if conv.estimate + self.cfg.max_tokens >= self.cfg.compact_at * self.window:
@@ -286,7 +286,7 @@ class Run:
                 if isinstance(ev, ReasoningDelta):
                     yield Reasoning(text=ev.text)
                 elif isinstance(ev, ContentDelta):
-                    yield Text(text=ev.text)
+                    yield AnswerText(text=ev.text)
         if gen.finish_reason == "stop" and not gen.text.endswith(T.EOS):
             parser.feed(T.EOS)  # engines stop on EOS without returning its text
         parser.close()
@@ -294,7 +294,7 @@ class Run:
         yield usage
         if gen.model in self._unpriced and gen.model not in self._warned:
             self._warned.add(gen.model)
-            yield Warning(kind="unpriced", message=f"no price is known for model {gen.model!r}:"
+            yield RunWarning(kind="unpriced", message=f"no price is known for model {gen.model!r}:"
                           " its calls are counted at $0 (add it to the price table)")
         conv.last = gen
         report = self.take_compaction()
@@ -367,8 +367,8 @@ class Run:
         self.totals[1] += g.cache_hit_tokens
         self.spent += price
         return UsageReport(kind=kind, model=g.model, price=price, **counts,
-                           session_prompt_tokens=self.totals[0],
-                           session_cache_hit_tokens=self.totals[1],
+                           run_prompt_tokens=self.totals[0],
+                           run_cache_hit_tokens=self.totals[1],
                            engine_seconds=g.engine_seconds)
 
     def _price(self, g: Generation) -> float:

@@ -21,7 +21,7 @@ from whalebone.agent.build import Overrides, build_agent
 from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
 from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
-from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
+from whalebone.agent.events import AnswerText, Done, Reasoning, StepStarted, UsageReport
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
 from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import EngineError
@@ -189,7 +189,7 @@ class JobRunner:
                 async with aclosing(agent.stream(task, session_id=sid,
                                                  turn_kind=turn_kind)) as events:
                     async for event in events:
-                        if isinstance(event, Text | Reasoning):
+                        if isinstance(event, AnswerText | Reasoning):
                             deltas[event.type].append(event.text)
                             continue
                         for kind, parts in deltas.items():
