@@ -46,7 +46,7 @@ _EXPORTS = {
     "SessionInfo": "whalebone.agent.store",
     "SessionError": "whalebone.agent.store",
     "SessionBusy": "whalebone.agent.store",
-    "BudgetStopped": "whalebone.agent.budgeting",
+    "BudgetStop": "whalebone.budget.guard",
     "CompactionError": "whalebone.agent.compaction",
     "CompactionFailed": "whalebone.agent.compaction",
     "NothingToCompact": "whalebone.agent.compaction",
@@ -73,11 +73,12 @@ __all__ = [
 
 
 # Old names, kept working with a DeprecationWarning (Warning shadowed the builtin).
-_renamed = renamed(__name__, {"Text": "AnswerText", "Warning": "RunWarning"})
+_RENAMED = {"Text": "AnswerText", "Warning": "RunWarning", "BudgetStopped": "BudgetStop"}
+_renamed = renamed(__name__, _RENAMED)
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Text", "Warning"):
+    if name in _RENAMED:
         return _renamed(name)  # not cached: every use warns
     module = _EXPORTS.get(name)
     if module is None:

@@ -6,7 +6,6 @@ run yields are in events.py; sessions in store.py; the loop itself in loop.py, w
 """
 
 from whalebone.agent.agent import Agent, AgentError
-from whalebone.agent.budgeting import BudgetStopped
 from whalebone.agent.compaction import CompactionError, CompactionFailed, NothingToCompact
 from whalebone.agent.config import AgentConfig
 from whalebone.agent.events import (
@@ -31,7 +30,6 @@ __all__ = [
     "AgentError",
     "AgentEvent",
     "AnswerText",
-    "BudgetStopped",
     "Compacted",
     "CompactionError",
     "CompactionFailed",
@@ -50,4 +48,5 @@ __all__ = [
     "default_tools",
 ]
 
-__getattr__ = renamed(__name__, {"Text": "AnswerText", "Warning": "RunWarning"})
+__getattr__ = renamed(__name__, {"Text": "AnswerText", "Warning": "RunWarning",
+                                 "BudgetStopped": "whalebone.budget.guard:BudgetStop"})

@@ -153,7 +153,8 @@ class Agent:
         :class:`~whalebone.agent.store.SessionBusy` while a run writes it,
         :class:`~whalebone.agent.compaction.NothingToCompact` when it is too short (or was
         interrupted mid-call), :class:`~whalebone.agent.compaction.CompactionFailed` when no
-        summary could be had, and ``BudgetStopped`` when the guard refuses the summary call;
+        summary could be had, and ``whalebone.budget.guard.BudgetStop`` when the guard refuses
+        the summary call;
         in every case the session is left as it was.
         """
         from whalebone.agent import compaction as C

@@ -107,7 +107,7 @@ async def compact(run: Run, keep_recent: int) -> AsyncIterator[AgentEvent]:
     The one implementation, for the loop near the context window (:func:`near_limit`) and for
     ``Agent.compact`` alike. Yields the summary call's :class:`UsageReport`; raises
     :class:`NothingToCompact` or :class:`CompactionFailed` with the conversation, the
-    transcript and the store as they were (a budget refusal propagates as ``BudgetStopped``).
+    transcript and the store as they were (a budget refusal propagates as ``BudgetStop``).
     """
     conv = run.conversation
     cut = cut_point(conv.history, keep_recent)

@@ -24,7 +24,7 @@ import anyio
 import jinja2
 
 from whalebone.agent import compaction as C
-from whalebone.agent.budgeting import BudgetHook, BudgetStopped, CallKind
+from whalebone.agent.budgeting import BudgetHook, CallKind
 from whalebone.agent.config import AgentConfig
 from whalebone.agent.conversation import Conversation
 from whalebone.agent.events import (
@@ -46,6 +46,7 @@ from whalebone.agent.loop_detector import LoopDetector
 from whalebone.agent.prefix import mode_change
 from whalebone.agent.store import Session, UsageRecord
 from whalebone.agent.toolrun import ToolRunner
+from whalebone.budget.guard import BudgetStop
 from whalebone.dsml import tokens as T
 from whalebone.dsml.errors import EncodeError
 from whalebone.dsml.models import ContentDelta, ParsedCompletion, ReasoningDelta
@@ -157,7 +158,7 @@ class Run:
                         call = event
                     else:
                         yield event
-            except BudgetStopped as e:
+            except BudgetStop as e:
                 yield self._done("budget", message=str(e))
                 return
             except EngineError as e:

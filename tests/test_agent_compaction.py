@@ -9,7 +9,7 @@ import anyio
 import pytest
 from agent_kit import agent, call, events_of, file_tools, say
 
-from whalebone.agent import AgentError, BudgetStopped, SessionBusy, SessionError
+from whalebone.agent import AgentError, SessionBusy, SessionError
 from whalebone.agent.compaction import (
     SUMMARY_HEADER,
     SUMMARY_REQUEST,
@@ -20,6 +20,7 @@ from whalebone.agent.compaction import (
     head_length,
 )
 from whalebone.agent.events import Compacted, Done, RunWarning, UsageReport
+from whalebone.budget.guard import BudgetStop
 from whalebone.dsml import tokens as T
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import GenerationRequest
@@ -198,7 +199,7 @@ def test_compact_on_demand_goes_through_the_budget_guard(tmp_path: Path) -> None
     b.budget = BudgetGuard(tmp_path / "denied" / "ledger.db",
                            policy=BudgetPolicy(session_tokens=100, on_cap="deny"))
     raw, calls = b.store.messages(sid2), len(engine2.requests)
-    with pytest.raises(BudgetStopped):
+    with pytest.raises(BudgetStop):
         b.compact_sync(sid2)
     assert b.store.messages(sid2) == raw and len(engine2.requests) == calls  # nothing spent
 

@@ -55,3 +55,14 @@ def test_renamed_events_keep_their_old_names_with_a_deprecation_warning() -> Non
     assert dumped["session_prompt_tokens"] == dumped["run_prompt_tokens"] == 4
     with pytest.warns(DeprecationWarning):
         assert u.session_hit_rate == 0.75
+
+
+def test_budget_stopped_is_the_guards_budget_stop_under_its_old_name() -> None:
+    import whalebone
+    import whalebone.agent as agent_room
+    from whalebone.agent import budgeting
+    from whalebone.budget.guard import BudgetStop
+
+    for module in (budgeting, agent_room, whalebone):
+        with pytest.warns(DeprecationWarning, match="BudgetStop"):
+            assert module.BudgetStopped is BudgetStop
