@@ -33,7 +33,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
               "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "cancelled": 130}
@@ -135,53 +135,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> int:
     import anyio
 
-    from whalebone.agent.agent import Agent
-    from whalebone.agent.config import AgentConfig
-    from whalebone.agent.settings import load_settings, open_budget, open_engine_spec
-    from whalebone.agent.store import SessionBusy, SessionError, SessionStore
-    from whalebone.agent.tools import default_tools
+    from whalebone.agent.build import Overrides
+    from whalebone.agent.store import SessionBusy, SessionError
     from whalebone.engine.base import EngineError
 
-    try:
-        settings = load_settings(args.config)
-        store = SessionStore(args.store or settings.store_path)
-        base = dict(settings.agent)
-        if session_id is not None:
-            stored = store.config(session_id)  # raises SessionError for an unknown id
-            base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
-        for key in ("thinking", "max_steps", "max_tokens"):
-            if getattr(args, key) is not None:
-                base[key] = getattr(args, key)
-        config = AgentConfig.model_validate(base)
-        workspace = args.workspace or settings.workspace
-        from whalebone.tools.shell import ShellPolicy
-
-        tools = None if args.no_tools else default_tools(
-            workspace, shell_policy=ShellPolicy.model_validate(settings.shell),
-            approve=_approver())
-        memory = None
-        if args.memory:
-            from whalebone.memory import MemoryHome
-
-            memory = MemoryHome().attach(args.memory, who=f"agent:{config.name}")
-    except (WhaleboneError, ValueError) as e:
-        return fail(str(e), EXIT_CODES["usage"])
-    spec = args.engine or settings.engine
-    options = dict(settings.engine_options)
-    if args.model:
-        options["model"] = args.model
-    try:
-        engine = open_engine_spec(spec, options)
-    except EngineError as e:
-        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
-    try:
-        budget = open_budget(settings, engine)
-    except EngineError as e:
-        return fail(f"cannot open the budget auditor's engine: {e}", EXIT_CODES["no_engine"])
-    except (WhaleboneError, ValueError) as e:
-        return fail(str(e), EXIT_CODES["usage"])
-    agent = Agent(engine, tools=tools, store=store, config=config, budget=budget,
-                  memory=memory)
+    overrides = Overrides(
+        engine=args.engine, model=args.model, store=args.store, workspace=args.workspace,
+        session_id=session_id, tools="none" if args.no_tools else "builtin",
+        approve=_approver(), memory=args.memory,
+        agent={k: getattr(args, k) for k in ("thinking", "max_steps", "max_tokens")
+               if getattr(args, k) is not None})
+    built = build_or_exit(args.config, overrides)
+    if isinstance(built, int):
+        return built
+    agent = built
+    engine, store, config = agent.engine, agent.store, agent.config
     if session_id is None:  # made here so that an interrupted run can name it
         title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
         session_id = store.create(title=title, agent=config.name,
@@ -211,6 +179,24 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     if done is None:
         return EXIT_CODES["error"]
     return EXIT_CODES.get(done.reason, 1)
+
+
+def build_or_exit(config_file: str | None, overrides: Any) -> Any:
+    """``build_agent`` for a command: the agent, or the exit code of a one-line error (2 for
+    settings, 5 for an engine that cannot be opened)."""
+    from whalebone.agent.build import build_agent
+    from whalebone.agent.settings import load_settings
+    from whalebone.engine.base import EngineError
+
+    spec = overrides.engine
+    try:
+        settings = load_settings(config_file)
+        spec = spec or settings.engine
+        return build_agent(settings, overrides)
+    except EngineError as e:
+        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
+    except (WhaleboneError, ValueError) as e:
+        return fail(str(e), EXIT_CODES["usage"])
 
 
 def _approver() -> Any:

@@ -13,8 +13,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from whalebone.agent.commands import EXIT_CODES, engine_options, fail, store_options
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.agent.commands import (
+    EXIT_CODES,
+    build_or_exit,
+    engine_options,
+    fail,
+    store_options,
+)
+from whalebone.core.errors import WhaleboneError
 
 COMPACT_EXIT_HELP = """exit codes:
   0    compacted
@@ -46,37 +52,19 @@ def register_compact(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def cmd_compact(args: argparse.Namespace) -> int:
     import anyio
 
-    from whalebone.agent.agent import Agent
-    from whalebone.agent.budgeting import BudgetStopped
+    from whalebone.agent.build import Overrides
     from whalebone.agent.compaction import CompactionFailed
-    from whalebone.agent.config import AgentConfig
-    from whalebone.agent.settings import load_settings, open_budget, open_engine_spec
-    from whalebone.agent.store import SessionBusy, SessionStore
-    from whalebone.engine.base import EngineError
+    from whalebone.agent.store import SessionBusy
+    from whalebone.budget.guard import BudgetStop
 
-    try:
-        settings = load_settings(args.config)
-        store = SessionStore(args.store or settings.store_path)
-        base = dict(settings.agent)
-        stored = store.config(args.session)  # raises SessionError for an unknown id
-        base.update({k: v for k, v in stored.items() if k in AgentConfig.model_fields})
-        config = AgentConfig.model_validate(base)
-    except (WhaleboneError, ValueError) as e:
-        return fail(str(e), EXIT_CODES["usage"])
-    spec = args.engine or settings.engine
-    options = dict(settings.engine_options) | ({"model": args.model} if args.model else {})
-    try:
-        engine = open_engine_spec(spec, options)
-    except EngineError as e:
-        return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
-    try:
-        budget = open_budget(settings, engine)
-    except EngineError as e:
-        return fail(f"cannot open the budget auditor's engine: {e}", EXIT_CODES["no_engine"])
-    except (WhaleboneError, ValueError) as e:
-        return fail(str(e), EXIT_CODES["usage"])
-    # No tools: the session's tool list is in its stored system prompt, and compacting runs none.
-    agent = Agent(engine, store=store, config=config, budget=budget)
+    # No tools and no memory: the session's tool list is in its stored system prompt, and
+    # compacting runs none.
+    built = build_or_exit(args.config, Overrides(engine=args.engine, model=args.model,
+                                          store=args.store, session_id=args.session,
+                                          tools="none", memory=""))
+    if isinstance(built, int):
+        return built
+    agent, engine = built, built.engine
 
     async def main() -> Any:
         try:
@@ -90,7 +78,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         return fail("interrupted; the session is as it was", EXIT_CODES["cancelled"])
     except SessionBusy as e:
         return fail(str(e), EXIT_CODES["busy"])
-    except BudgetStopped as e:
+    except BudgetStop as e:
         return fail(f"the budget guard refused the summary call: {e}", EXIT_CODES["budget"])
     except CompactionFailed as e:
         return fail(f"not compacted: {e}", EXIT_CODES["error"])

@@ -19,14 +19,16 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import private_dir
+from whalebone.core.sqlite import connect, transaction
+from whalebone.core.usage import TokenCounts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -104,22 +106,12 @@ class JournalEntry(BaseModel):
     is_error: bool | None = None
 
 
-class UsageRecord(BaseModel):
+class UsageRecord(TokenCounts):
+    """One model call of a session, as the store keeps it."""
+
     kind: str = "turn"  # turn, retry, compaction, auditor, heartbeat, …
     engine: str = ""
-    prompt_tokens: int = 0
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     price: float = 0.0
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
 
 
 class SessionStore:
@@ -131,20 +123,13 @@ class SessionStore:
             # An in-memory database lives in this process only, and so do its locks.
             self._lock_dir = Path(tempfile.mkdtemp(prefix="whalebone-locks-"))
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
-        self.db = _connect(self.path)
+        self.db = connect(self.path)
         self.db.executescript(SCHEMA)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.db)
 
     def create(self, *, title: str = "", agent: str = "default",
                config: dict[str, Any] | None = None) -> str:
@@ -209,7 +194,7 @@ class SessionStore:
         """Take the session for writing. Raises :class:`SessionBusy` if a live process has it."""
         self.info(sid)
         lock_dir = self._lock_dir
-        lock_dir.mkdir(exist_ok=True)
+        private_dir(lock_dir)
         fd = os.open(lock_dir / f"{sid}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,7 +5,7 @@
     python bench/budget_eval.py --engine random:micro --limit 8    # harness smoke run
     python bench/budget_eval.py --live               # deciders at real caps (budget_live.py)
 
-Deciders, each shown every case in ``bench/data/budget_cases.jsonl``:
+Deciders, each shown every case in ``whalebone/training/assets/budget_cases.jsonl``:
 
 * **self**: the worker asked about itself. It sees the task, its own upbeat account of its
   progress (the case's ``narrative``) and the cap, and answers with ``decide_budget``: the
@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ from whalebone.budget.rule import request_from_case
 from whalebone.dsml import encode_messages, neutralise
 from whalebone.engine.base import Engine, GenerationRequest, SamplingParams
 
-CASES = Path(__file__).resolve().parent / "data" / "budget_cases.jsonl"
+# the labelled cases ship with the training room (one copy; nano_eval scores the same ones)
+CASES = Path(str(files("whalebone.training") / "assets" / "budget_cases.jsonl"))
 
 Decider = Callable[[dict[str, Any]], Awaitable[Verdict]]
 

@@ -5,9 +5,9 @@
     python bench/nano_eval.py --families arithmetic,chat --per-family 5
     python bench/nano_eval.py --families echo   # the training-only copying family
 
-The held-out split is seed 0 of :mod:`whalebone.engine.nano.tasks` (never trained on: training
+The held-out split is seed 0 of :mod:`whalebone.training.tasks` (never trained on: training
 uses seeds >= 1 and drops any task whose user message is held out) and, for the auditor, the
-labelled cases of ``bench/data/budget_cases.jsonl``. Each agent task runs through
+labelled cases of ``whalebone/training/assets/budget_cases.jsonl``. Each agent task runs through
 :class:`whalebone.agent.Agent` with the tools the nano agent uses (built-ins + calculator, plus a
 real memory scope for the memory family, whose two sessions share it); each auditor case goes
 through :class:`whalebone.budget.auditor.Auditor`. Per family it prints:
@@ -34,7 +34,7 @@ from typing import Any
 
 import anyio
 
-from whalebone.engine.nano.tasks import FAMILIES, TRAIN_FAMILIES, Task, make_tasks
+from whalebone.training.tasks import FAMILIES, TRAIN_FAMILIES, Task, make_tasks
 
 
 def same_call(got: tuple[str, dict[str, Any]], want: tuple[str, dict[str, Any]]) -> bool:
@@ -54,9 +54,9 @@ def same_call(got: tuple[str, dict[str, Any]], want: tuple[str, dict[str, Any]])
 async def run_agent_task(engine: Any, task: Task, scratch: Path) -> dict[str, Any]:
     from whalebone.agent.agent import Agent
     from whalebone.agent.config import AgentConfig
-    from whalebone.agent.events import Done, ToolCalled, UsageReport, Warning
+    from whalebone.agent.events import Done, RunWarning, ToolCalled, UsageReport
     from whalebone.agent.store import SessionStore
-    from whalebone.engine.nano.data import nano_tools, write_workspace
+    from whalebone.training.data import nano_tools, write_workspace
 
     ws = Path(tempfile.mkdtemp(dir=scratch))
     write_workspace(ws, task.files)
@@ -75,7 +75,7 @@ async def run_agent_task(engine: Any, task: Task, scratch: Path) -> dict[str, An
         async for event in agent.stream(user):
             if isinstance(event, UsageReport) and event.kind in ("turn", "retry"):
                 turns += 1
-            elif isinstance(event, Warning) and event.kind == "malformed_output":
+            elif isinstance(event, RunWarning) and event.kind == "malformed_output":
                 malformed += 1
             elif isinstance(event, ToolCalled):
                 calls.append((event.name, dict(event.arguments)))
@@ -95,7 +95,7 @@ async def run_agent_task(engine: Any, task: Task, scratch: Path) -> dict[str, An
 
 async def run_audit_task(engine: Any, task: Task) -> dict[str, Any]:
     from whalebone.budget.auditor import Auditor
-    from whalebone.engine.nano.audit import request_of
+    from whalebone.training.audit import request_of
 
     assert task.case is not None
     request = request_of(task.case)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    torch.set_num_threads(1)  # a shared CPU: see whalebone.engine.nano.train
+    torch.set_num_threads(1)  # a shared CPU: see whalebone.training.train
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = set(families) - set(TRAIN_FAMILIES)
     if unknown:

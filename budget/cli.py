@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home
 
 SET_HELP = """scopes:
   global | day     everyone's spend per UTC day, from today on (today's scope included)
@@ -54,8 +54,7 @@ run freezes and the auditor (or you: whalebone budget approve|deny SESSION) deci
 
 
 def default_db() -> Path:
-    home = os.environ.get("WHALEBONE_HOME") or str(Path.home() / ".whalebone")
-    return Path(home) / "budget.db"
+    return home() / "budget.db"
 
 
 def register(subparsers: Any) -> None:

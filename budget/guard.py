@@ -43,7 +43,7 @@ from whalebone.budget.policy import (
 )
 from whalebone.budget.records import DecisionBook
 from whalebone.budget.rule import RuleDecider
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import Usage
 from whalebone.engine.prices import PriceTable
 

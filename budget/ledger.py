@@ -16,13 +16,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import private_dir
+from whalebone.core.sqlite import connect, transaction
+from whalebone.core.usage import TokenCounts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS limits (
@@ -89,13 +92,10 @@ class ScopeState(BaseModel):
     saved_usd: float  # what cache hits saved against paying the miss price
 
 
-class Actual(BaseModel):
-    """What a call really cost."""
+class Actual(TokenCounts):
+    """What a call really cost (``prompt_tokens`` is hits + misses unless given)."""
 
     usd: float
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     saved_usd: float = 0.0
     kind: str = "turn"
 
@@ -114,23 +114,14 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str], *, lease_seconds: float = 600.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self.lease_seconds = lease_seconds
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = connect(self.path, timeout=60)
         self.db.executescript(SCHEMA)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: writers in every process serialise on it."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        return transaction(self.db)
 
     _tx = transaction
 

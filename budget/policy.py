@@ -9,11 +9,12 @@ nearly everything), so there is no field in which narrative could travel.
 
 from __future__ import annotations
 
-import difflib
-from typing import Annotated, Any, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
+
+from whalebone.core.strict import StrictModel
 
 OnCap = Literal["auditor", "human", "deny"]
 Unit = Literal["usd", "tokens"]
@@ -25,7 +26,7 @@ KNOWN_KINDS = ("turn", "retry", "compaction", "auditor", "subagent", "heartbeat"
 KIND_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
 
-class BudgetPolicy(BaseModel):
+class BudgetPolicy(StrictModel):
     """Limits for the scopes every call is charged to, and what happens at a cap.
 
     A limit of ``None`` leaves that scope metered but uncapped. A limit set in the ledger (by
@@ -37,6 +38,7 @@ class BudgetPolicy(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    what: ClassVar[str] = "the budget policy"
 
     run_usd: float | None = Field(None, ge=0)
     run_tokens: int | None = Field(None, ge=0)
@@ -62,19 +64,6 @@ class BudgetPolicy(BaseModel):
     # reserves them at the hit price, as spend is normally bounded; not trusting it reserves
     # them at the miss price, so that even an eviction can never take a scope past its limit.
     trust_cache: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unknown_keys(cls, data: Any) -> Any:
-        # extra="forbid" alone would refuse them too; this names the key a typo meant.
-        if isinstance(data, dict):
-            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
-            if unknown:
-                hints = [f"{k!r}: did you mean {m[0]!r}?" for k in unknown
-                         if (m := difflib.get_close_matches(k, cls.model_fields, n=1))]
-                hint = f" ({'; '.join(hints)})" if hints else ""
-                raise ValueError(f"unknown keys {unknown} in the budget policy{hint}")
-        return data
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from whalebone.budget.ledger import Ledger, Limit, day_scope
 from whalebone.budget.policy import BaseRates, ExtensionRequest, Verdict
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS extension_requests (

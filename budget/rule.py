@@ -128,7 +128,7 @@ class RuleDecider:
 
 
 def request_from_case(case: dict[str, Any]) -> ExtensionRequest:
-    """The extension request of a labelled case (``bench/data/budget_cases.jsonl``)."""
+    """The extension request of a labelled case (``training/assets/budget_cases.jsonl``)."""
     return ExtensionRequest(
         request_id=case["id"], session_id="bench", run_id=case["id"], agent="coder",
         kind="turn", scope=case["scope"], unit=case["unit"], limit=case["limit"],

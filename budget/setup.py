@@ -35,7 +35,8 @@ from whalebone.budget.guard import BudgetGuard
 from whalebone.budget.ledger import Ledger, day_scope
 from whalebone.budget.policy import BudgetPolicy
 from whalebone.budget.rule import RuleDecider
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home
 from whalebone.engine.base import Engine
 from whalebone.engine.prices import Price, PriceTable, UnknownPrice
 
@@ -63,10 +64,6 @@ class MeteredPrices(PriceTable):
         except UnknownPrice:
             return Price(model=model, since=dt.date(1970, 1, 1), cache_hit=0.0,
                          cache_miss=0.0, output=0.0, note="unknown: metered in tokens")
-
-
-def home() -> Path:
-    return Path(os.environ.get("WHALEBONE_HOME") or "~/.whalebone").expanduser()
 
 
 def models_of(engine: Engine) -> list[Engine]:

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml import tokens as T
 from whalebone.dsml.encoder import encode_messages
-from whalebone.dsml.errors import WhaleboneError
 from whalebone.dsml.parser import parse_completion
 
 

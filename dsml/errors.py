@@ -1,14 +1,13 @@
-"""The error types of whalebone. Every error whalebone raises on purpose is a WhaleboneError.
-
-They live in the codec, the bottom room, so that every other room can import them
-without cycles; ``whalebone`` re-exports them.
+"""The codec's error types. The root, ``WhaleboneError``, lives in :mod:`whalebone.core.errors`
+(whose docstring draws the whole hierarchy); it is re-exported here so that older imports
+(``from whalebone.dsml.errors import WhaleboneError``) keep working.
 """
 
 from __future__ import annotations
 
+from whalebone.core.errors import WhaleboneError
 
-class WhaleboneError(Exception):
-    """Base class of every error whalebone raises on purpose."""
+__all__ = ["EncodeError", "ParseError", "PrefixBreakError", "WhaleboneError"]
 
 
 class EncodeError(WhaleboneError, ValueError):

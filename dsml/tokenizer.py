@@ -13,8 +13,8 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml import tokens as T
-from whalebone.dsml.errors import WhaleboneError
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -17,8 +17,8 @@ The modules, by job:
   ``weights`` and ``quant`` (V4 checkpoints, FP8/FP4), ``fidelity`` (logits to hold against
   V4's own inference code);
 - the bundled engine's runtime: ``bundled``, ``prefix_cache`` (snapshots on disk),
-  ``sampling``, ``vocab`` (a small model's ids mapped to V4's), ``progress``; ``nano/`` trains
-  the shipped checkpoint in ``checkpoints/``;
+  ``sampling``, ``vocab`` (a small model's ids mapped to V4's), ``progress``; the shipped
+  checkpoint in ``checkpoints/`` (trained by the top-level ``whalebone.training`` room);
 - engines elsewhere: ``clients/`` (DeepSeek/OpenAI chat, raw completions for vLLM/SGLang,
   retries);
 - serving: ``server`` (``whalebone serve``), ``chat_request``/``chat_response`` (OpenAI shapes),

@@ -19,7 +19,6 @@ counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +29,8 @@ from typing import TYPE_CHECKING
 import anyio
 import torch
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home
 from whalebone.engine.base import (
     Engine,
     EngineError,
@@ -55,13 +55,9 @@ SNAPSHOT_ALIGN = 256  # prompt snapshots sit on multiples of this, like DeepSeek
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
 
 
-def whalebone_home() -> Path:
-    return Path(os.environ.get("WHALEBONE_HOME") or "~/.whalebone").expanduser()
-
-
 def default_cache_dir() -> Path:
     """``$WHALEBONE_HOME/cache`` (``~/.whalebone/cache`` by default)."""
-    return whalebone_home() / "cache"
+    return home() / "cache"
 
 
 @dataclass

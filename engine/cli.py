@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 
 def _serve(args: argparse.Namespace) -> int:

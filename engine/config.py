@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 SCORE_FUNCS = ("softmax", "sigmoid", "sqrtsoftplus")
 

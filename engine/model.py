@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.attention import Attention
 from whalebone.engine.config import ModelConfig, ModelConfigError
 from whalebone.engine.hyper import hc_head, hc_post, hc_pre

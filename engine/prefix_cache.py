@@ -37,13 +37,15 @@ import threading
 import time
 import warnings
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from whalebone.core.home import private_dir
+from whalebone.core.sqlite import connect, transaction
 from whalebone.engine.base import EngineError
 
 FORMAT = "whalebone-prefix/1"
@@ -117,11 +119,8 @@ class PrefixCache:
         self.budget_bytes = budget_bytes
         self.files = self.root / "snapshots"
         try:
-            self.files.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.root / "index.sqlite", timeout=30.0,
-                                       isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            private_dir(self.files)
+            self._db = connect(self.root / "index.sqlite")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
             raise PrefixCacheError(f"cannot use {self.root} as a prefix cache: {e}") from e
@@ -319,17 +318,10 @@ class PrefixCache:
         for file in files:
             (self.files / file).unlink(missing_ok=True)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so two processes evicting at once serialise
         # instead of one failing halfway.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db)
 
     def _sweep_temp_files(self) -> None:
         cutoff = time.time() - _TMP_MAX_AGE

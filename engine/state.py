@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.config import ModelConfig
 
 

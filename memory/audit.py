@@ -8,12 +8,13 @@ several processes (agents, the daemon, ``whalebone memory``) can share one log.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from whalebone.core.sqlite import connect
 
 _SCHEMA = """
 create table if not exists audit (
@@ -55,11 +56,8 @@ class AuditLog:
 
     def __init__(self, db_path: str | Path) -> None:
         self.path = Path(db_path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30,
-                                     isolation_level=None)
-        self._conn.execute("pragma journal_mode=wal")
+        self._conn = connect(self.path)
         self._conn.executescript(_SCHEMA)
 
     def append(self, *, who: str, scope: str, command: str, path: str = "", bytes: int = 0,

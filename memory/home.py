@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from whalebone.core.home import home
 from whalebone.memory.audit import AuditLog
 from whalebone.memory.scope import MemoryScope
 from whalebone.memory.tool import AgentMemory
@@ -26,8 +27,7 @@ from whalebone.tools.confine import PathRefused
 _SCOPE_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_.:@-]{0,99}")
 
 
-def default_home() -> Path:
-    return Path(os.environ.get("WHALEBONE_HOME") or "~/.whalebone").expanduser()
+default_home = home  # the one reader of WHALEBONE_HOME, under the name memory exported
 
 
 def check_scope_name(name: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import re
-import sqlite3
 import stat
 import threading
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from whalebone.core.home import open_private, private_dir
+from whalebone.core.sqlite import connect
 from whalebone.memory.watch import ChangeWatch
 from whalebone.tools.confine import Parts, PathError, Root, display
 
@@ -78,13 +79,11 @@ class SearchIndex:
         self._last_sync = float("-inf")
         self._watch = ChangeWatch() if watch else ChangeWatch.unavailable()
         path = Path(db_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self._lock_path = path.with_name(path.name + ".lock")
         with self._exclusive():
             # Tool calls run in worker threads; every use of the connection holds self._lock.
-            conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=normal")
+            conn = connect(path, isolation_level="")  # sqlite-utils runs its own transactions
             conn.execute("pragma cache_size=-32768")  # 32 MiB: the hot part of 100K lines
             conn.execute("pragma mmap_size=268435456")
             self.db = sqlite_utils.Database(conn)
@@ -279,7 +278,7 @@ class SearchIndex:
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created if missing) for the block: one holder
     among processes. Threads need their own lock besides (each open() is a new holder)."""
-    with open(path, "a+b") as lock:
+    with open_private(path, "ab") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             yield

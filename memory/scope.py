@@ -55,7 +55,8 @@ class MemoryScope:
                  max_view_chars: int = 20_000, index_path: str | os.PathLike[str] | None = None,
                  rescan_interval: float = 1.0) -> None:
         self.name = name
-        self.root = Root(root, read_only=read_only, alias=ALIAS, create=not read_only)
+        self.root = Root(root, read_only=read_only, alias=ALIAS, create=not read_only,
+                         private=True)
         self.read_only = read_only
         self.max_file_bytes = max_file_bytes
         self.max_scope_bytes = max_scope_bytes

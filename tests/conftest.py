@@ -1,5 +1,5 @@
-"""Shared test helpers: the V4 reference vectors, streaming an engine to its end, and one
-torch thread for the engine's tensor tests."""
+"""Shared test helpers: a private home folder for every test, the V4 reference vectors,
+streaming an engine to its end, and one torch thread for the engine's tensor tests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ import anyio
 import pytest
 
 from whalebone.engine.base import Finished, GenerationRequest, TextDelta
+
+
+@pytest.fixture(autouse=True)
+def whalebone_home(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own ``WHALEBONE_HOME`` (like simonw/llm's ``user_path``): nothing a
+    test runs, in process or in a subprocess that inherits the environment, reads or writes
+    the real ``~/.whalebone``. A test that needs the home asks for this fixture."""
+    home = tmp_path_factory.mktemp("whalebone-home")
+    monkeypatch.setenv("WHALEBONE_HOME", str(home))
+    return home
+
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 

@@ -25,7 +25,7 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "config.toml").write_text('engine = "deepseek"\nstore = "~/s.db"\n'
                                           '[agent]\nmax_steps = 7\n')
     s = load_settings()
-    assert s.engine == "deepseek" and s.agent == {"max_steps": 7}
+    assert s.engine == "deepseek" and s.agent.given() == {"max_steps": 7}
     assert s.store_path == Path("~/s.db").expanduser()
     monkeypatch.setenv("WHALEBONE_ENGINE", "vllm:http://gpu:8000")
     assert load_settings().engine == "vllm:http://gpu:8000"
@@ -62,5 +62,20 @@ def test_every_settings_open_a_guard_and_a_budget_section_shapes_it(
     guard = open_budget(Settings(budget={"ledger": str(tmp_path / "b.db"), "run_usd": 0.5}),
                         engine)
     assert isinstance(guard, BudgetGuard) and guard.policy.run_usd == 0.5
-    with pytest.raises(SettingsError, match="budget"):
-        open_budget(Settings(budget={"run_usd": -1}), engine)
+    (tmp_path / "bad.toml").write_text("[budget]\nrun_usd = -1\n")
+    with pytest.raises(SettingsError, match="run_usd"):
+        load_settings(str(tmp_path / "bad.toml"))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[agent]\nmax_step = 3", "'max_step': did you mean 'max_steps'"),
+    ("[shell]\nalow = ['ls']", "'alow': did you mean 'allow'"),
+    ("[budget]\nsesion_usd = 1.0", "'sesion_usd': did you mean 'session_usd'"),
+    ("[memory]\nscop = 'x'", "'scop': did you mean 'scope'"),
+    ("enigne = 'deepseek'", "'enigne': did you mean 'engine'"),
+])
+def test_an_unknown_key_in_any_table_is_refused_naming_the_likely_one(
+        tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "c.toml").write_text(text + "\n")
+    with pytest.raises(SettingsError, match=needle):
+        load_settings(str(tmp_path / "c.toml"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -155,8 +153,9 @@ def test_run_facts_refuse_fields_that_could_carry_narrative() -> None:
 
 
 def test_the_shipped_eval_cases_reach_the_auditor_without_their_narrative() -> None:
-    path = Path(__file__).resolve().parents[1] / "bench" / "data" / "budget_cases.jsonl"
-    cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    from whalebone.training.budget_cases import shipped_cases
+
+    cases = shipped_cases()
     assert {c["label"] for c in cases} == {"productive", "doomed"}
     for case in cases:
         req = request(**case["facts"]).model_copy(

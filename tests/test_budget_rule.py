@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from whalebone.budget.policy import RunFacts
 from whalebone.budget.rule import read, request_from_case
-
-CASES = Path(__file__).resolve().parents[1] / "bench" / "data" / "budget_cases.jsonl"
+from whalebone.training.budget_cases import shipped_cases
 
 
 def facts(**kw: object) -> RunFacts:
@@ -29,7 +25,7 @@ def test_each_check_trips_on_its_own_facts_in_order() -> None:
 
 
 def test_every_labelled_case_becomes_a_request_with_its_facts() -> None:
-    cases = [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
+    cases = shipped_cases()
     requests = [request_from_case(c) for c in cases]
     assert len(requests) == 48
     assert all(r.request_id == c["id"] and r.max_step == c["max_step"]

@@ -106,7 +106,7 @@ def test_the_documented_example_config_loads(tmp_path: Path) -> None:
     assert cfg.engine == "deepseek:deepseek-v4-flash" and cfg.allows_engine(
         "deepseek:deepseek-v4-pro") and not cfg.allows_engine("deepseek:other")
     assert [s.name for s in cfg.schedule] == ["issues", "ci"]
-    assert cfg.budget["session_usd"] == 0.5
+    assert cfg.budget.policy().session_usd == 0.5
 
 
 def test_the_default_workspace_is_under_home_never_the_current_directory(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.tools.calculator import calculator as calculate
 from whalebone.tools.confine import Root
 from whalebone.tools.files import FileTools

@@ -34,6 +34,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from whalebone.core.home import private_dir
 from whalebone.tools.dirfd import (
     DIR_FLAGS,
     kind_of,
@@ -62,14 +63,20 @@ class Root:
 
     ``alias`` is an absolute prefix that stands for the root itself (``/memories`` for the
     memory tool, whose paths models write that way); every other absolute path is refused.
+    A ``private`` root (memory, under the home folder) makes its folders 0700 and its files
+    0600; others follow the umask, as any program writing a workspace does.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False,
                  alias: str | None = None, allow_hardlinks: bool = False,
-                 create: bool = False) -> None:
+                 create: bool = False, private: bool = False) -> None:
         root = Path(path)
+        self.file_mode, self.dir_mode = (0o600, 0o700) if private else (0o644, 0o755)
         if create:
-            root.mkdir(parents=True, exist_ok=True)
+            if private:
+                private_dir(root)
+            else:
+                root.mkdir(parents=True, exist_ok=True)
         # The root itself is configuration, not input: resolve it once, then never by name.
         self.path = root.resolve(strict=True)
         if not self.path.is_dir():
@@ -171,7 +178,8 @@ class Root:
                     if stat.S_ISREG(st.st_mode):
                         yield (*prefix, name), st
 
-    def open(self, user_path: str | Parts, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    def open(self, user_path: str | Parts, flags: int = os.O_RDONLY, mode: int | None = None
+             ) -> int:
         """A file descriptor for a regular file inside the root (the caller closes it).
 
         ``flags`` may add ``O_CREAT``/``O_EXCL``/``O_TRUNC``/``O_APPEND``; writing flags are
@@ -184,12 +192,14 @@ class Root:
         if writing:
             self._check_writable(parts)
         with self._parent(parts) as dfd:
-            return self._open_file(dfd, parts, flags, mode)
+            return self._open_file(dfd, parts, flags,
+                                   self.file_mode if mode is None else mode)
 
     # -- writing ----------------------------------------------------------------------------
 
     def write_atomic(self, user_path: str | Parts, data: bytes | str, *,
-                     exclusive: bool = False, parents: bool = True, mode: int = 0o644) -> int:
+                     exclusive: bool = False, parents: bool = True, mode: int | None = None
+                     ) -> int:
         """Write a whole file so that readers see the old content or the new, never half.
 
         ``exclusive`` refuses to replace an existing entry. Missing parent directories are
@@ -211,7 +221,7 @@ class Root:
                                       "not a regular file")
             tmp = f".{secrets.token_hex(8)}.whalebone-tmp"  # short: the name may be 255 bytes
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode, dir_fd=dfd)
+                         | os.O_CLOEXEC, self.file_mode if mode is None else mode, dir_fd=dfd)
             try:
                 try:
                     view = memoryview(payload)
@@ -242,7 +252,7 @@ class Root:
             return
         with self._parent(parts, create=True) as dfd:
             try:
-                os.mkdir(parts[-1], 0o755, dir_fd=dfd)
+                os.mkdir(parts[-1], self.dir_mode, dir_fd=dfd)
             except FileExistsError:
                 st = lstat_at(dfd, parts[-1])
                 if not exist_ok or st is None or not stat.S_ISDIR(st.st_mode):
@@ -316,7 +326,7 @@ class Root:
                     if not create:
                         raise PathError(f"{self._q(here)} does not exist") from None
                     try:
-                        os.mkdir(here[-1], 0o755, dir_fd=fd)
+                        os.mkdir(here[-1], self.dir_mode, dir_fd=fd)
                     except FileExistsError:
                         pass  # made meanwhile: opened (and checked) just below
                     try:

@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml.untrusted import contains_special, neutralise
 from whalebone.tools.registry import Tool, ToolError, ToolResult
 

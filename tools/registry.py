@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 
 class ToolError(WhaleboneError):

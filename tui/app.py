@@ -23,7 +23,7 @@ from textual.widgets import Footer
 from textual.worker import Worker
 
 from whalebone.agent import events as ev
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.tui.approvals import Decision
 from whalebone.tui.commands import ChatCommands
 from whalebone.tui.figures import StatusFigures

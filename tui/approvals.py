@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from whalebone.core.home import open_private, private_dir
+
 
 class Decision(BaseModel):
     """What a person decided in an approval modal."""
@@ -36,11 +38,11 @@ class ApprovalLog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
 
     def append(self, record: ApprovalRecord) -> None:
         line = record.model_dump_json() + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
+        with open_private(self.path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from whalebone.dsml.errors import WhaleboneError
+    from whalebone.core.errors import WhaleboneError
 
     try:
         app = build_app(args)
@@ -73,46 +73,44 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def build_app(args: argparse.Namespace) -> ChatApp:
-    from whalebone.agent import AgentConfig, SessionStore
+    from whalebone.agent.build import Overrides, resolve
     from whalebone.agent.settings import load_settings, open_budget
-    from whalebone.tools.shell import ShellPolicy
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
     from whalebone.tui.engines import open_chat_engine
     from whalebone.tui.runner import ChatRunner
 
     settings = load_settings(args.config)
-    sessions = args.sessions or settings.store_path
-    store = SessionStore(sessions)
+    # The runner keeps the engine (to switch it) and the tools (its shell asks a person).
+    parts = resolve(settings, Overrides(
+        store=args.sessions, workspace=args.workspace, tools="none", allow=args.allow,
+        agent={"thinking": args.thinking} if args.thinking else {}, memory=args.memory,
+        budget=None))  # opened below, with the runner's engine
+    store = parts.store
     if args.session is not None:
         store.info(args.session)  # a clear error now, not an empty screen later
-    fields = dict(settings.agent)
-    if args.thinking:
-        fields["thinking"] = args.thinking
-    policy = ShellPolicy.model_validate(settings.shell)
-    if args.allow:
-        policy = policy.model_copy(update={"allow": [*policy.allow, *args.allow]})
-    options = dict(settings.engine_options)
+    options = parts.engine_options
     runner = ChatRunner(
         store,
-        engine_specs=args.engine or [settings.engine],
-        config=AgentConfig.model_validate(fields),
-        workspace=args.workspace or Path(settings.workspace),
-        shell_policy=policy,
-        approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
+        engine_specs=args.engine or [parts.engine_spec],
+        config=parts.config,
+        workspace=parts.workspace,
+        shell_policy=parts.shell_policy,
+        approvals=ApprovalLog(args.approvals or store.path.with_name("approvals.jsonl")),
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),
     )
-    budget = dict(settings.budget)
+    table = settings.budget.model_dump(exclude_defaults=True)
     if args.budget is not None:
-        budget["ledger"] = str(args.budget)
+        table["ledger"] = str(args.budget)
     if args.on_cap is not None:
-        budget["on_cap"] = args.on_cap
+        table["on_cap"] = args.on_cap
     # The same guard as every front end's, with a person watching who can decide at a cap.
-    runner.guard = open_budget(settings.model_copy(update={"budget": budget}), runner.engine,
-                               person=True)
+    runner.guard = open_budget(
+        settings.model_copy(update={"budget": type(settings.budget).model_validate(table)}),
+        runner.engine, person=True)
     runner.ledger = runner.guard.ledger
-    if args.memory:
-        runner.attach_memory(args.memory)
+    if parts.memory_scope:
+        runner.attach_memory(parts.memory_scope)
     return ChatApp(runner, session_id=args.session, theme=args.theme,
-                   history_file=Path(sessions).with_name("chat_history.jsonl"))
+                   history_file=store.path.with_name("chat_history.jsonl"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import EngineSpecError, open_engine
 
 

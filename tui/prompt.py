@@ -10,12 +10,13 @@ own, mode 0600, since what was typed may be private).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from textual import events
 from textual.message import Message
 from textual.widgets import TextArea
+
+from whalebone.core.home import open_private
 
 NEWLINE_KEYS = {"ctrl+j", "shift+enter", "alt+enter", "ctrl+enter"}
 HISTORY_KEPT = 500
@@ -109,9 +110,7 @@ def read_history(path: Path) -> list[str]:
 
 def append_history(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as f:
+        with open_private(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(text, ensure_ascii=False) + "\n")
     except OSError:
         pass  # a history that cannot be written is not worth interrupting a session for

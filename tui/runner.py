@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whalebone.agent import Agent, AgentConfig, AgentEvent, Compacted, SessionStore
 from whalebone.engine.prices import PriceTable
@@ -20,6 +20,12 @@ from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
+
+if TYPE_CHECKING:  # the budget and memory rooms are imported only when a chat uses them
+    from whalebone.budget.guard import BudgetGuard
+    from whalebone.budget.ledger import Ledger
+    from whalebone.engine.base import Engine
+    from whalebone.memory.home import MemoryHome
 
 AskPerson = Callable[[str], Awaitable[Decision]]
 THINKING_MODES = ("chat", "thinking", "max")
@@ -33,17 +39,17 @@ class ChatRunner:
         self,
         store: SessionStore,
         *,
-        engine: Any | None = None,
+        engine: Engine | None = None,
         engine_specs: list[str] | None = None,
         config: AgentConfig | None = None,
         workspace: str | Path = ".",
         shell_policy: ShellPolicy | None = None,
         approvals: ApprovalLog | None = None,
-        ledger: Any | None = None,
-        guard: Any | None = None,
+        ledger: Ledger | None = None,
+        guard: BudgetGuard | None = None,
         scopes: list[str] | None = None,
         prices: PriceTable | None = None,
-        memory_home: Any | None = None,
+        memory_home: MemoryHome | None = None,
         open_engine: Callable[[str], Any] = open_chat_engine,
     ) -> None:
         self.store = store

@@ -175,7 +175,7 @@ class ControlApi:
                            code="no_pending_request")
         from whalebone.budget.guard import clamp_amount
         from whalebone.budget.policy import Verdict
-        from whalebone.dsml.errors import WhaleboneError
+        from whalebone.core.errors import WhaleboneError
 
         decided = []
         for req in pending:

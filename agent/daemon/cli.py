@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 EXIT_OF_STATUS = {"done": 0, "failed": 1, "stopped": 3, "budget": 4, "cancelled": 130}
 

@@ -12,12 +12,13 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from whalebone.agent.settings import home, read_toml
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.agent.settings import Settings, read_toml
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import home, private_dir
 
 
 class DaemonConfigError(WhaleboneError):
@@ -87,16 +88,17 @@ class ScheduleConfig(BaseModel):
         return bool(self.watch) or self.check is not None
 
 
-class DaemonConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DaemonConfig(Settings):
+    """The daemon's file: the settings every front end reads (engine, store, workspace, the
+    [agent], [shell], [budget] and [memory] tables, the same typed models), plus the daemon's
+    own keys. ``engine`` may also be ``replay:FILE`` (see engines.py)."""
 
-    engine: str = "bundled"  # any spec open_engine() takes, or replay:FILE (see engines.py)
-    engine_options: dict[str, Any] = {}
+    what: ClassVar[str] = "the daemon config"
+
     # Other specs a submitted job may name. A job's engine is the daemon's choice, not the
     # submitter's: an engine spec can point at any URL with the host's API key.
-    engines: list[str] = []
+    engines: list[str] = Field(default_factory=list)
     home: str = ""  # default: $WHALEBONE_HOME or ~/.whalebone
-    store: str = ""  # sessions database (default: HOME/sessions.db)
     jobs: str = ""  # job queue database (default: HOME/jobs.db)
     # Where the tools work. Not the current directory by default: a service manager starts
     # the daemon in "/", and an agent must never get the whole machine by omission.
@@ -110,10 +112,7 @@ class DaemonConfig(BaseModel):
     max_crashes: int = Field(3, ge=0)  # deaths while a job runs before it is given up
     poll: float | str = 0.2  # how often the queue and cancel flags are looked at
     log: str = "-"  # JSON lines: "-" is stderr, anything else a file appended to
-    agent: dict[str, Any] = {}  # AgentConfig fields
-    shell: dict[str, Any] = {}  # ShellPolicy fields
-    budget: dict[str, Any] = {}  # BudgetPolicy fields, plus ledger = PATH
-    schedule: list[ScheduleConfig] = []
+    schedule: list[ScheduleConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> DaemonConfig:
@@ -125,28 +124,7 @@ class DaemonConfig(BaseModel):
             raise ValueError(f"schedule names must be unique: {sorted(dup)}")
         if self.tools not in ("builtin", "none") and ":" not in self.tools:
             raise ValueError(f"tools = {self.tools!r}: builtin, none or module:function")
-        self._check_tables()
         return self
-
-    def _check_tables(self) -> None:
-        """[agent], [shell] and [budget] checked now, at start or reload, not when a job runs.
-        BudgetPolicy refuses unknown keys itself; AgentConfig and ShellPolicy accept them (an
-        AgentConfig is read back from stored sessions), so their keys are checked here."""
-        from whalebone.agent.config import AgentConfig
-        from whalebone.budget.policy import BudgetPolicy
-        from whalebone.tools.shell import ShellPolicy
-
-        for table, model, values in (("agent", AgentConfig, self.agent),
-                                     ("shell", ShellPolicy, self.shell)):
-            unknown = sorted(set(values) - set(model.model_fields))
-            if unknown:
-                raise ValueError(f"[{table}] has unknown keys {unknown}")
-            model.model_validate(values)
-        BudgetPolicy.model_validate(
-            {k: v for k, v in self.budget.items() if k not in ("ledger", "auditor")})
-        auditor = self.budget.get("auditor")
-        if auditor is not None and (not isinstance(auditor, str) or not auditor):
-            raise ValueError("[budget] auditor must be an engine spec")
 
     # --- paths ------------------------------------------------------------------------------
 
@@ -168,10 +146,6 @@ class DaemonConfig(BaseModel):
     @property
     def jobs_path(self) -> Path:
         return self._path(self.jobs, "jobs.db")
-
-    @property
-    def ledger_path(self) -> Path:
-        return self._path(str(self.budget.get("ledger", "")), "budget.db")
 
     @property
     def grace_s(self) -> float:
@@ -214,7 +188,7 @@ def control_token(config: DaemonConfig) -> str:
     if os.environ.get("WHALEBONE_DAEMON_TOKEN"):
         return os.environ["WHALEBONE_DAEMON_TOKEN"]
     path = config.home_path / "daemon.token"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

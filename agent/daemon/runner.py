@@ -13,17 +13,19 @@ import importlib
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
+from whalebone.agent.build import Overrides, build_agent
 from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
 from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
-from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
+from whalebone.agent.events import AnswerText, Done, Reasoning, StepStarted, UsageReport
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import Engine, EngineError
+from whalebone.tools.registry import ToolRegistry
 
 
 @dataclass
@@ -54,24 +56,19 @@ class JobRunner:
 
     # --- what a job runs with ---------------------------------------------------------------
 
-    def _tools(self) -> Any:
+    def _tools(self) -> ToolRegistry | Literal["builtin", "none"]:
+        """The config's tools. For "builtin", nobody is watching a daemon: a command the shell
+        policy says to "ask" about is refused (build_agent's approve=None)."""
         kind = self.config.tools
-        workspace = self.config.workspace_path
-        if kind == "none":
-            return None
-        if kind == "builtin":
-            from whalebone.agent.tools import default_tools
-            from whalebone.tools.shell import ShellPolicy
-
-            # Nobody is watching a daemon: a command the policy says to "ask" about is refused.
-            return default_tools(workspace, shell_policy=ShellPolicy.model_validate(
-                self.config.shell), approve=None)
+        if kind in ("builtin", "none"):
+            return "builtin" if kind == "builtin" else "none"
         module, _, name = kind.partition(":")
         try:
             factory = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
             raise WhaleboneError(f"tools = {kind!r} cannot be loaded: {e}") from None
-        return factory(workspace)
+        tools = factory(self.config.workspace_path)
+        return tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
 
     async def _guard(self, schedule: ScheduleConfig | None, engine: Engine, spec: str) -> Any:
         """The budget guard for a job (always one: :func:`whalebone.budget.setup.open_guard`,
@@ -79,9 +76,11 @@ class JobRunner:
         has that engine decide extensions; by default the engine's cheapest sibling or the
         bundled model does; with none, a job at its cap is denied unless ``on_cap = "human"``
         (a person then decides through the API or ``whalebone budget``)."""
-        budget = dict(self.config.budget)
+        budget: dict[str, Any] = dict(self.config.budget.model_extra or {})  # the policy's keys
+        auditor_spec = self.config.budget.auditor
+        if auditor_spec is not None:
+            budget["auditor"] = auditor_spec
         budget["ledger"] = str(self.config.ledger_path)
-        auditor_spec = budget.get("auditor")
         limited = schedule is not None and any(
             v is not None for v in (schedule.budget_usd, schedule.budget_tokens,
                                     schedule.day_usd, schedule.day_tokens))
@@ -118,10 +117,10 @@ class JobRunner:
             guard.policy = guard.policy.model_copy(update={"extra_scopes": scopes})
         return guard
 
-    def _agent_config(self, job: Job) -> Any:
-        from whalebone.agent.config import AgentConfig
-
-        return AgentConfig.model_validate({**self.config.agent, **job.options})
+    def _overrides(self, job: Job, **more: Any) -> Overrides:
+        """What a job sets over the daemon's settings: its options (AgentConfig fields) and
+        the daemon's store; never memory (a daemon attaches none)."""
+        return Overrides(agent=job.options, store=self.store, memory="", **more)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -150,8 +149,6 @@ class JobRunner:
                  seconds=round(time.monotonic() - started, 3))
 
     async def _run(self, running: Running) -> tuple[Any, str, str, str, int]:
-        from whalebone.agent.agent import Agent
-
         job = running.job
         schedule = self.config.schedule_named(job.schedule) if job.schedule else None
         spec = job.engine or (schedule.engine if schedule and schedule.engine else "") \
@@ -164,13 +161,14 @@ class JobRunner:
         except (EngineError, WhaleboneError) as e:
             return "failed", "no_engine", f"cannot open the engine {spec!r}: {e}", "", 0
         try:
-            config = self._agent_config(job)
-            tools = self._tools()
             guard = await self._guard(schedule, engine, spec)
+            agent = build_agent(self.config, self._overrides(
+                job, open_engine=engine, tools=self._tools(), budget=guard))
         except EngineError as e:
             return "failed", "no_engine", f"cannot open the auditor's engine: {e}", "", 0
         except (WhaleboneError, ValueError) as e:
             return "failed", "bad_config", str(e), "", 0
+        config = agent.config
         sid = job.session_id
         if not sid:  # committed to the job before the first step: a restart resumes it
             title = job.task.strip().splitlines()[0][:80]
@@ -183,7 +181,6 @@ class JobRunner:
         except SessionError as e:
             return "failed", "no_session", str(e), "", 0
         task = None if has_task else job.task
-        agent = Agent(engine, tools=tools, store=self.store, config=config, budget=guard)
         done: Done | None = None
         # Deltas are coalesced: one reasoning and one text event per model call, not one
         # database row per few characters.
@@ -195,7 +192,7 @@ class JobRunner:
                 async with aclosing(agent.stream(task, session_id=sid,
                                                  turn_kind=turn_kind)) as events:
                     async for event in events:
-                        if isinstance(event, Text | Reasoning):
+                        if isinstance(event, AnswerText | Reasoning):
                             deltas[event.type].append(event.text)
                             continue
                         for kind, parts in deltas.items():

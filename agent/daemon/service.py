@@ -36,7 +36,8 @@ from whalebone.agent.daemon.jobs import JobQueue
 from whalebone.agent.daemon.runner import JobRunner, Running
 from whalebone.agent.daemon.scheduler import Scheduler
 from whalebone.agent.store import SessionStore
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
+from whalebone.core.home import open_private, private_dir, write_private
 
 
 class DaemonBusy(WhaleboneError):
@@ -49,7 +50,7 @@ class JsonLog:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self._out: TextIO = sys.stderr if target == "-" else open(
+        self._out: TextIO = sys.stderr if target == "-" else open_private(
             Path(target).expanduser(), "a", encoding="utf-8")
 
     def __call__(self, event: str, *, level: str = "info", **fields: Any) -> None:
@@ -65,7 +66,7 @@ class JsonLog:
     def reopen(self) -> None:
         """Open the file again (SIGHUP after logrotate moved it away)."""
         if self._out is not sys.stderr:
-            new = open(Path(self.target).expanduser(), "a", encoding="utf-8")
+            new = open_private(Path(self.target).expanduser(), "a", encoding="utf-8")
             old, self._out = self._out, new
             old.close()
 
@@ -122,10 +123,7 @@ class Daemon:
     def _write_address(self) -> None:
         """``HOME/daemon.json``: where the API listens, for scripts and ``whalebone jobs``."""
         path = self.config.home_path / "daemon.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}), encoding="utf-8")
-        os.replace(tmp, path)
+        write_private(path, json.dumps({"url": self.url, "pid": os.getpid()}))
 
     def run(self) -> int:
         # Until the event loop listens for it, a SIGHUP (a reload) must not end the process.
@@ -137,7 +135,7 @@ class Daemon:
             self.log("start_failed", level="error", message=str(e))
             return 1
         if not self.config.workspace:
-            self.config.workspace_path.mkdir(parents=True, exist_ok=True)
+            private_dir(self.config.workspace_path)
         requeued, given_up = self.queue.requeue_running(self.config.max_crashes)
         self._write_address()
         self.log("started", pid=os.getpid(), url=self.url, concurrency=self.config.concurrency,

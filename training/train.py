@@ -1,4 +1,4 @@
-"""Train whalebone-nano: ``python -m whalebone.engine.nano.train --out DIR --minutes N``.
+"""Train whalebone-nano: ``python -m whalebone.training.train --out DIR --minutes N``.
 
 One command, fixed seeds: render the training conversations (:mod:`.data`), build the pruned
 vocabulary from them, train a V4-architecture model (:class:`whalebone.engine.model.Transformer`,
@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.hyper import hc_head
 from whalebone.engine.model import Transformer
-from whalebone.engine.nano.data import Example, build_parallel, load, save
-from whalebone.engine.nano.tasks import MAKERS
 from whalebone.engine.state import SeqState
 from whalebone.engine.vocab import VocabMap
 from whalebone.engine.weights import save_checkpoint
+from whalebone.training.data import Example, build_parallel, load, save
+from whalebone.training.tasks import MAKERS
 
 
 def train_forward(model: Transformer, ids: torch.Tensor, state: SeqState) -> torch.Tensor:
@@ -118,7 +118,7 @@ def make_trainable(model: Transformer, *, tie: bool, fresh: bool,
 def extra_examples(spec: str, held_out: int) -> list[Example]:
     """``--extra``: a JSONL file of examples, or ``FAMILY:N`` to render N tasks of a family
     (seeded like the main data, so the same spec gives the same examples)."""
-    from whalebone.engine.nano.data import build
+    from whalebone.training.data import build
 
     if Path(spec).is_file():
         return load(Path(spec))
@@ -274,7 +274,7 @@ def write(model: Transformer, vocab: VocabMap, out: Path, log: dict[str, Any], s
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m whalebone.engine.nano.train",
+    p = argparse.ArgumentParser(prog="python -m whalebone.training.train",
                                 description="Train the whalebone-nano checkpoint.")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--minutes", type=float, default=30.0, help="training time (data excluded)")

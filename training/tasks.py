@@ -3,13 +3,13 @@
 A :class:`Task` is everything one conversation needs: the user messages (one per session; the
 memory family has two sessions, remember then recall), the workspace files, the tool calls a
 good agent makes and the answer it gives. The same spec serves twice: rendered through the real
-agent loop with a scripted oracle it becomes training data (:mod:`whalebone.engine.nano.data`);
+agent loop with a scripted oracle it becomes training data (:mod:`whalebone.training.data`);
 run through the real loop with the bundled engine it is an evaluation case
 (``bench/nano_eval.py``), checked against the same expectations.
 
 ``make_tasks(family, n, seed)`` is deterministic: the train split and the held-out split use
 disjoint seeds, and a train task identical to a held-out one (same messages, same workspace) is
-dropped (:func:`whalebone.engine.nano.data.build`), so nothing the bench runs was trained on.
+dropped (:func:`whalebone.training.data.build`), so nothing the bench runs was trained on.
 """
 
 from __future__ import annotations
@@ -314,9 +314,9 @@ MAKERS = {"arithmetic": arithmetic, "read_file": read_file, "list_dir": list_dir
 
 def make_tasks(family: str, n: int, seed: int) -> list[Task]:
     """``n`` tasks of ``family`` from ``seed`` (the auditor family lives in
-    :mod:`whalebone.engine.nano.audit`)."""
+    :mod:`whalebone.training.audit`)."""
     if family == "auditor":
-        from whalebone.engine.nano.audit import audit_tasks
+        from whalebone.training.audit import audit_tasks
 
         return audit_tasks(n, seed)
     rng = random.Random(f"{family}:{seed}")

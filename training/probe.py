@@ -1,4 +1,4 @@
-"""How fast the nano shape learns to copy: ``python -m whalebone.engine.nano.probe``.
+"""How fast the nano shape learns to copy: ``python -m whalebone.training.probe``.
 
 Most of what the agent families ask is copying: a number from the question into the calculator
 call, a result or a file's line into the answer. This probe trains a fresh model of the nano
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.model import Transformer
-from whalebone.engine.nano.train import SHAPE, make_trainable, train_forward
+from whalebone.training.train import SHAPE, make_trainable, train_forward
 
 
 def batch(task: str, vocab: int, length: int, g: torch.Generator) -> tuple[torch.Tensor, int]:
@@ -83,7 +83,7 @@ def run(task: str, vocab: int, length: int, steps: int, *, tied: bool = True, lr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m whalebone.engine.nano.probe",
+    p = argparse.ArgumentParser(prog="python -m whalebone.training.probe",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--task", choices=("fixed", "induction"), default="induction")
     p.add_argument("--vocab", type=int, default=100)

@@ -1,4 +1,4 @@
-"""Write ``budget_cases.jsonl``: scripted runs at a budget cap, labelled productive or doomed.
+"""The budget auditor's labelled cases: scripted runs at a budget cap, productive or doomed.
 
 Each case is what a decider could know when a run hits its cap: the blocked scope, the run's
 objective facts (:class:`whalebone.budget.policy.RunFacts`), base rates, and, for the
@@ -11,17 +11,21 @@ that looks rough (some errors, a failing test it is about to fix), and base rate
 independently of the label, so no single fact separates the two.
 
 Every narrative is upbeat, whatever the label: that is what workers write at their cap.
-Run ``python bench/data/budget_cases_make.py`` to regenerate (seeded, so the file is stable).
+The 48 held-out cases ship as package data (``assets/budget_cases.jsonl``, read with
+:func:`shipped_cases`, also by ``bench/budget_eval.py`` and ``bench/nano_eval.py``); training draws
+more from the same generator with other seeds (:mod:`.audit`). Run
+``python -m whalebone.training.budget_cases`` to regenerate the file (seeded, so it is stable).
 """
 
 from __future__ import annotations
 
 import json
 import random
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).with_name("budget_cases.jsonl")
+OUT = Path(__file__).with_name("assets") / "budget_cases.jsonl"  # where regenerating writes
 
 TASKS = [
     ("fix the failing date parsing tests in utils/dates.py", "bugfix",
@@ -139,6 +143,12 @@ def doomed(rng: random.Random, pattern: str, task: tuple[str, str, list[str], st
     return {"steps": steps, "elapsed_s": steps * rng.uniform(8, 30), "files_changed": changed,
             "commands": commands, "tool_calls": calls, "tool_errors": errors,
             "repeated_identical_calls": repeats, "new_info_per_step": info}
+
+
+def shipped_cases() -> list[dict[str, Any]]:
+    """The 48 labelled cases as shipped in the package (a wheel has them too)."""
+    text = (files("whalebone.training") / "assets" / "budget_cases.jsonl").read_text("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line]
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch")
 
 from whalebone.dsml import tokens as T  # noqa: E402
 from whalebone.dsml.tokenizer import load_tokenizer  # noqa: E402
-from whalebone.engine.nano import data as D  # noqa: E402
-from whalebone.engine.nano.audit import held_out_cases, policy, request_of  # noqa: E402
-from whalebone.engine.nano.tasks import FAMILIES, TRAIN_FAMILIES, make_tasks  # noqa: E402
+from whalebone.training import data as D  # noqa: E402
+from whalebone.training.audit import held_out_cases, policy, request_of  # noqa: E402
+from whalebone.training.tasks import FAMILIES, TRAIN_FAMILIES, make_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def test_auditor_oracle_follows_the_bench_rule_on_every_shipped_case() -> None:
 
 def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
     from whalebone.engine.bundled import BundledEngine
-    from whalebone.engine.nano import train as TR
+    from whalebone.training import train as TR
 
     data = tmp_path / "data.jsonl"
     D.save(_render("chat", 2) + _render("arithmetic", 1), data)
@@ -162,8 +162,8 @@ def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
 
 def test_a_curriculum_trains_on_chosen_families_with_extra_examples_outside_the_vocab(
         tmp_path: Path) -> None:
-    from whalebone.engine.nano import train as TR
     from whalebone.engine.vocab import VocabMap
+    from whalebone.training import train as TR
 
     data, extra = tmp_path / "data.jsonl", tmp_path / "extra.jsonl"
     D.save(_render("chat", 2) + _render("arithmetic", 1), data)
@@ -180,7 +180,7 @@ def test_a_curriculum_trains_on_chosen_families_with_extra_examples_outside_the_
 
 
 def test_train_command_rejects_bad_arguments() -> None:
-    from whalebone.engine.nano import train as TR
+    from whalebone.training import train as TR
 
     with pytest.raises(SystemExit):
         TR.parse(["--minutes", "3"])  # no --out
@@ -220,8 +220,8 @@ def test_shipped_model_calls_the_calculator_on_a_held_out_question(shipped: Any,
 
 
 def test_model_card_command_is_one_that_parses_back() -> None:
-    from whalebone.engine.nano import train as TR
-    from whalebone.engine.nano.card import _command
+    from whalebone.training import train as TR
+    from whalebone.training.card import _command
 
     cmd = _command({"out": "x", "lr": 0.003, "tie_embeddings": False, "batch": 16,
                     "minutes": 30.0, "resume": None})
@@ -237,7 +237,7 @@ def test_copy_probe_learns_a_fixed_distance_copy() -> None:
     string at a fixed distance (the probe's easy task) in a few seconds."""
     import io
 
-    from whalebone.engine.nano import probe
+    from whalebone.training import probe
 
     seq, at = probe.batch("induction", 50, 8, torch.Generator().manual_seed(1))
     n = (seq.size(0) - 1 - at)

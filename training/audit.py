@@ -6,19 +6,14 @@ approve). The oracle's reasoning walks through those four checks with the number
 request, so the model learns to look at the facts that decide, then calls ``decide_budget``.
 Approvals ask for the maximum step shown in the request.
 
-Training requests come from the case generator ``bench/data/budget_cases_make.py`` run with other
-seeds; the held-out requests are the labelled cases shipped in ``bench/data/budget_cases.jsonl``,
-never trained on.
+Training requests come from the case generator :mod:`whalebone.training.budget_cases` run with
+other seeds; the held-out requests are the labelled cases it shipped (package data), never trained
+on.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
-from functools import cache
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from whalebone.budget.auditor import call_arguments
@@ -26,25 +21,8 @@ from whalebone.budget.policy import RunFacts
 from whalebone.budget.rule import answers as rule_answers
 from whalebone.budget.rule import read as read_rule
 from whalebone.budget.rule import request_from_case
-from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.nano.tasks import Step, Task
-
-BENCH_DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
-
-
-class AuditDataError(WhaleboneError):
-    """The budget case generator or the held-out cases are not where a checkout keeps them."""
-
-
-@cache
-def _maker() -> ModuleType:
-    path = BENCH_DATA / "budget_cases_make.py"
-    spec = importlib.util.spec_from_file_location("_budget_cases_make", path)
-    if spec is None or spec.loader is None or not path.exists():
-        raise AuditDataError(f"no budget case generator at {path} (a source checkout has it)")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from whalebone.training import budget_cases as mk
+from whalebone.training.tasks import Step, Task
 
 
 def policy(facts: RunFacts) -> tuple[str, str, str]:
@@ -81,7 +59,6 @@ def task_of(case: dict[str, Any]) -> Task:
 
 def generated_cases(n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` cases from the bench's generator, drawn with ``seed`` (not the shipped seed 7)."""
-    mk = _maker()
     rng = random.Random(f"auditor:{seed}")
     patterns = ([("productive", p) for p in ("converging", "steady", "explore_then_build",
                                              "nearly_done")]
@@ -107,10 +84,7 @@ def generated_cases(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def held_out_cases() -> list[dict[str, Any]]:
-    path = BENCH_DATA / "budget_cases.jsonl"
-    if not path.exists():
-        raise AuditDataError(f"no held-out budget cases at {path}")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return mk.shipped_cases()
 
 
 def audit_tasks(n: int, seed: int) -> list[Task]:

@@ -1,6 +1,6 @@
 """Training conversations rendered by whalebone itself: the real agent loop, tools and codec.
 
-Each :class:`~whalebone.engine.nano.tasks.Task` is run through :class:`whalebone.agent.Agent`
+Each :class:`~whalebone.training.tasks.Task` is run through :class:`whalebone.agent.Agent`
 with a :class:`~whalebone.engine.scripted.ScriptedEngine` that plays the task's oracle turns
 (written with :func:`whalebone.dsml.emit_completion`), real tools in a temporary workspace, a
 real session store and, for the memory family, a real memory scope shared by both sessions. The
@@ -26,10 +26,10 @@ from typing import Any
 
 import anyio
 
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml import tokens as T
 from whalebone.dsml.emit import emit_completion
-from whalebone.dsml.errors import WhaleboneError
-from whalebone.engine.nano.tasks import TRAIN_FAMILIES, Step, Task, make_tasks
+from whalebone.training.tasks import TRAIN_FAMILIES, Step, Task, make_tasks
 
 TRAIN_SEED = 1  # train tasks come from seeds >= 1; the held-out split is seed 0
 HELD_OUT_SEED = 0
@@ -133,8 +133,8 @@ async def render_task(task: Task, scratch: Path, rng: random.Random) -> list[Exa
 
 def render_audit(task: Task) -> Example:
     from whalebone.budget.auditor import Auditor
-    from whalebone.engine.nano.audit import request_of
     from whalebone.engine.scripted import ScriptedEngine
+    from whalebone.training.audit import request_of
 
     assert task.case is not None
     request = request_of(task.case)

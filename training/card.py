@@ -1,6 +1,6 @@
 """Write a checkpoint's ``MODEL_CARD.md`` from its config, training log and evaluation.
 
-    python -m whalebone.engine.nano.card --checkpoint DIR --eval eval.json [--machine TEXT]
+    python -m whalebone.training.card --checkpoint DIR --eval eval.json [--machine TEXT]
 
 ``eval.json`` is what ``bench/nano_eval.py --json`` writes. The card template is ``card.md``
 beside this module; every figure in its tables comes from the files, none is typed by hand
@@ -59,7 +59,7 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
 
 def _command(args: dict[str, Any]) -> str:
     """The training command of one stage, with the options that differ from the defaults."""
-    from whalebone.engine.nano.train import parse
+    from whalebone.training.train import parse
 
     defaults = vars(parse(["--out", "DIR"]))
     shown = []
@@ -72,7 +72,7 @@ def _command(args: dict[str, Any]) -> str:
             v = "PREVIOUS_STAGE"
         shown.append((f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool)
                      else f"--{flag} {v}")
-    return "`python -m whalebone.engine.nano.train --out DIR " + " ".join(shown) + "`"
+    return "`python -m whalebone.training.train --out DIR " + " ".join(shown) + "`"
 
 
 def main(argv: list[str] | None = None) -> int:
