@@ -110,6 +110,8 @@ class BudgetGuard:
         self.auditor = auditor
         self.prices = prices or PriceTable()
         self.notice: str | None = None  # a line for the person running, once (setup.py)
+        # A new global-day scope's USD limit when nobody set one (setup.py: a priced engine).
+        self.default_day_usd: float | None = None
 
     # --- bounding a call --------------------------------------------------------------------
 
@@ -146,6 +148,8 @@ class BudgetGuard:
                 if found is not None:
                     usd, tokens = _strictest(usd, found.max_usd), _strictest(tokens,
                                                                              found.max_tokens)
+                if usd is None and keys == ("global",):
+                    usd = self.default_day_usd
                 self.ledger.ensure_limit(Limit(scope=scope, max_usd=usd, max_tokens=tokens))
                 continue
             tight_usd = _strictest(usd, current.max_usd)

@@ -154,7 +154,9 @@ def _default_day_cap(guard: BudgetGuard) -> str | None:
     if guard.policy.global_day_usd is not None or any(
             lim is not None and lim.max_usd is not None for lim in set_by_people):
         return None
-    guard.policy = guard.policy.model_copy(update={"global_day_usd": DEFAULT_DAY_USD})
+    # Not in the policy: a limit set later (whalebone budget set global) must replace it, in
+    # this process too, not be held to it as the strictest.
+    guard.default_day_usd = DEFAULT_DAY_USD
     ledger.db.execute(NOTICES)
     with ledger.transaction() as db:
         told = db.execute("INSERT INTO notices (key, created) VALUES ('default_day_cap', ?) "

@@ -44,19 +44,27 @@ def test_an_unknown_model_is_metered_in_tokens_not_refused(tmp_path: Path) -> No
 def test_a_priced_engine_gets_the_default_daily_cap_and_says_so_once(tmp_path: Path) -> None:
     db = {"ledger": str(tmp_path / "b.db")}
     first = open_guard(ScriptedEngine([], model="deepseek-v4-flash"), db)
-    assert first.policy.global_day_usd == DEFAULT_DAY_USD
+    assert first.default_day_usd == DEFAULT_DAY_USD and first.policy.global_day_usd is None
     assert first.notice is not None and f"${DEFAULT_DAY_USD:g} a day" in first.notice
     again = open_guard(ScriptedEngine([], model="deepseek-v4-flash"), db)
-    assert again.policy.global_day_usd == DEFAULT_DAY_USD and again.notice is None
+    assert again.default_day_usd == DEFAULT_DAY_USD and again.notice is None
     own = open_guard(ScriptedEngine([], model="deepseek-v4-flash"),
                      {**db, "global_day_usd": 20.0})
-    assert own.policy.global_day_usd == 20.0  # a limit of one's own replaces the default
-    from whalebone.budget.ledger import Limit
+    assert own.default_day_usd is None  # a limit of one's own replaces the default
+    assert again.ledger.limit(day_scope("global")) is None  # nothing was written yet
 
-    again.ledger.set_default(Limit(scope="global", max_usd=50.0))  # whalebone budget set global
+    plan = CallPlan("r", "s", "a", "turn", "deepseek-v4-flash", 1000, 0, 100)
+    again.release(anyio.run(again.before_call, plan))
+    assert again.ledger.limit(day_scope("global")).max_usd == DEFAULT_DAY_USD  # type: ignore
+    # A person's daily limit replaces it at once, even for a guard already open (a daemon).
+    from whalebone.budget.records import DecisionBook
+
+    DecisionBook(again.ledger).set_limit("global", usd=20.0, tokens=None, decider="human:t",
+                                         reason="t")
+    again.release(anyio.run(again.before_call, plan))
+    assert again.ledger.limit(day_scope("global")).max_usd == 20.0  # type: ignore
     assert open_guard(ScriptedEngine([], model="deepseek-v4-flash"),
-                      db).policy.global_day_usd is None
-    assert again.ledger.limit(day_scope("global")) is None  # nothing was written for people
+                      db).default_day_usd is None
 
 
 def test_the_default_auditor_per_engine(tmp_path: Path) -> None:
