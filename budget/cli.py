@@ -85,8 +85,10 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("set", help="set a scope's (or a family's) limit",
                        description="Set a spending limit in the ledger. It applies to the next "
                                    "model call of every front end (run, sessions resume, chat, "
-                                   "the daemon, compaction); a limit in the config file's "
-                                   "[budget] and one set here combine by the strictest.",
+                                   "the daemon, compaction). A family limit set here (global, "
+                                   "session, …) and the config file's [budget] combine by the "
+                                   "strictest; a limit on one exact scope (session:ID) stands, "
+                                   "logged as a decision.",
                        epilog=SET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _db_option(p)
     p.add_argument("scope", help="what to limit (see the scopes below)")
