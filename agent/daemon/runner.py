@@ -116,8 +116,8 @@ class JobRunner:
 
     def _overrides(self, job: Job, **more: Any) -> Overrides:
         """What a job sets over the daemon's settings: its options (AgentConfig fields) and
-        the daemon's store; never memory (a daemon attaches none)."""
-        return Overrides(agent=job.options, store=self.store, memory="", **more)
+        the daemon's store (the [memory] table applies as it does to ``whalebone run``)."""
+        return Overrides(agent=job.options, store=self.store, **more)
 
     # --- running ----------------------------------------------------------------------------
 
