@@ -1,7 +1,8 @@
 """One way to build an agent from settings.
 
 ``whalebone run``, ``sessions resume``, ``sessions compact``, ``chat`` and the daemon's jobs
-all come through :func:`build_agent` (the chat through :func:`resolve`, since it keeps the
+all come through :func:`build_agent` (and start the settings' MCP servers with
+:func:`mcp_servers` around their runs) (the chat through :func:`resolve`, since it keeps the
 engine and the tools itself, to switch engines and to ask a person about shell commands). What
 each front end adds is an :class:`Overrides`: its flags, a job's options, an engine it already
 holds. The order, lowest first: built-in defaults, the settings file, a resumed session's stored
@@ -19,7 +20,8 @@ apart (exit codes 2 and 5).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +31,7 @@ from whalebone.agent.config import AgentConfig
 from whalebone.agent.settings import Settings, open_budget, open_engine_spec
 from whalebone.agent.store import SessionStore
 from whalebone.engine.base import Engine
+from whalebone.tools.mcp_servers import McpServerConfig, McpServers
 from whalebone.tools.registry import ToolRegistry
 from whalebone.tools.shell import Approver, ShellPolicy
 
@@ -118,6 +121,28 @@ def resolve(settings: Settings, overrides: Overrides | None = None) -> AgentPart
                       memory_scope=settings.memory.scope if o.memory is None else o.memory,
                       memory_home=settings.memory.home or None,
                       engine_spec=o.engine or settings.engine, engine_options=options)
+
+
+@asynccontextmanager
+async def mcp_servers(servers: Mapping[str, McpServerConfig]) -> AsyncIterator[McpServers]:
+    """Run ``servers`` (the settings' [mcp] tables) for the block: their tools, in the
+    servers' name order (``NAME__tool``), join an agent's after its own (:func:`add_tools`);
+    ``failures`` says why each server that did not start did not (a ``required`` one that
+    cannot start raises ``McpUnavailable`` instead)."""
+    from whalebone.tools.mcp_servers import McpServers, open_servers
+
+    if not servers:
+        yield McpServers()
+        return
+    async with open_servers(servers) as running:
+        yield running
+
+
+def add_tools(agent: Agent, servers: McpServers) -> None:
+    """The running servers' tools, after the agent's own (before its first turn: the tool
+    list is part of a session's cached prompt)."""
+    for tool in servers.tools():
+        agent.tools.add(tool)
 
 
 def build_agent(settings: Settings, overrides: Overrides | None = None) -> Agent:

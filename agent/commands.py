@@ -135,9 +135,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> int:
     import anyio
 
-    from whalebone.agent.build import Overrides
+    from whalebone.agent.build import Overrides, add_tools, mcp_servers
     from whalebone.agent.store import SessionBusy, SessionError
     from whalebone.engine.base import EngineError
+    from whalebone.tools.mcp import McpUnavailable
 
     overrides = Overrides(
         engine=args.engine, model=args.model, store=args.store, workspace=args.workspace,
@@ -148,8 +149,9 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     built = build_or_exit(args.config, overrides)
     if isinstance(built, int):
         return built
-    agent = built
+    settings, agent = built
     engine, store, config = agent.engine, agent.store, agent.config
+    servers = {} if args.no_tools else settings.mcp
     if session_id is None:  # made here so that an interrupted run can name it
         title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
         session_id = store.create(title=title, agent=config.name,
@@ -158,8 +160,13 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
 
     async def main() -> Any:
         try:
-            async for event in agent.stream(task, session_id=session_id):
-                printer.show(event)
+            async with mcp_servers(servers) as mcp:
+                add_tools(agent, mcp)
+                for name, why in mcp.failures.items():
+                    print(f"! mcp: server {name!r} did not start: {safe(why)}",
+                          file=sys.stderr)
+                async for event in agent.stream(task, session_id=session_id):
+                    printer.show(event)
         finally:
             await engine.aclose()
         return printer.done
@@ -176,14 +183,17 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         return fail(str(e), EXIT_CODES["usage"])
     except EngineError as e:
         return fail(str(e), EXIT_CODES["no_engine"])
+    except McpUnavailable as e:  # a server marked required = true
+        return fail(f"{e}; resume with: whalebone sessions resume {session_id}",
+                    EXIT_CODES["usage"])
     if done is None:
         return EXIT_CODES["error"]
     return EXIT_CODES.get(done.reason, 1)
 
 
 def build_or_exit(config_file: str | None, overrides: Any) -> Any:
-    """``build_agent`` for a command: the agent, or the exit code of a one-line error (2 for
-    settings, 5 for an engine that cannot be opened)."""
+    """``build_agent`` for a command: the settings and the agent, or the exit code of a
+    one-line error (2 for settings, 5 for an engine that cannot be opened)."""
     from whalebone.agent.build import build_agent
     from whalebone.agent.settings import load_settings
     from whalebone.engine.base import EngineError
@@ -192,7 +202,7 @@ def build_or_exit(config_file: str | None, overrides: Any) -> Any:
     try:
         settings = load_settings(config_file)
         spec = spec or settings.engine
-        return build_agent(settings, overrides)
+        return settings, build_agent(settings, overrides)
     except EngineError as e:
         return fail(f"cannot open the engine {spec!r}: {e}", EXIT_CODES["no_engine"])
     except (WhaleboneError, ValueError) as e:

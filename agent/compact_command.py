@@ -64,7 +64,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
                                           tools="none", memory=""))
     if isinstance(built, int):
         return built
-    agent, engine = built, built.engine
+    agent = built[1]
+    engine = agent.engine
 
     async def main() -> Any:
         try:

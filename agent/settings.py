@@ -24,6 +24,10 @@ TOML file (``--config PATH``, else ``$WHALEBONE_HOME/config.toml``, else
     [memory]                                    # the memory tool's default scope
     scope = "project:whalebone"
 
+    [mcp.git]                                   # MCP servers (the mcpServers fields)
+    command = "uvx"
+    args = ["mcp-server-git"]
+
 Every table is a typed model that refuses an unknown key, naming the one it likely was; the
 daemon's configuration (:mod:`whalebone.agent.daemon.config`) extends the same models, and
 :func:`whalebone.agent.build.build_agent` turns either into an agent.
@@ -37,13 +41,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from whalebone.agent.config import AgentConfig
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import home
 from whalebone.core.strict import StrictModel
 from whalebone.engine.base import Engine
+from whalebone.tools.mcp_servers import McpConfigError, McpServerConfig, load_servers
 from whalebone.tools.shell import ShellPolicy
 
 if TYPE_CHECKING:
@@ -133,7 +138,20 @@ class Settings(StrictModel):
     shell: ShellSettings = ShellSettings()
     budget: BudgetSettings = BudgetSettings()
     memory: MemorySettings = MemorySettings()
+    # [mcp.NAME]: MCP servers whose tools the agent gets (McpServerConfig fields).
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
     engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("mcp", mode="before")
+    @classmethod
+    def _mcp_servers(cls, value: Any) -> Any:
+        # The same checks as an mcpServers file: names that prefix tool names, one transport.
+        if not isinstance(value, dict):
+            return value
+        try:
+            return load_servers(value)
+        except McpConfigError as e:
+            raise ValueError(f"[mcp] {e}") from None
 
     @property
     def home_path(self) -> Path:

@@ -68,11 +68,33 @@ def run_chat(args: argparse.Namespace) -> int:
     except (WhaleboneError, ValueError) as e:  # ValueError: pydantic's, for bad settings
         print(f"whalebone chat: {e}", file=sys.stderr)
         return 2
-    app.run()
+    servers = app.runner.mcp
+    if not servers:
+        app.run()
+        return 0
+    import anyio
+
+    from whalebone.agent.build import mcp_servers
+
+    async def main() -> None:
+        # The servers run in the app's own event loop, for as long as the app does.
+        async with mcp_servers(servers) as mcp:
+            app.runner.add_mcp_tools(mcp.tools())
+            for name, why in mcp.failures.items():
+                print(f"whalebone chat: MCP server {name!r} did not start: {why}",
+                      file=sys.stderr)
+            await app.run_async()
+
+    try:
+        anyio.run(main)
+    except WhaleboneError as e:  # a required MCP server that cannot start
+        print(f"whalebone chat: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
 def build_app(args: argparse.Namespace) -> ChatApp:
+    """The app, its runner holding the MCP servers to run beside it (the settings' [mcp])."""
     from whalebone.agent.build import Overrides, resolve
     from whalebone.agent.settings import load_settings, open_budget
     from whalebone.tui.app import ChatApp
@@ -112,5 +134,6 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     runner.ledger = runner.guard.ledger
     if parts.memory_scope:
         runner.attach_memory(parts.memory_scope)
+    runner.mcp = settings.mcp
     return ChatApp(runner, session_id=args.session, theme=args.theme,
                    history_file=store.path.with_name("chat_history.jsonl"))

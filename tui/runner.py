@@ -74,6 +74,8 @@ class ChatRunner:
         self.memory_home = memory_home
         self.memory_scope: str | None = None
         self._memory_tools: list[Any] = []
+        self._mcp_tools: list[Tool] = []
+        self.mcp: dict[str, Any] = {}  # MCP servers (settings' [mcp]) that run_chat starts
         self.tools = self.build_tools()
         self._book: Any | None = None
 
@@ -92,9 +94,15 @@ class ChatRunner:
                 tool = Tool(self.shell, name="shell", description=tool.description,
                             timeout=tool.timeout)
             tools.add(tool)
-        for tool in self._memory_tools:
+        for tool in [*self._memory_tools, *self._mcp_tools]:
             tools.add(tool)
         return tools
+
+    def add_mcp_tools(self, tools: list[Tool]) -> None:
+        """Give sessions created from now on the tools of running MCP servers (after the
+        memory tool), as ``whalebone run`` gives them."""
+        self._mcp_tools = list(tools)
+        self.tools = self.build_tools()
 
 
     async def shell(self, command: str) -> str:

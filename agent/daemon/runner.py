@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import anyio
 
-from whalebone.agent.build import Overrides, build_agent
+from whalebone.agent.build import Overrides, add_tools, build_agent, mcp_servers
 from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
 from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
@@ -25,6 +25,7 @@ from whalebone.agent.events import AnswerText, Done, Reasoning, StepStarted, Usa
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
 from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import Engine, EngineError
+from whalebone.tools.mcp import McpUnavailable
 from whalebone.tools.registry import ToolRegistry
 
 
@@ -119,8 +120,8 @@ class JobRunner:
 
     def _overrides(self, job: Job, **more: Any) -> Overrides:
         """What a job sets over the daemon's settings: its options (AgentConfig fields) and
-        the daemon's store; never memory (a daemon attaches none)."""
-        return Overrides(agent=job.options, store=self.store, memory="", **more)
+        the daemon's store (the [memory] table applies as it does to ``whalebone run``)."""
+        return Overrides(agent=job.options, store=self.store, **more)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -189,8 +190,15 @@ class JobRunner:
             try:
                 # A scheduled job's model calls are metered as heartbeats, not as turns.
                 turn_kind = "heartbeat" if job.schedule else "turn"
-                async with aclosing(agent.stream(task, session_id=sid,
-                                                 turn_kind=turn_kind)) as events:
+                # Each job runs the config's MCP servers for its own life (none without tools).
+                servers = {} if self.config.tools == "none" else self.config.mcp
+                async with mcp_servers(servers) as mcp, \
+                        aclosing(agent.stream(task, session_id=sid,
+                                              turn_kind=turn_kind)) as events:
+                    add_tools(agent, mcp)
+                    for name, why in mcp.failures.items():
+                        self.log("mcp_unavailable", level="warning", job=job.id, server=name,
+                                 message=why)
                     async for event in events:
                         if isinstance(event, AnswerText | Reasoning):
                             deltas[event.type].append(event.text)
@@ -213,6 +221,8 @@ class JobRunner:
                 return "failed", "busy", str(e), "", 0
             except SessionError as e:  # deleted under the job
                 return "failed", "no_session", str(e), "", 0
+            except McpUnavailable as e:  # a server marked required = true
+                return "failed", "bad_config", str(e), "", 0
         if done is None:
             steps = max(0, running.step - 1)
             if running.stopping:
