@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from whalebone.core.deprecation import renamed
 from whalebone.core.errors import WhaleboneError
 from whalebone.dsml.errors import EncodeError, ParseError, PrefixBreakError
 
@@ -34,18 +35,18 @@ _EXPORTS = {
     "AgentEvent": "whalebone.agent.events",
     "StepStarted": "whalebone.agent.events",
     "Reasoning": "whalebone.agent.events",
-    "Text": "whalebone.agent.events",
+    "AnswerText": "whalebone.agent.events",
     "ToolCalled": "whalebone.agent.events",
     "ToolFinished": "whalebone.agent.events",
     "UsageReport": "whalebone.agent.events",
-    "Warning": "whalebone.agent.events",
+    "RunWarning": "whalebone.agent.events",
     "Compacted": "whalebone.agent.events",
     "Done": "whalebone.agent.events",
     "SessionStore": "whalebone.agent.store",
     "SessionInfo": "whalebone.agent.store",
     "SessionError": "whalebone.agent.store",
     "SessionBusy": "whalebone.agent.store",
-    "BudgetStopped": "whalebone.agent.budgeting",
+    "BudgetStop": "whalebone.budget.guard",
     "CompactionError": "whalebone.agent.compaction",
     "CompactionFailed": "whalebone.agent.compaction",
     "NothingToCompact": "whalebone.agent.compaction",
@@ -71,7 +72,14 @@ __all__ = [
 ]
 
 
+# Old names, kept working with a DeprecationWarning (Warning shadowed the builtin).
+_RENAMED = {"Text": "AnswerText", "Warning": "RunWarning", "BudgetStopped": "BudgetStop"}
+_renamed = renamed(__name__, _RENAMED)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return _renamed(name)  # not cached: every use warns
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'whalebone' has no attribute {name!r}")

@@ -6,45 +6,47 @@ run yields are in events.py; sessions in store.py; the loop itself in loop.py, w
 """
 
 from whalebone.agent.agent import Agent, AgentError
-from whalebone.agent.budgeting import BudgetStopped
 from whalebone.agent.compaction import CompactionError, CompactionFailed, NothingToCompact
 from whalebone.agent.config import AgentConfig
 from whalebone.agent.events import (
     AgentEvent,
+    AnswerText,
     Compacted,
     Done,
     Reasoning,
+    RunWarning,
     StepStarted,
-    Text,
     ToolCalled,
     ToolFinished,
     UsageReport,
-    Warning,
 )
 from whalebone.agent.store import SessionBusy, SessionError, SessionInfo, SessionStore
 from whalebone.agent.tools import default_tools
+from whalebone.core.deprecation import renamed
 
 __all__ = [
     "Agent",
     "AgentConfig",
     "AgentError",
     "AgentEvent",
-    "BudgetStopped",
+    "AnswerText",
     "Compacted",
     "CompactionError",
     "CompactionFailed",
     "Done",
     "NothingToCompact",
     "Reasoning",
+    "RunWarning",
     "SessionBusy",
     "SessionError",
     "SessionInfo",
     "SessionStore",
     "StepStarted",
-    "Text",
     "ToolCalled",
     "ToolFinished",
     "UsageReport",
-    "Warning",
     "default_tools",
 ]
+
+__getattr__ = renamed(__name__, {"Text": "AnswerText", "Warning": "RunWarning",
+                                 "BudgetStopped": "whalebone.budget.guard:BudgetStop"})

@@ -26,8 +26,10 @@ from pydantic import ValidationError
 
 from whalebone.agent.config import AgentConfig, ThinkingMode
 from whalebone.agent.events import AgentEvent, Compacted, Done
+from whalebone.agent.seams import BudgetGuard, Memory
 from whalebone.agent.store import SessionStore
 from whalebone.core.errors import WhaleboneError
+from whalebone.engine.base import Engine
 from whalebone.engine.prices import PriceTable
 from whalebone.tools.registry import Tool, ToolRegistry
 
@@ -41,28 +43,30 @@ class AgentError(WhaleboneError):
 class Agent:
     """An agent: an engine, tools, a session store and a configuration.
 
-    ``budget`` is a ``whalebone.budget.guard.BudgetGuard`` (asked before every model call);
-    ``memory`` is anything with a ``tools()`` method returning tools (its tools join the
-    registry, after the agent's own, so the tool list stays in a fixed order); ``system`` is a
-    jinja2 template for the system prompt (``{{ name }}`` and ``config.variables`` are in scope).
+    ``engine`` is an :class:`~whalebone.engine.base.Engine`; ``budget`` a
+    :class:`~whalebone.agent.seams.BudgetGuard` (``whalebone.budget.guard.BudgetGuard``,
+    asked before every model call); ``memory`` a :class:`~whalebone.agent.seams.Memory`
+    (anything with a ``tools()`` method: its tools join the registry, after the agent's own, so
+    the tool list stays in a fixed order); ``system`` is a jinja2 template for the system prompt
+    (``{{ name }}`` and ``config.variables`` are in scope).
     """
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine,
         *,
         tools: ToolRegistry | Iterable[Tool | Callable[..., Any]] | None = None,
         store: SessionStore | str | os.PathLike[str] | None = None,
         config: AgentConfig | None = None,
         system: str | None = None,
-        budget: Any | None = None,
-        memory: Any | None = None,
+        budget: BudgetGuard | None = None,
+        memory: Memory | None = None,
         prices: PriceTable | None = None,
         price: PriceFn | None = None,
     ) -> None:
         self.engine = engine
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools or ())
-        if memory is not None and hasattr(memory, "tools"):
+        if memory is not None and hasattr(memory, "tools"):  # duck-typed: see seams.Memory
             for tool in memory.tools():
                 self.tools.add(tool)
         if isinstance(store, SessionStore):
@@ -149,7 +153,8 @@ class Agent:
         :class:`~whalebone.agent.store.SessionBusy` while a run writes it,
         :class:`~whalebone.agent.compaction.NothingToCompact` when it is too short (or was
         interrupted mid-call), :class:`~whalebone.agent.compaction.CompactionFailed` when no
-        summary could be had, and ``BudgetStopped`` when the guard refuses the summary call;
+        summary could be had, and ``whalebone.budget.guard.BudgetStop`` when the guard refuses
+        the summary call;
         in every case the session is left as it was.
         """
         from whalebone.agent import compaction as C

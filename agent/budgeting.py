@@ -12,22 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from whalebone.agent.generate import Generation, usage_of
-from whalebone.core.errors import WhaleboneError
+from whalebone.agent.generate import Generation
+from whalebone.agent.seams import BudgetGuard
+from whalebone.core.deprecation import renamed
+from whalebone.engine.base import Usage
 
 # What the loop meters a call as: "turn" (or the run's own turn kind, e.g. "heartbeat" for a
 # scheduled job), "retry" after malformed output, "compaction" for a summary.
 CallKind = str
 
 
-class BudgetStopped(WhaleboneError):
-    """The budget guard refused a model call; the run stops before spending."""
-
-
 class BudgetHook:
     """Wraps a guard (or nothing) for one run."""
 
-    def __init__(self, guard: Any | None, *, run_id: str, session_id: str, agent: str,
+    def __init__(self, guard: BudgetGuard | None, *, run_id: str, session_id: str, agent: str,
                  facts: Callable[[], dict[str, Any]]) -> None:
         self.guard = guard
         self.run_id = run_id
@@ -35,27 +33,33 @@ class BudgetHook:
         self.agent = agent
         self._facts = facts
 
+    def notice(self) -> str | None:
+        """The guard's one-time line for the person running (e.g. the default daily cap of a
+        paid engine), once: the guard forgets it when it is taken."""
+        note = getattr(self.guard, "notice", None)
+        if note:
+            self.guard.notice = None
+        return note or None
+
     async def before(self, *, kind: CallKind, model: str, prompt_tokens: int,
                      cached_tokens: int, max_tokens: int) -> Any | None:
-        """A ticket for the call, or :class:`BudgetStopped` if the guard denies it."""
+        """A ticket for the call; the guard's ``BudgetStop`` (the run stops before spending)
+        if it denies it."""
         if self.guard is None:
             return None
         from whalebone.agent.facts import to_run_facts
-        from whalebone.budget.guard import BudgetStop, CallPlan, RunFacts
+        from whalebone.budget.guard import CallPlan, RunFacts
 
         plan = CallPlan(run_id=self.run_id, session_id=self.session_id, agent=self.agent,
                         kind=kind, model=model, prompt_tokens=prompt_tokens,
                         cached_tokens=min(cached_tokens, prompt_tokens),
                         max_tokens=max_tokens)
-        try:
-            return await self.guard.before_call(
-                plan, facts=lambda: to_run_facts(self._facts(), RunFacts))
-        except BudgetStop as e:
-            raise BudgetStopped(str(e) or "the budget guard refused the call") from e
+        return await self.guard.before_call(
+            plan, facts=lambda: to_run_facts(self._facts(), RunFacts))
 
     def settle(self, ticket: Any | None, record: Generation, fallback_model: str) -> None:
         if ticket is not None:
-            self.guard.settle(ticket, usage_of(record), model=record.model or fallback_model)
+            self.guard.settle(ticket, Usage.of(record), model=record.model or fallback_model)
 
     def release(self, ticket: Any | None) -> None:
         if ticket is not None:
@@ -69,3 +73,8 @@ class BudgetHook:
                                                                                  "stopped")
         self.guard.record_outcome(self.run_id, session_id=self.session_id, agent=self.agent,
                                   outcome=outcome)
+
+
+# BudgetStopped wrapped the guard's BudgetStop in a second exception with the same meaning; a
+# run now stops with the guard's own (its scope, limit and verdict included).
+__getattr__ = renamed(__name__, {"BudgetStopped": "whalebone.budget.guard:BudgetStop"})

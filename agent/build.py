@@ -1,8 +1,9 @@
 """One way to build an agent from settings.
 
 ``whalebone run``, ``sessions resume``, ``sessions compact``, ``chat`` and the daemon's jobs
-all come through :func:`build_agent` (the chat through :func:`resolve`, since it keeps the
-engine and the tools itself, to switch engines and to ask a person about shell commands). What
+all come through :func:`build` / :func:`build_agent` (the chat through :func:`resolve`, since it
+keeps the engine and the tools itself, to switch engines and to ask a person about shell
+commands). What
 each front end adds is an :class:`Overrides`: its flags, a job's options, an engine it already
 holds. The order, lowest first: built-in defaults, the settings file, a resumed session's stored
 configuration, the overrides.
@@ -61,7 +62,9 @@ class Overrides:
     allow: Sequence[str] = ()  # shell allow patterns added to the settings'
     approve: Approver | None = None  # answers the shell policy's "ask" (None: refuse)
     memory: str | None = None  # a memory scope, over [memory] scope
-    budget: BudgetGuard | Literal["settings"] | None = "settings"  # a guard of the caller's
+    # "settings": the guard every front end gets (opened with the engine, by build());
+    # else a guard of the caller's (None: none, for tests of an unguarded agent only).
+    budget: BudgetGuard | Literal["settings"] | None = "settings"
     mcp: Sequence[str | Path] = ()  # mcpServers files named by the person (--mcp FILE)
 
 
@@ -127,7 +130,8 @@ def resolve(settings: Settings, overrides: Overrides | None = None) -> AgentPart
         tools = None
     mcp = discover(settings.home_path, workspace, o.mcp, settings.mcpServers)
     notes += mcp.notes
-    budget = open_budget(settings) if o.budget == "settings" else o.budget
+    # The settings' guard needs the engine (its prices, its auditor): build() opens it.
+    budget = None if o.budget == "settings" else o.budget
     options = dict(settings.engine_options) | ({"model": o.model} if o.model else {})
     return AgentParts(store=store, config=config, workspace=workspace, shell_policy=policy,
                       tools=tools, budget=budget,
@@ -146,8 +150,10 @@ def build(settings: Settings, overrides: Overrides | None = None) -> tuple[Agent
     memory = parts.memory()
     engine = o.open_engine if o.open_engine is not None else open_engine_spec(
         parts.engine_spec, parts.engine_options)
+    # Always a guard (budget.setup): every call metered, every limit in the ledger enforced.
+    budget = open_budget(settings, engine) if o.budget == "settings" else parts.budget
     agent = Agent(engine, tools=parts.tools, store=parts.store, config=parts.config,
-                  budget=parts.budget, memory=memory)
+                  budget=budget, memory=memory)
     return agent, parts
 
 

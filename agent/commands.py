@@ -146,6 +146,8 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     from whalebone.agent.build import Overrides, mcp_servers
     from whalebone.agent.store import SessionBusy, SessionError
     from whalebone.engine.base import EngineError
+    from whalebone.tools.mcp import McpUnavailable
+    from whalebone.tools.mcp_config import McpSetup
 
     overrides = Overrides(
         engine=args.engine, model=args.model, store=args.store, workspace=args.workspace,
@@ -169,7 +171,8 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
 
     async def main() -> Any:
         try:
-            async with mcp_servers(parts.mcp, agent.tools.add_many, lambda line: fail(line, 0)):
+            mcp = parts.mcp if not args.no_tools else McpSetup()
+            async with mcp_servers(mcp, agent.tools.add_many, lambda line: fail(line, 0)):
                 async for event in agent.stream(task, session_id=session_id):
                     printer.show(event)
         finally:
@@ -188,6 +191,9 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
         return fail(str(e), EXIT_CODES["usage"])
     except EngineError as e:
         return fail(str(e), EXIT_CODES["no_engine"])
+    except McpUnavailable as e:  # a server marked required = true
+        return fail(f"{e}; resume with: whalebone sessions resume {session_id}",
+                    EXIT_CODES["usage"])
     if done is None:
         return EXIT_CODES["error"]
     return EXIT_CODES.get(done.reason, 1)

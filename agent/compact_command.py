@@ -52,10 +52,10 @@ def register_compact(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def cmd_compact(args: argparse.Namespace) -> int:
     import anyio
 
-    from whalebone.agent.budgeting import BudgetStopped
     from whalebone.agent.build import Overrides
     from whalebone.agent.compaction import CompactionFailed
     from whalebone.agent.store import SessionBusy
+    from whalebone.budget.guard import BudgetStop
 
     # No tools and no memory: the session's tool list is in its stored system prompt, and
     # compacting runs none.
@@ -79,7 +79,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         return fail("interrupted; the session is as it was", EXIT_CODES["cancelled"])
     except SessionBusy as e:
         return fail(str(e), EXIT_CODES["busy"])
-    except BudgetStopped as e:
+    except BudgetStop as e:
         return fail(f"the budget guard refused the summary call: {e}", EXIT_CODES["budget"])
     except CompactionFailed as e:
         return fail(f"not compacted: {e}", EXIT_CODES["error"])

@@ -23,7 +23,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from whalebone.agent.agent import AgentError
-from whalebone.agent.events import AgentEvent, Compacted, Warning
+from whalebone.agent.events import AgentEvent, Compacted, RunWarning
 from whalebone.agent.generate import Generation
 from whalebone.dsml.parser import CompletionParser
 from whalebone.dsml.untrusted import neutralise
@@ -101,59 +101,50 @@ class CompactionFailed(CompactionError):
 
 async def compact(run: Run, keep_recent: int) -> AsyncIterator[AgentEvent]:
     """Compact ``run``'s conversation in place: ask for the summary on the cached prompt,
-    store the marker, and reset the transcript to head + summary + recent turns; the figures
-    for the :class:`Compacted` report are left in ``run.pending_compaction``.
+    store the marker, and continue from head + summary + recent turns; the figures for the
+    :class:`Compacted` report are left in ``run.pending_compaction``.
 
     The one implementation, for the loop near the context window (:func:`near_limit`) and for
     ``Agent.compact`` alike. Yields the summary call's :class:`UsageReport`; raises
     :class:`NothingToCompact` or :class:`CompactionFailed` with the conversation, the
-    transcript and the store as they were (a budget refusal propagates as ``BudgetStopped``).
+    transcript and the store as they were (a budget refusal propagates as ``BudgetStop``).
     """
-    cut = cut_point(run.history, keep_recent)
+    conv = run.conversation
+    cut = cut_point(conv.history, keep_recent)
     if cut is None:
         raise NothingToCompact(f"too few turns to compact: it needs more than {keep_recent} "
                                "assistant turns after the task, and there are "
-                               f"{_turns(run.history)}")
-    before = list(run.history)
+                               f"{_turns(conv.history)}")
     hit_before = _hit_rate_before(run)
-    run.transcript.append({"role": "user", "content": SUMMARY_REQUEST})
-    run.transcript.render()  # merges into the unsent last turn: nothing cached is lost
+    before = conv.ask(SUMMARY_REQUEST)
     gen = Generation()
     parser = CompletionParser(run.cfg.mode)
     failure = ""
     try:
-        async for delta in run._generate("compaction", run.cfg.summary_max_tokens, gen):
+        async for delta in run.call_model("compaction", run.cfg.summary_max_tokens, gen):
             parser.feed(delta)
     except EngineError as e:
         failure = f"no summary: {e}"
     except BaseException:  # cancelled or refused by the budget: the conversation stays whole
-        run.transcript.reset(before)
+        conv.restore(before)
         raise
     if not failure:
         parser.close()
-        yield run._usage("compaction", gen)
+        yield run.record_usage("compaction", gen)
         if not parser.result.content.strip() or gen.finish_reason != "stop":
             failure = "the model wrote no usable summary"
     if failure:
-        run.transcript.reset(before)
-        run.transcript.render()
+        conv.restore(before)
         raise CompactionFailed(failure)
     head = head_length(before)
     new, summary_msg = compacted(before, cut, neutralise(parser.result.content.strip()))
-    marker_seq = run.session.next_seq
-    run.session.append(marker(head, run.seqs[cut], summary_msg))
-    run.history = new
-    run.seqs = [*run.seqs[:head], marker_seq, *run.seqs[cut:]]
-    render = run.transcript.reset(new)
-    kept = render.prefix_break.offset if render.prefix_break else len(run.transcript.text)
-    run.estimate = run._count(run.transcript.text)
-    run.last = None  # the next turn's cache covers only the kept head
-    run.loops.reset()
-    run.pending_compaction = {
+    seqs = [*conv.seqs[:head], run.session.next_seq, *conv.seqs[cut:]]
+    kept = conv.replace(marker(head, conv.seqs[cut], summary_msg), new, seqs)
+    run.compacted({
         "messages_before": len(before), "messages_after": len(new),
         "tokens_before": gen.prompt_tokens, "hit_rate_before": hit_before,
         "summary_hit_rate": gen.cache_hit_tokens / gen.prompt_tokens if gen.prompt_tokens
-        else 0.0, "kept_prefix_chars": kept}
+        else 0.0, "kept_prefix_chars": kept})
 
 
 async def near_limit(run: Run) -> AsyncIterator[AgentEvent]:
@@ -163,31 +154,31 @@ async def near_limit(run: Run) -> AsyncIterator[AgentEvent]:
         async for event in compact(run, run.cfg.keep_recent):
             yield event
     except NothingToCompact:
-        yield Warning(kind="context_full", message="the prompt is near the context window "
+        yield RunWarning(kind="context_full", message="the prompt is near the context window "
                       "but too few turns are old enough to compact")
     except CompactionFailed as e:
-        yield Warning(kind="compaction_failed", message=str(e))
+        yield RunWarning(kind="compaction_failed", message=str(e))
 
 
 async def on_demand(run: Run, keep_recent: int) -> Compacted:
     """Compact a stored session between runs (``Agent.compact``): take up its conversation,
     then :func:`compact` it. ``run`` holds the session open, so no run writes it meanwhile."""
-    run.load()
-    answered = {m.get("tool_call_id") for m in run.history if m.get("role") == "tool"}
-    last = next((m for m in reversed(run.history) if m.get("role") == "assistant"), None)
+    conv = run.conversation
+    conv.load()
+    answered = {m.get("tool_call_id") for m in conv.history if m.get("role") == "tool"}
+    last = next((m for m in reversed(conv.history) if m.get("role") == "assistant"), None)
     if last is not None and any(tc["id"] not in answered for tc in last.get("tool_calls") or ()):
         # The loop closes such calls when it resumes (and may re-run one); compacting must
         # neither run tools nor ask for a summary of a turn that has not finished.
         raise NothingToCompact(f"session {run.session.id} was interrupted with tool calls "
                                "awaiting results: resume it before compacting")
-    run.transcript.render()
-    run.estimate = run._count(run.transcript.text)
+    conv.measure()
     async with aclosing(compact(run, keep_recent)) as events:
         async for _ in events:
             pass  # the summary call's usage is in the store (and the budget ledger) already
-    stats, run.pending_compaction = run.pending_compaction, None
+    stats = run.take_compaction()
     assert stats is not None  # compact() either raised or left its figures
-    return Compacted(**stats, tokens_after=run.estimate)
+    return Compacted(**stats, tokens_after=conv.estimate)
 
 
 def _turns(history: list[dict[str, Any]]) -> int:
@@ -198,7 +189,7 @@ def _turns(history: list[dict[str, Any]]) -> int:
 def _hit_rate_before(run: Run) -> float:
     """The cache hit rate of the last turn before the compaction: this run's, or (for a
     compaction between runs) the last one the store recorded."""
-    last = run.last
+    last = run.conversation.last
     if last is not None:
         return last.cache_hit_tokens / last.prompt_tokens if last.prompt_tokens else 0.0
     turns = [u for u in run.session.store.usage(run.session.id) if u.kind != "compaction"]

@@ -1,8 +1,8 @@
 """What an agent run tells its caller, as typed events (pydantic, discriminated by ``type``).
 
-A run yields, per step: :class:`StepStarted`, then :class:`Reasoning` and :class:`Text` deltas as
-the model writes, one :class:`UsageReport` per model call, :class:`ToolCalled` and
-:class:`ToolFinished` per tool call, :class:`Warning` when something deserves attention (a prefix
+A run yields, per step: :class:`StepStarted`, then :class:`Reasoning` and :class:`AnswerText`
+deltas as the model writes, one :class:`UsageReport` per model call, :class:`ToolCalled` and
+:class:`ToolFinished` per tool call, :class:`RunWarning` when something deserves attention (a prefix
 break, malformed output, an interrupted call, a loop), :class:`Compacted` after a compaction, and
 finally exactly one :class:`Done` saying why the run stopped.
 """
@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, computed_field
+from typing_extensions import deprecated
+
+from whalebone.core.deprecation import renamed
+from whalebone.core.usage import TokenCounts
 
 StopReason = Literal["answer", "max_steps", "loop", "budget", "cancelled", "error",
                      "parse_retries"]
@@ -27,7 +31,9 @@ class Reasoning(BaseModel):
     text: str
 
 
-class Text(BaseModel):
+class AnswerText(BaseModel):
+    """A piece of the answer as the model writes it (``Text`` before its rename)."""
+
     type: Literal["text"] = "text"
     text: str
 
@@ -48,32 +54,47 @@ class ToolFinished(BaseModel):
     seconds: float
 
 
-class UsageReport(BaseModel):
+class UsageReport(TokenCounts):
     """One model call: tokens, cache hits and price, as the engine reported them."""
 
     type: Literal["usage"] = "usage"
     kind: str = "turn"  # turn, retry, compaction, or the run's turn kind (e.g. heartbeat)
     model: str = ""
-    prompt_tokens: int
-    cache_hit_tokens: int
-    cache_miss_tokens: int
-    completion_tokens: int
     price: float
-    session_prompt_tokens: int  # over this run
-    session_cache_hit_tokens: int
+    # Over this run so far (named session_* before: they never covered the whole session).
+    run_prompt_tokens: int = Field(
+        validation_alias=AliasChoices("run_prompt_tokens", "session_prompt_tokens"))
+    run_cache_hit_tokens: int = Field(
+        validation_alias=AliasChoices("run_cache_hit_tokens", "session_cache_hit_tokens"))
     engine_seconds: float = 0.0  # time spent inside the engine
 
     @property
-    def hit_rate(self) -> float:
-        return self.cache_hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+    def run_hit_rate(self) -> float:
+        total = self.run_prompt_tokens
+        return self.run_cache_hit_tokens / total if total else 0.0
+
+    # The old names, still in the JSON for readers that expect them (deprecated: dumping them
+    # must not warn on every event, so only the docs say so).
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def session_prompt_tokens(self) -> int:
+        return self.run_prompt_tokens
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def session_cache_hit_tokens(self) -> int:
+        return self.run_cache_hit_tokens
 
     @property
+    @deprecated("use run_hit_rate")
     def session_hit_rate(self) -> float:
-        total = self.session_prompt_tokens
-        return self.session_cache_hit_tokens / total if total else 0.0
+        return self.run_hit_rate
 
 
-class Warning(BaseModel):
+class RunWarning(BaseModel):
+    """Something that deserves attention (``Warning`` before its rename: it shadowed the
+    builtin)."""
+
     type: Literal["warning"] = "warning"
     kind: str  # prefix_break, malformed_output, interrupted_call, loop, engine_error, …
     message: str
@@ -117,7 +138,10 @@ class Done(BaseModel):
 
 
 AgentEvent = Annotated[
-    StepStarted | Reasoning | Text | ToolCalled | ToolFinished | UsageReport | Warning
+    StepStarted | Reasoning | AnswerText | ToolCalled | ToolFinished | UsageReport | RunWarning
     | Compacted | Done,
     Field(discriminator="type"),
 ]
+
+
+__getattr__ = renamed(__name__, {"Text": "AnswerText", "Warning": "RunWarning"})

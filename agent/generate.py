@@ -11,29 +11,25 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from whalebone.core.usage import TokenCounts
 from whalebone.dsml import tokens as T
 from whalebone.engine.base import (
+    Engine,
     EngineError,
     Finished,
     GenerationRequest,
     SamplingParams,
     TextDelta,
-    Usage,
 )
 
 
-@dataclass
-class Generation:
+class Generation(TokenCounts):
     """Filled in while a generation streams; complete once the stream ends."""
 
     text: str = ""
     finish_reason: str = ""
     engine: str = ""
     model: str = ""
-    prompt_tokens: int = 0
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     engine_seconds: float = 0.0  # time spent inside the engine's stream (the model's share)
     finished: bool = False
 
@@ -50,7 +46,7 @@ class CallSpec:
     session_id: str | None = None
 
 
-async def generate(engine: Any, prompt: str, spec: CallSpec, record: Generation, *,
+async def generate(engine: Engine, prompt: str, spec: CallSpec, record: Generation, *,
                    messages: Callable[[], tuple[list[dict[str, Any]],
                                                 list[dict[str, Any]] | None]] | None = None,
                    ) -> AsyncIterator[str]:
@@ -102,16 +98,4 @@ def _finish(record: Generation, event: Finished) -> None:
     record.finish_reason = event.finish_reason
     record.engine = event.engine
     record.model = event.model
-    usage = event.usage
-    record.prompt_tokens = usage.prompt_tokens
-    record.cache_hit_tokens = usage.prompt_cache_hit_tokens
-    record.cache_miss_tokens = usage.prompt_cache_miss_tokens
-    record.completion_tokens = usage.completion_tokens
-
-
-def usage_of(record: Generation) -> Usage:
-    """The record's usage in the engine interface's (DeepSeek's) shape."""
-    return Usage(prompt_tokens=record.prompt_tokens,
-                 prompt_cache_hit_tokens=record.cache_hit_tokens,
-                 prompt_cache_miss_tokens=record.cache_miss_tokens,
-                 completion_tokens=record.completion_tokens)
+    record.set_counts(event.usage.counts())

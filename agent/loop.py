@@ -24,34 +24,35 @@ import anyio
 import jinja2
 
 from whalebone.agent import compaction as C
-from whalebone.agent.budgeting import BudgetHook, BudgetStopped, CallKind
+from whalebone.agent.budgeting import BudgetHook, CallKind
 from whalebone.agent.config import AgentConfig
+from whalebone.agent.conversation import Conversation
 from whalebone.agent.events import (
     AgentEvent,
+    AnswerText,
     Compacted,
     Done,
     Reasoning,
+    RunWarning,
     StepStarted,
     StopReason,
-    Text,
     ToolCalled,
     ToolFinished,
     UsageReport,
-    Warning,
 )
 from whalebone.agent.facts import collect_facts
 from whalebone.agent.generate import CallSpec, Generation, generate
-from whalebone.agent.loops import LoopDetector
+from whalebone.agent.loop_detector import LoopDetector
 from whalebone.agent.prefix import mode_change
 from whalebone.agent.store import Session, UsageRecord
 from whalebone.agent.toolrun import ToolRunner
+from whalebone.budget.guard import BudgetStop
 from whalebone.dsml import tokens as T
 from whalebone.dsml.errors import EncodeError
 from whalebone.dsml.models import ContentDelta, ParsedCompletion, ReasoningDelta
 from whalebone.dsml.parser import CompletionParser
-from whalebone.dsml.transcript import Transcript
 from whalebone.dsml.untrusted import neutralise
-from whalebone.engine.base import EngineError
+from whalebone.engine.base import Engine, EngineError
 from whalebone.engine.prices import UnknownPrice
 
 if TYPE_CHECKING:
@@ -80,10 +81,7 @@ class Run:
         self.session = session
         self.run_id = uuid.uuid4().hex[:12]
         self.started = time.monotonic()
-        self.transcript = Transcript(config.mode, drop_thinking=False,
-                                     reasoning_effort=config.reasoning_effort)
-        self.history: list[dict[str, Any]] = []  # the conversation as rendered
-        self.seqs: list[int] = []  # the stored index of each history message
+        self.conversation = Conversation(session, config, self._count)
         self.loops = LoopDetector(config.loop_limit, config.loop_max_cycle)
         self.runner = ToolRunner(agent.tools, session, config)
         self.schemas = agent.tools.schemas()  # once a run: schema building is not free
@@ -91,9 +89,9 @@ class Run:
         self.steps = 0
         self.totals = [0, 0]  # prompt tokens, cache-hit tokens, over the run
         self.spent = 0.0  # USD over the run
-        self.last: Generation | None = None  # the last turn's record
-        self.estimate = 0  # prompt tokens of the last render, estimated
-        self.pending_compaction: dict[str, Any] | None = None
+        self.pending_compaction: dict[str, Any] | None = None  # until the next turn reports it
+        # Read once: an engine's window does not change during a run.
+        self.window: int = getattr(agent.engine, "context_window", Engine.context_window)
         self.budget = BudgetHook(agent.budget, run_id=self.run_id, session_id=session.id,
                                  agent=config.name, facts=self._facts)
         self._unpriced: set[str] = set()
@@ -102,36 +100,31 @@ class Run:
 
     # --- the loop ------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Take up the stored conversation, compaction markers applied (what a run, or a
-        compaction on demand, continues from)."""
-        for seq, msg in C.effective_history(self.session.messages()):
-            self.history.append(msg)
-            self.seqs.append(seq)
-        if self.history:
-            self.transcript.append(*self.history)
-
     async def go(self, task: str | None) -> AsyncIterator[AgentEvent]:
-        self.load()
-        if not self.history:
+        conv = self.conversation
+        conv.load()
+        if not conv.history:
             self._commit(self._system_message())
-        brk = mode_change(self.session, self.cfg, self.history, self.transcript)
+        brk = mode_change(self.session, self.cfg, conv.history, conv.transcript)
         if brk is not None:
             yield brk
-        first = next((m.get("content", "") for m in self.history if m.get("role") == "user"),
+        first = next((m.get("content", "") for m in conv.history if m.get("role") == "user"),
                      None)
         self.task = _DATE.sub("", first) if isinstance(first, str) else (task or "")
-        outcomes, warnings = await self.runner.recover(self.history)
+        outcomes, warnings = await self.runner.recover(conv.history)
         for w in warnings:
-            yield Warning(kind="interrupted_call", message=w)
+            yield RunWarning(kind="interrupted_call", message=w)
         if outcomes:
             self._commit(*(o.message() for o in outcomes))
         if task is not None:
             self._commit({"role": "user", "content": self._user_text(task)})
-        if self.history[-1].get("role") in ("system", "assistant"):
+        if conv.history[-1].get("role") in ("system", "assistant"):
             yield self._done("answer", message="nothing to do: the session has no open task")
             return
         self.session.set_status("running")
+        note = self.budget.notice()
+        if note:
+            yield RunWarning(kind="budget", message=note)
         status = "error"  # an exception out of the loop: a failure
         ended = False
         try:
@@ -168,11 +161,11 @@ class Run:
                         call = event
                     else:
                         yield event
-            except BudgetStopped as e:
+            except BudgetStop as e:
                 yield self._done("budget", message=str(e))
                 return
             except EngineError as e:
-                yield Warning(kind="engine_error", message=str(e))
+                yield RunWarning(kind="engine_error", message=str(e))
                 yield self._done("error", message=f"{type(e).__name__}: {e}")
                 return
             assert call is not None
@@ -182,7 +175,7 @@ class Run:
             self._commit(assistant)
             if problem is not None:
                 retries += 1
-                yield Warning(kind="malformed_output", message=problem)
+                yield RunWarning(kind="malformed_output", message=problem)
                 if retries > self.cfg.parse_retries:
                     yield self._done("parse_retries", message=problem)
                     return
@@ -208,10 +201,22 @@ class Run:
                     verdict = verdict or self.loops.observe(o.name, o.arguments,
                                                             o.result.content)
             if verdict is not None:
-                yield Warning(kind="loop", message=verdict.message)
+                yield RunWarning(kind="loop", message=verdict.message)
                 yield self._done("loop", message=verdict.message)
                 return
         yield self._done("max_steps", message=f"stopped after {self.cfg.max_steps} steps")
+
+    def compacted(self, report: dict[str, Any]) -> None:
+        """A compaction replaced older turns: repetition is judged afresh, and the next turn
+        reports ``report`` (the :class:`Compacted` figures known so far)."""
+        self.loops.reset()
+        self.pending_compaction = report
+
+    def take_compaction(self) -> dict[str, Any] | None:
+        """The figures of a compaction no turn has reported yet, handed over (and cleared) for
+        the caller to report."""
+        report, self.pending_compaction = self.pending_compaction, None
+        return report
 
     def _problem(self, parsed: ParsedCompletion, gen: Generation) -> str | None:
         """Why a completion cannot be used as it is (a correction for the model), or None."""
@@ -254,12 +259,7 @@ class Run:
         return text
 
     def _commit(self, *messages: dict[str, Any]) -> None:
-        """Commit to the store first, then to the transcript (the store is the truth)."""
-        first = self.session.next_seq
-        self.session.append(*messages)
-        self.transcript.append(*messages)
-        self.history.extend(messages)
-        self.seqs.extend(range(first, first + len(messages)))
+        self.conversation.commit(*messages)
 
     def _assistant_message(self, parsed: ParsedCompletion, *, keep_calls: bool
                            ) -> dict[str, Any]:
@@ -275,57 +275,59 @@ class Run:
     # --- model calls ---------------------------------------------------------------------
 
     async def _model_call(self, kind: CallKind) -> AsyncIterator[AgentEvent | _Call]:
-        render = self.transcript.render()
+        conv = self.conversation
+        render = conv.transcript.render()
         if render.prefix_break is not None:
             brk = render.prefix_break
-            yield Warning(kind="prefix_break", message=f"prompt rewritten from offset "
+            yield RunWarning(kind="prefix_break", message=f"prompt rewritten from offset "
                           f"{brk.offset} (message {brk.message_index}): {brk.cause}")
-        self.estimate = self._estimate(render.text, render.prefix_break is None)
-        window = getattr(self.agent.engine, "context_window", 1_048_576)
-        if self.estimate + self.cfg.max_tokens >= self.cfg.compact_at * window:
+        conv.estimate = self._estimate(render.text, render.prefix_break is None)
+        if conv.estimate + self.cfg.max_tokens >= self.cfg.compact_at * self.window:
             async for event in C.near_limit(self):  # older turns become a summary
                 yield event
         parser = CompletionParser(self.cfg.mode, tools=self.schemas)
         gen = Generation()
-        async for event in self._generate(kind, self.cfg.max_tokens, gen):
+        async for event in self.call_model(kind, self.cfg.max_tokens, gen):
             for ev in parser.feed(event):
                 if isinstance(ev, ReasoningDelta):
                     yield Reasoning(text=ev.text)
                 elif isinstance(ev, ContentDelta):
-                    yield Text(text=ev.text)
+                    yield AnswerText(text=ev.text)
         if gen.finish_reason == "stop" and not gen.text.endswith(T.EOS):
             parser.feed(T.EOS)  # engines stop on EOS without returning its text
         parser.close()
-        usage = self._usage(kind, gen)
+        usage = self.record_usage(kind, gen)
         yield usage
         if gen.model in self._unpriced and gen.model not in self._warned:
             self._warned.add(gen.model)
-            yield Warning(kind="unpriced", message=f"no price is known for model {gen.model!r}:"
+            yield RunWarning(kind="unpriced", message=f"no price is known for model {gen.model!r}:"
                           " its calls are counted at $0 (add it to the price table)")
-        self.last = gen
-        if self.pending_compaction is not None:
-            yield Compacted(**self.pending_compaction, tokens_after=gen.prompt_tokens,
+        conv.last = gen
+        report = self.take_compaction()
+        if report is not None:
+            yield Compacted(**report, tokens_after=gen.prompt_tokens,
                             hit_rate_after=usage.hit_rate)
-            self.pending_compaction = None
         yield _Call(completion=parser.result, generation=gen)
 
-    async def _generate(self, kind: CallKind, max_tokens: int, gen: Generation
-                        ) -> AsyncIterator[str]:
-        """One metered engine call: cleared by the budget guard first, settled after."""
+    async def call_model(self, kind: CallKind, max_tokens: int, gen: Generation
+                         ) -> AsyncIterator[str]:
+        """One metered engine call on the conversation's current prompt, streaming its text
+        and filling ``gen``: cleared by the budget guard first, settled after."""
         engine = self.agent.engine
+        conv = self.conversation
         model = getattr(engine, "model", "unknown")
         # Never ask for more than the window leaves (an engine would refuse the whole call).
-        room = getattr(engine, "context_window", 1_048_576) - self.estimate
+        room = self.window - conv.estimate
         max_tokens = max(1, min(max_tokens, room))
-        hits = 0 if self.last is None else self.last.prompt_tokens + self.last.completion_tokens
-        ticket = await self.budget.before(kind=kind, model=model, prompt_tokens=self.estimate,
-                                          cached_tokens=hits, max_tokens=max_tokens)
+        ticket = await self.budget.before(kind=kind, model=model, prompt_tokens=conv.estimate,
+                                          cached_tokens=conv.cached_tokens,
+                                          max_tokens=max_tokens)
         spec = CallSpec(max_tokens=max_tokens, thinking_mode=self.cfg.mode,
                         reasoning_effort=self.cfg.reasoning_effort,
                         temperature=self.cfg.temperature, seed=self.cfg.seed,
                         session_id=self.session.id)
         try:
-            async for delta in generate(engine, self.transcript.text, spec, gen,
+            async for delta in generate(engine, conv.transcript.text, spec, gen,
                                         messages=self._openai_form):
                 yield delta
         except BaseException:
@@ -334,7 +336,7 @@ class Run:
         self.budget.settle(ticket, gen, model)
 
     def _openai_form(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        return self.transcript.messages, self.schemas or None
+        return self.conversation.transcript.messages, self.schemas or None
 
     def _estimate(self, new_text: str, appended: bool) -> int:
         """Prompt tokens of the current render: the last call's prompt and completion plus the
@@ -344,12 +346,13 @@ class Run:
         matters: for the budget guard's reservation, and near the compaction threshold.
         Elsewhere its length in characters stands in, which is never less than its tokens.
         """
-        if not (appended and self.last is not None):
-            return self._count(self.transcript.text)
-        base = self.last.prompt_tokens + self.last.completion_tokens
+        conv = self.conversation
+        if not (appended and conv.last is not None):
+            return self._count(conv.transcript.text)
+        base = conv.cached_tokens
         upper = base + len(new_text)
-        window = getattr(self.agent.engine, "context_window", 1_048_576)
-        if self.agent.budget is None and upper + self.cfg.max_tokens < self.cfg.compact_at * window:
+        if self.agent.budget is None and \
+                upper + self.cfg.max_tokens < self.cfg.compact_at * self.window:
             return upper
         return base + self._count(new_text)
 
@@ -361,21 +364,17 @@ class Run:
                 self._tokenizer_ok = False
         return len(text) // 3 + 1
 
-    def _usage(self, kind: CallKind, g: Generation) -> UsageReport:
+    def record_usage(self, kind: CallKind, g: Generation) -> UsageReport:
+        """Store and total one finished call's usage; its report for the caller."""
         price = self._price(g)
-        self.session.record_usage(UsageRecord(
-            kind=kind, engine=g.engine, prompt_tokens=g.prompt_tokens,
-            cache_hit_tokens=g.cache_hit_tokens, cache_miss_tokens=g.cache_miss_tokens,
-            completion_tokens=g.completion_tokens, price=price))
+        counts = g.count_fields()
+        self.session.record_usage(UsageRecord(kind=kind, engine=g.engine, price=price, **counts))
         self.totals[0] += g.prompt_tokens
         self.totals[1] += g.cache_hit_tokens
         self.spent += price
-        return UsageReport(kind=kind, model=g.model, price=price,
-                           prompt_tokens=g.prompt_tokens, cache_hit_tokens=g.cache_hit_tokens,
-                           cache_miss_tokens=g.cache_miss_tokens,
-                           completion_tokens=g.completion_tokens,
-                           session_prompt_tokens=self.totals[0],
-                           session_cache_hit_tokens=self.totals[1],
+        return UsageReport(kind=kind, model=g.model, price=price, **counts,
+                           run_prompt_tokens=self.totals[0],
+                           run_cache_hit_tokens=self.totals[1],
                            engine_seconds=g.engine_seconds)
 
     def _price(self, g: Generation) -> float:

@@ -12,13 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from whalebone.agent.config import AgentConfig
-from whalebone.agent.events import Warning
+from whalebone.agent.events import RunWarning
 from whalebone.agent.store import Session
 from whalebone.dsml.transcript import Transcript
 
 
 def mode_change(session: Session, config: AgentConfig, history: list[dict[str, Any]],
-                transcript: Transcript) -> Warning | None:
+                transcript: Transcript) -> RunWarning | None:
     """A warning if this run renders ``session`` unlike the last run did (rendering
     ``transcript`` to compare), else None; either way the new rendering is remembered."""
     stored = session.store.config(session.id)
@@ -33,7 +33,7 @@ def mode_change(session: Session, config: AgentConfig, history: list[dict[str, A
     old.render()
     transcript.render()
     at = shared_prefix(old.text, transcript.text)
-    return Warning(kind="prefix_break", message=f"prompt rewritten from offset {at}: this run "
+    return RunWarning(kind="prefix_break", message=f"prompt rewritten from offset {at}: this run "
                    f"renders the session as {now['mode']} (effort {now['effort']}), the last "
                    f"one as {before['mode']} (effort {before['effort']}); the cache restarts "
                    "there")

@@ -17,8 +17,9 @@ TOML file (``--config PATH``, else ``$WHALEBONE_HOME/config.toml``, else
     allow = ["ls *", "git status", "pytest*"]
 
     [budget]                                    # BudgetPolicy fields, plus the ledger file
-    ledger = "~/.whalebone/budget.db"
+    ledger = "~/.whalebone/budget.db"           # the default; every run is metered in it
     run_usd = 0.50
+    auditor = "deepseek:deepseek-v4-flash"      # who decides at a cap; "rule"; "none"
 
     [memory]                                    # the memory tool's default scope
     scope = "project:whalebone"
@@ -39,14 +40,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from whalebone.agent.config import AgentConfig
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import home
 from whalebone.core.strict import StrictModel
 from whalebone.engine.base import Engine
-from whalebone.tools.mcp_servers import McpServerConfig
+from whalebone.tools.mcp_servers import McpConfigError, McpServerConfig, load_servers
 from whalebone.tools.shell import ShellPolicy
 
 if TYPE_CHECKING:
@@ -140,6 +141,17 @@ class Settings(StrictModel):
     # MCP servers in the shape other agents use; the other sources: tools/mcp_config.py
     mcpServers: dict[str, McpServerConfig] = Field(default_factory=dict)
 
+    @field_validator("mcpServers", mode="before")
+    @classmethod
+    def _mcp_servers(cls, value: Any) -> Any:
+        # The same checks as an mcpServers file: names that prefix tool names, one transport.
+        if not isinstance(value, dict):
+            return value
+        try:
+            return load_servers(value)
+        except McpConfigError as e:
+            raise ValueError(f"[mcpServers] {e}") from None
+
     @property
     def home_path(self) -> Path:
         return home()
@@ -192,10 +204,20 @@ def open_engine_spec(spec: str, options: dict[str, Any] | None = None) -> Engine
     return open_engine(spec, **dict(options or {}))
 
 
-def open_budget(settings: Settings) -> BudgetGuard | None:
-    """A budget guard when the settings name a ledger or any limit, else None."""
-    if not settings.budget.configured:
-        return None
-    from whalebone.budget.guard import BudgetGuard
+def open_budget(settings: Settings, engine: Engine, *, person: bool = False
+                ) -> BudgetGuard:
+    """The budget guard every front end runs with: always one, whatever is configured (see
+    :mod:`whalebone.budget.setup`). ``person``: someone is watching and can decide at a cap."""
+    from whalebone.budget.setup import BudgetSettingsError, open_guard
 
-    return BudgetGuard(settings.ledger_path, policy=settings.budget.policy())
+    options = dict(settings.budget.model_extra or {})
+    if settings.budget.auditor is not None:
+        options["auditor"] = settings.budget.auditor
+    # An auditor of the same provider gets the engine options, but never the worker's model.
+    engine_options = {k: v for k, v in settings.engine_options.items() if k != "model"}
+    try:
+        return open_guard(engine, options, ledger=settings.ledger_path,
+                          open_engine=lambda spec: open_engine_spec(spec, engine_options),
+                          person=person)
+    except BudgetSettingsError as e:
+        raise SettingsError(str(e)) from None

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction, unique_prefix
+from whalebone.core.usage import TokenCounts
 from whalebone.tools.redact import redact, redact_data
 
 SCHEMA = """
@@ -108,13 +109,11 @@ class JournalEntry(BaseModel):
     process: dict[str, int] | None = None  # {"pgid", "started"} of a process group it started
 
 
-class UsageRecord(BaseModel):
+class UsageRecord(TokenCounts):
+    """One model call of a session, as the store keeps it."""
+
     kind: str = "turn"  # turn, retry, compaction, auditor, heartbeat, …
     engine: str = ""
-    prompt_tokens: int = 0
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     price: float = 0.0
 
 

@@ -3,6 +3,7 @@
     python bench/budget_eval.py                      # the bundled engine if installed, + the rule
     python bench/budget_eval.py --engine deepseek:deepseek-v4-pro --self-engine deepseek
     python bench/budget_eval.py --engine random:micro --limit 8    # harness smoke run
+    python bench/budget_eval.py --live               # deciders at real caps (budget_live.py)
 
 Deciders, each shown every case in ``whalebone/training/assets/budget_cases.jsonl``:
 
@@ -246,7 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per decision")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--json", type=Path, help="also write every decision here")
-    return anyio.run(main_async, parser.parse_args(argv))
+    parser.add_argument("--live", action="store_true", help="20 scripted sessions through the "
+                        "real loop to their caps instead (see bench/budget_live.py)")
+    args = parser.parse_args(argv)
+    if args.live:
+        from budget_live import live
+
+        return anyio.run(live, [args.engine] if args.engine else [None], open_model, args.json)
+    return anyio.run(main_async, args)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def same_call(got: tuple[str, dict[str, Any]], want: tuple[str, dict[str, Any]])
 async def run_agent_task(engine: Any, task: Task, scratch: Path) -> dict[str, Any]:
     from whalebone.agent.agent import Agent
     from whalebone.agent.config import AgentConfig
-    from whalebone.agent.events import Done, ToolCalled, UsageReport, Warning
+    from whalebone.agent.events import Done, RunWarning, ToolCalled, UsageReport
     from whalebone.agent.store import SessionStore
     from whalebone.training.data import nano_tools, write_workspace
 
@@ -75,7 +75,7 @@ async def run_agent_task(engine: Any, task: Task, scratch: Path) -> dict[str, An
         async for event in agent.stream(user):
             if isinstance(event, UsageReport) and event.kind in ("turn", "retry"):
                 turns += 1
-            elif isinstance(event, Warning) and event.kind == "malformed_output":
+            elif isinstance(event, RunWarning) and event.kind == "malformed_output":
                 malformed += 1
             elif isinstance(event, ToolCalled):
                 calls.append((event.name, dict(event.arguments)))

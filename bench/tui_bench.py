@@ -51,7 +51,7 @@ async def run_transcript(parts: list[str]) -> float:
             await view.feed(ev.Reasoning(text=part))
             await asyncio.sleep(0)
         for part in parts:
-            await view.feed(ev.Text(text=part))
+            await view.feed(ev.AnswerText(text=part))
             await asyncio.sleep(0)
         await view.feed(ev.Done(reason="answer"))
         await pilot.pause()

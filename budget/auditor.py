@@ -3,13 +3,18 @@
 It is prompted fresh for every request (its own system prompt and one user message holding the
 request as data; no history, no earlier decisions, a session id of its own so that no engine
 cache or router ties it to the worker) and answers through one DSML tool call,
-``decide_budget(decision, amount, reason)``. Every text that came from outside (the task, file
-names, commands) is passed through :func:`whalebone.dsml.neutralise` and quoted, so a run cannot
-forge the auditor's answer by writing special tokens into its workspace.
+``decide_budget``: first a fixed set of questions about the facts (progress lately, repeated
+failures, loop signals, share of budget used, base rate of similar runs), then
+``decision, amount, reason``. The decision must follow from the answers and the answers from
+the facts (checked here, against :mod:`whalebone.budget.rule`'s reading of the same facts).
+Every text that came from outside (the task, file names, commands) is passed through
+:func:`whalebone.dsml.neutralise` and quoted, so a run cannot forge the auditor's answer by
+writing special tokens into its workspace.
 
 Default deny: a timeout, an engine error, an answer with no well-formed ``decide_budget`` call,
-an approval without a positive amount, or an amount over the policy's maximum step all come back
-as a deny whose ``cause`` says which. The auditor never raises on its engine's behaviour.
+an approval without a positive amount, an approval its own answers rule out, answers the facts
+refute, or an amount over the policy's maximum step all come back as a deny whose ``cause``
+says which. The auditor never raises on its engine's behaviour.
 """
 
 from __future__ import annotations
@@ -19,22 +24,54 @@ import math
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
-from whalebone.budget.policy import ExtensionRequest, RunFacts, Verdict
+from whalebone.budget.policy import (
+    AuditAnswers,
+    ExtensionRequest,
+    RunFacts,
+    Verdict,
+    inconsistency,
+)
+from whalebone.budget.rule import contradiction
 from whalebone.dsml import encode_messages, neutralise, parse_completion
 from whalebone.dsml import tokens as T
 from whalebone.engine.base import Engine, GenerationRequest, SamplingParams, Usage
 
 TOOL_NAME = "decide_budget"
 
+# The fixed questions, asked before the decision (parameters are written in this order).
+QUESTIONS: dict[str, dict[str, Any]] = {
+    "progress_since_last_extension": {
+        "type": "string", "enum": ["none", "some", "clear"],
+        "description": "What the last steps achieved: none (no new information, nothing "
+                       "changed), some, or clear (files changed and each step new)."},
+    "repeated_failures": {
+        "type": "boolean",
+        "description": "Do the same commands keep failing with nothing changed, or do most "
+                       "tool calls fail?"},
+    "loop_signals": {
+        "type": "boolean",
+        "description": "Is one identical tool call repeated over and over (5 times or more)?"},
+    "share_of_budget_used": {
+        "type": "number",
+        "description": "(spent + in flight) / limit of the blocked scope, e.g. 0.98."},
+    "base_rate_of_similar_runs": {
+        "type": "string", "enum": ["low", "medium", "high", "unknown"],
+        "description": "How often extended runs of this kind finished: low (< 1/3), medium, "
+                       "high (>= 2/3), unknown (none recorded)."},
+}
+
 DECIDE_BUDGET: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": TOOL_NAME,
-        "description": "Record your decision on this budget extension request. Call it once.",
+        "description": "Answer the questions about the facts, then record your decision on "
+                       "this budget extension request. Call it once.",
         "parameters": {
             "type": "object",
             "properties": {
+                **QUESTIONS,
                 "decision": {"type": "string", "enum": ["approve", "deny"]},
                 "amount": {"type": "number",
                            "description": "How much to add to the scope's limit, in the "
@@ -43,7 +80,7 @@ DECIDE_BUDGET: dict[str, Any] = {
                 "reason": {"type": "string",
                            "description": "One or two sentences citing the facts you used."},
             },
-            "required": ["decision", "amount", "reason"],
+            "required": [*QUESTIONS, "decision", "amount", "reason"],
             "additionalProperties": False,
         },
     },
@@ -65,8 +102,19 @@ the same command failing again and again with nothing changed, a high tool error
 Weigh the base rates: when runs of this kind that were extended seldom finished, an extension \
 is likely wasted. Denying is the safe default when the facts are unclear.
 
+First answer the questions of decide_budget from the facts, then decide. An approval must \
+follow from your answers: no approval when you answered no progress, loop signals or repeated \
+failures. Answers that contradict the measured facts, or an approval they rule out, are \
+recorded as a deny.
+
 If you approve, ask for no more than the run plausibly needs and never more than the maximum \
 step. Answer by calling decide_budget exactly once."""
+
+def call_arguments(answers: AuditAnswers, decision: str, amount: float,
+                   reason: str) -> dict[str, Any]:
+    """A ``decide_budget`` call's arguments, questions first (for oracles and scripts)."""
+    return {**answers.model_dump(), "decision": decision, "amount": amount, "reason": reason}
+
 
 MAX_QUOTED = 600  # characters of any one outside text shown to the auditor
 MAX_LISTED = 12  # items of any list shown (the most recent ones)
@@ -182,10 +230,13 @@ class Auditor:
             return self._deny("timeout", f"no answer within {timeout_s:g} s"), usage
         except Exception as e:  # the safety boundary: whatever the engine does, deny
             return self._deny("engine_error", f"{type(e).__name__}: {e}"), usage
-        return self.read(text, request.max_step), usage
+        return self.read(text, request.max_step, request), usage
 
-    def read(self, text: str, max_step: float) -> Verdict:
-        """Turn a completion into a verdict, denying anything but one well-formed call."""
+    def read(self, text: str, max_step: float,
+             request: ExtensionRequest | None = None) -> Verdict:
+        """Turn a completion into a verdict, denying anything but one well-formed call whose
+        decision follows from its answers (and, given the ``request``, whose answers agree
+        with the measured facts)."""
         parsed = parse_completion(text, self.thinking_mode, tools=[DECIDE_BUDGET], strict=False)
         calls = [c for c in parsed.tool_calls if c.name == TOOL_NAME]
         broken = list(parsed.errors)  # truncated, malformed or mistyped: nothing to trust
@@ -202,17 +253,29 @@ class Auditor:
             return self._deny("unparseable", f"amount {args['amount']!r} is not a number", text)
         if not math.isfinite(amount) or amount < 0:
             return self._deny("unparseable", f"amount {amount!r} is not a usable number", text)
+        try:
+            answers = AuditAnswers.model_validate({k: args[k] for k in QUESTIONS})
+        except ValidationError as e:
+            return self._deny("unparseable", f"the answers do not fit: {e.errors()[0]['msg']}",
+                              text)
         if decision == "deny":
             return Verdict(decision="deny", amount=0.0, reason=reason, decider=self.name,
-                           raw=text)
+                           raw=text, answers=answers)
+        problem = inconsistency(answers, decision)
+        if problem is not None:
+            return self._deny("inconsistent", problem, text, answers)
+        problem = None if request is None else contradiction(answers, request)
+        if problem is not None:
+            return self._deny("contradicts_facts", problem, text, answers)
         if amount <= 0:
             return self._deny("no_amount", "approved without a positive amount", text)
         if amount > max_step + 1e-12:
             return self._deny("over_max", f"approved {amount:g}, over the maximum step "
                                           f"{max_step:g}", text)
         return Verdict(decision="approve", amount=amount, reason=reason, decider=self.name,
-                       raw=text)
+                       raw=text, answers=answers)
 
-    def _deny(self, cause: str, reason: str, raw: str = "") -> Verdict:
+    def _deny(self, cause: str, reason: str, raw: str = "",
+              answers: AuditAnswers | None = None) -> Verdict:
         return Verdict(decision="deny", amount=0.0, reason=reason, cause=cause,
-                       decider=self.name, raw=raw)
+                       decider=self.name, raw=raw, answers=answers)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,29 @@ from typing import Any
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import home
 
-FAMILIES = ("run", "session", "agent", "global")
+SET_HELP = """scopes:
+  global | day     everyone's spend per UTC day, from today on (today's scope included)
+  agent:NAME       one agent's spend per UTC day, from today on (NAME: the agent's name,
+                   "whalebone" unless the config's [agent] name says otherwise)
+  session:ID       one session, over its whole life (all its runs and resumes)
+  run:ID           one run (the id a budget stop names)
+  schedule:NAME    one daemon schedule, over its life
+  run | session | agent
+                   the default limit every new run / session / agent-day scope gets
+  global:DATE, agent:NAME:DATE
+                   one exact day (YYYY-MM-DD, UTC)
+  any other name   an exact scope (e.g. one the config's extra_scopes charges)
+
+examples:
+  whalebone budget set global --usd 5          # at most $5 a day, everyone together
+  whalebone budget set day --tokens 2000000    # at most 2M tokens a day
+  whalebone budget set session --usd 0.50      # every new session: at most $0.50
+  whalebone budget set session:3f2a9c --usd 2  # this session: $2 (raise or lower)
+  whalebone budget set agent:coder --usd 1     # the agent "coder": $1 a day
+
+With a priced engine (DeepSeek, a router with prices) and no daily global limit set anywhere,
+$5 a day applies to everyone; 'whalebone budget set global --usd X' replaces it. At a limit the
+run freezes and the auditor (or you: whalebone budget approve|deny SESSION) decides."""
 
 
 def default_db() -> Path:
@@ -61,11 +82,20 @@ def register(subparsers: Any) -> None:
                                 "the policy's maximum step)")
         p.set_defaults(handler=decide, decision=name)
 
-    p = sub.add_parser("set", help="set a scope's (or a family's) limit")
+    p = sub.add_parser("set", help="set a scope's (or a family's) limit",
+                       description="Set a spending limit in the ledger. It applies to the next "
+                                   "model call of every front end (run, sessions resume, chat, "
+                                   "the daemon, compaction). A family limit set here (global, "
+                                   "session, …) and the config file's [budget] combine by the "
+                                   "strictest; a limit on one exact scope (session:ID) stands, "
+                                   "logged as a decision.",
+                       epilog=SET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _db_option(p)
-    p.add_argument("scope")
-    p.add_argument("--usd", type=float, default=None)
-    p.add_argument("--tokens", type=int, default=None)
+    p.add_argument("scope", help="what to limit (see the scopes below)")
+    p.add_argument("--usd", type=float, default=None, help="the most it may spend, in USD")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="the most it may use, in tokens (prompt + completion; counted for "
+                        "every engine, the bundled one included)")
     p.set_defaults(handler=set_limit)
 
 
@@ -88,8 +118,14 @@ def _fail(message: str, code: int = 2) -> int:
 
 def show(args: argparse.Namespace) -> int:
     db = args.db or default_db()
-    if not db.exists():
-        return _fail(f"no ledger at {db} (nothing has been spent yet)", 1)
+    if not db.exists():  # no model call has been made with this home yet
+        if args.json:
+            print(json.dumps({"ledger": str(db), "scopes": [], "defaults": [], "pending": [],
+                              "decisions": []}, indent=2))
+        else:
+            print(f"ledger {db}: no model call metered yet (every run, chat, daemon job and "
+                  "compaction is recorded here)")
+        return 0
     book = _open(args)
     ledger = book.ledger
     report: dict[str, Any] = {"ledger": str(db), "scopes": [], "pending": [], "decisions": []}
@@ -102,6 +138,7 @@ def show(args: argparse.Namespace) -> int:
             "approved": sum(1 for d in decided if d.decision == "approve" and d.applied),
             "denied": sum(1 for d in decided if d.decision == "deny" and d.applied),
         })
+    report["defaults"] = [d.model_dump() for d in ledger.defaults()]
     report["pending"] = [{"request": r.id, "session": r.session_id, "run": r.run_id,
                           "scope": r.scope, "unit": r.unit, "max_step": r.max_step,
                           "waiting_since": r.created} for r in book.pending()]
@@ -119,6 +156,13 @@ def show(args: argparse.Namespace) -> int:
         money = [f"${s[k]:.6f}" for k in ("spent_usd", "reserved_usd", "saved_usd")]
         print(f"{s['scope']:<36} {limit:>14} {money[0]:>12} {money[1]:>12} {money[2]:>10} "
               f"{s['spent_tokens']:>10}  +{s['approved']} -{s['denied']}")
+    if report["defaults"]:
+        print("\nlimits new scopes get (whalebone budget set FAMILY):")
+        for d in report["defaults"]:
+            limit = " / ".join(x for x in (
+                None if d["max_usd"] is None else f"${d['max_usd']:.4f}",
+                None if d["max_tokens"] is None else f"{d['max_tokens']} tok") if x) or "-"
+            print(f"  {d['scope']:<34} {limit:>14}")
     if report["pending"]:
         print("\npending extension requests (frozen runs):")
         for r in report["pending"]:
@@ -163,33 +207,16 @@ def decide(args: argparse.Namespace) -> int:
 
 
 def set_limit(args: argparse.Namespace) -> int:
-    from whalebone.budget.ledger import Limit, day_scope
-
-    for name, value in (("--usd", args.usd), ("--tokens", args.tokens)):
-        if value is not None and (value < 0 or not math.isfinite(value)):
-            return _fail(f"{name} must be a non-negative number, got {value}")
     if args.usd is None and args.tokens is None:
         return _fail("give --usd and/or --tokens")
-    scope: str = args.scope
-    if not scope or any(c.isspace() for c in scope):
-        return _fail(f"bad scope name {scope!r}")
-    ledger = _open(args).ledger
-
-    def merged(name: str, current: Limit | None) -> Limit:
-        keep = current or Limit(scope=name)
-        return Limit(scope=name, max_usd=keep.max_usd if args.usd is None else args.usd,
-                     max_tokens=keep.max_tokens if args.tokens is None else args.tokens)
-
-    family = scope in FAMILIES or (scope.startswith("agent:") and scope.count(":") == 1)
+    book = _open(args)
+    try:
+        scope, lim, family = book.set_limit(args.scope, usd=args.usd, tokens=args.tokens,
+                                            decider=f"human:{getpass.getuser()}",
+                                            reason="whalebone budget set")
+    except WhaleboneError as e:
+        return _fail(str(e))
     if family:
-        ledger.set_default(merged(scope, ledger.default(scope)))
-        print(f"default limit for new {scope} scopes set")
-        if scope == "global" or scope.startswith("agent:"):
-            scope = day_scope(scope)  # the daily cap applies from today on
-        else:
-            return 0
-    ledger.set_limit(merged(scope, ledger.limit(scope)))
-    lim = ledger.limit(scope)
-    assert lim is not None
+        print(f"default limit for new {args.scope} scopes set")
     print(f"{scope}: max_usd={lim.max_usd} max_tokens={lim.max_tokens}")
     return 0

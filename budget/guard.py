@@ -26,6 +26,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 
@@ -41,6 +42,7 @@ from whalebone.budget.policy import (
     Verdict,
 )
 from whalebone.budget.records import DecisionBook
+from whalebone.budget.rule import RuleDecider
 from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import Usage
 from whalebone.engine.prices import PriceTable
@@ -100,13 +102,16 @@ class BudgetGuard:
     """Hard limits checked before every model call, with audited extensions at a cap."""
 
     def __init__(self, ledger: Ledger | str | os.PathLike[str], *,
-                 policy: BudgetPolicy | None = None, auditor: Auditor | None = None,
+                 policy: BudgetPolicy | None = None, auditor: Auditor | RuleDecider | None = None,
                  prices: PriceTable | None = None) -> None:
         self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(Path(ledger))
         self.book = DecisionBook(self.ledger)
         self.policy = policy or BudgetPolicy()
         self.auditor = auditor
         self.prices = prices or PriceTable()
+        self.notice: str | None = None  # a line for the person running, once (setup.py)
+        # A new global-day scope's USD limit when nobody set one (setup.py: a priced engine).
+        self.default_day_usd: float | None = None
 
     # --- bounding a call --------------------------------------------------------------------
 
@@ -127,20 +132,32 @@ class BudgetGuard:
         return usd, plan.prompt_tokens + out
 
     def _ensure_limits(self, plan: CallPlan, scopes: list[str]) -> None:
-        """Give each new scope its limit: a default set in the ledger (``whalebone budget set
-        session …``) wins over the policy's; an existing scope keeps its own."""
+        """Give each scope the strictest of the policy's limit (the config file) and the
+        ledger's (``whalebone budget set``: a family default, or today's scope for ``global``
+        and ``agent:NAME``). A scope whose limit was decided on purpose (an extension, or a
+        person naming it exactly) keeps that limit."""
         p = self.policy
         families = [(("run",), p.run_usd, p.run_tokens),
                     (("session",), p.session_usd, p.session_tokens),
                     ((f"agent:{plan.agent}", "agent"), p.agent_day_usd, p.agent_day_tokens),
                     (("global",), p.global_day_usd, p.global_day_tokens)]
         for scope, (keys, usd, tokens) in zip(scopes, families, strict=False):
-            if self.ledger.limit(scope) is not None:
+            current = self.ledger.limit(scope)
+            if current is None:
+                found = next((d for d in map(self.ledger.default, keys) if d is not None), None)
+                if found is not None:
+                    usd, tokens = _strictest(usd, found.max_usd), _strictest(tokens,
+                                                                             found.max_tokens)
+                if usd is None and keys == ("global",):
+                    usd = self.default_day_usd
+                self.ledger.ensure_limit(Limit(scope=scope, max_usd=usd, max_tokens=tokens))
                 continue
-            found = next((d for d in map(self.ledger.default, keys) if d is not None), None)
-            if found is not None:
-                usd, tokens = found.max_usd, found.max_tokens
-            self.ledger.ensure_limit(Limit(scope=scope, max_usd=usd, max_tokens=tokens))
+            tight_usd = _strictest(usd, current.max_usd)
+            tight_tokens = _strictest(tokens, current.max_tokens)
+            if (tight_usd, tight_tokens) != (current.max_usd, current.max_tokens) \
+                    and not self.book.overridden(scope):
+                self.ledger.set_limit(Limit(scope=scope, max_usd=tight_usd,
+                                            max_tokens=tight_tokens))
 
     async def before_call(self, plan: CallPlan, *, facts: FactsSource | None = None) -> Ticket:
         """Reserve the call's worst case, or freeze until a decider extends the blocked scope.
@@ -259,7 +276,8 @@ class BudgetGuard:
         if forced is None and self.policy.on_cap == "deny":
             forced = ("policy_deny", "the policy denies every extension")
         if forced is None and self.policy.on_cap == "auditor" and self.auditor is None:
-            forced = ("no_auditor", "no auditor is configured")
+            forced = ("no_auditor", "no auditor for this engine and no person watching "
+                                    "(set [budget] auditor = SPEC, or on_cap = \"human\")")
         if forced is not None:
             self.book.resolve(request.request_id, Verdict(decision="deny", cause=forced[0],
                                                           reason=forced[1], decider="policy"))
@@ -340,6 +358,9 @@ class BudgetGuard:
         """One auditor call, itself bounded and metered (kind "auditor") in the auditor's daily
         scope and the global one; no room for it in either means deny."""
         assert self.auditor is not None
+        if isinstance(self.auditor, RuleDecider):  # no model, nothing to meter
+            verdict, _ = await self.auditor.decide(request)
+            return verdict
         engine = self.auditor.engine
         gen = self.auditor.generation_request(request, self.policy.auditor_max_tokens)
         try:
@@ -374,6 +395,13 @@ class BudgetGuard:
             with anyio.CancelScope(shield=True):
                 self.ledger.settle(rid, actual, scopes=scopes)
         return verdict.model_copy(update={"cost_usd": actual.usd, "tokens": actual.tokens})
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _strictest(a: Number | None, b: Number | None) -> Number | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def clamp_amount(amount: float | None, max_step: float) -> float:

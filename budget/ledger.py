@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction
+from whalebone.core.usage import TokenCounts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS limits (
@@ -91,13 +92,10 @@ class ScopeState(BaseModel):
     saved_usd: float  # what cache hits saved against paying the miss price
 
 
-class Actual(BaseModel):
-    """What a call really cost."""
+class Actual(TokenCounts):
+    """What a call really cost (``prompt_tokens`` is hits + misses unless given)."""
 
     usd: float
-    cache_hit_tokens: int = 0
-    cache_miss_tokens: int = 0
-    completion_tokens: int = 0
     saved_usd: float = 0.0
     kind: str = "turn"
 
@@ -157,6 +155,11 @@ class Ledger:
         row = self.db.execute("SELECT max_usd, max_tokens FROM default_limits WHERE key = ?",
                               (key,)).fetchone()
         return None if row is None else Limit(scope=key, max_usd=row[0], max_tokens=row[1])
+
+    def defaults(self) -> list[Limit]:
+        """Every family default (``whalebone budget set run|session|agent|global``)."""
+        rows = self.db.execute("SELECT key, max_usd, max_tokens FROM default_limits ORDER BY 1")
+        return [Limit(scope=r[0], max_usd=r[1], max_tokens=r[2]) for r in rows]
 
     def limit(self, scope: str) -> Limit | None:
         row = self.db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",

@@ -156,6 +156,41 @@ class ExtensionRequest(BaseModel):
     base_rates: BaseRates
 
 
+Progress = Literal["none", "some", "clear"]
+BaseRate = Literal["low", "medium", "high", "unknown"]
+
+
+class AuditAnswers(BaseModel):
+    """The fixed questions a decider answers about the facts before it decides.
+
+    Asked as structured fields rather than left to a free-form plea: the decision must then
+    follow from the answers (:func:`inconsistency`) and the answers from the measured facts
+    (``whalebone.budget.rule.contradiction``); either failing turns an approval into a deny.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    progress_since_last_extension: Progress  # new information, files changed, lately
+    repeated_failures: bool  # the same commands failing, or most tool calls failing
+    loop_signals: bool  # one identical call repeated over and over
+    share_of_budget_used: float = Field(ge=0)  # (spent + in flight) / limit, blocked scope
+    base_rate_of_similar_runs: BaseRate  # how often extended runs of this kind finished
+
+
+def inconsistency(answers: AuditAnswers, decision: Decision) -> str | None:
+    """Why ``decision`` does not follow from ``answers`` (None: it does). A deny always
+    follows: denying is the safe default, whatever the answers."""
+    if decision == "deny":
+        return None
+    if answers.progress_since_last_extension == "none":
+        return "approved although it answered that there was no progress"
+    if answers.loop_signals:
+        return "approved although it answered that the run shows loop signals"
+    if answers.repeated_failures:
+        return "approved although it answered that failures repeat"
+    return None
+
+
 class Verdict(BaseModel):
     """A decider's answer. ``cause`` says why a deny was forced ("ok" for a real decision)."""
 
@@ -163,11 +198,13 @@ class Verdict(BaseModel):
     amount: float = 0.0
     reason: str = ""
     # Why a deny was forced: "ok" for a decider's own decision; from the auditor timeout,
-    # engine_error, unparseable, no_amount, over_max (amount above the step), auditor_error,
-    # no_budget_for_auditor; from the guard no_auditor, policy_deny, max_extensions,
+    # engine_error, unparseable, no_amount, over_max (amount above the step), inconsistent
+    # (an approval its own answers rule out), contradicts_facts (answers the facts refute),
+    # auditor_error, no_budget_for_auditor; from the guard no_auditor, policy_deny, max_extensions,
     # shortfall_over_max, facts_error, cancelled, and timeout when no person decided in time.
     cause: str = "ok"
     decider: str = "policy"  # "auditor:<engine>/<model>", "human", "policy"
     cost_usd: float = 0.0
     tokens: int = 0
     raw: str = ""  # the auditor's completion, kept for the log
+    answers: AuditAnswers | None = None  # a structured decider's answers, logged with it

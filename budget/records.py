@@ -12,13 +12,14 @@ base rates that every later request carries.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any
 
 from pydantic import BaseModel
 
-from whalebone.budget.ledger import Ledger
+from whalebone.budget.ledger import Ledger, Limit, day_scope
 from whalebone.budget.policy import BaseRates, ExtensionRequest, Verdict
 from whalebone.core.errors import WhaleboneError
 
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     applied INTEGER NOT NULL,
     inputs TEXT NOT NULL,
     raw TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    answers TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS decisions_scope ON decisions(scope);
 CREATE TABLE IF NOT EXISTS run_outcomes (
@@ -66,6 +68,11 @@ CREATE TABLE IF NOT EXISTS run_outcomes (
     created REAL NOT NULL
 );
 """
+
+# Scope families ``set_limit`` takes: the default new run, session, agent-day and global-day
+# scopes get ("agent:NAME" too); "day" is everyone today.
+FAMILIES = ("run", "session", "agent", "global")
+ALIASES = {"day": "global"}
 
 # Outcomes that count as "went on to finish" for base rates.
 FINISHED = ("finished",)
@@ -90,6 +97,7 @@ class DecisionRecord(BaseModel):
     tokens: int
     applied: bool
     created: float
+    answers: str = ""  # the decider's structured answers (JSON), when it gave any
 
 
 class RequestRecord(BaseModel):
@@ -111,6 +119,9 @@ class DecisionBook:
         self.ledger = ledger
         self.db = ledger.db
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(decisions)")}
+        if "answers" not in columns:  # a ledger from before the structured questions
+            self.db.execute("ALTER TABLE decisions ADD COLUMN answers TEXT NOT NULL DEFAULT ''")
 
     @staticmethod
     def new_request_id() -> str:
@@ -146,11 +157,12 @@ class DecisionBook:
                     self.ledger.extend_in(db, scope, **{unit: verdict.amount})
             db.execute("INSERT INTO decisions (request_id, session_id, run_id, scope, decider, "
                        "decision, amount, unit, reason, cause, cost_usd, tokens, applied, "
-                       "inputs, raw, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                       "?, ?)",
+                       "inputs, raw, created, answers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                       "?, ?, ?, ?, ?, ?)",
                        (request_id, session_id, run_id, scope, verdict.decider, verdict.decision,
                         verdict.amount, unit, verdict.reason, verdict.cause, verdict.cost_usd,
-                        verdict.tokens, int(applied), inputs, verdict.raw, time.time()))
+                        verdict.tokens, int(applied), inputs, verdict.raw, time.time(),
+                        "" if verdict.answers is None else verdict.answers.model_dump_json()))
         return applied
 
     def status(self, request_id: str) -> str:
@@ -180,7 +192,8 @@ class DecisionBook:
     def decisions(self, *, where: str = "1", args: tuple[Any, ...] = ()) -> list[DecisionRecord]:
         rows = self.db.execute(
             "SELECT request_id, session_id, run_id, scope, decider, decision, amount, unit, "
-            f"reason, cause, cost_usd, tokens, applied, created FROM decisions WHERE {where} "
+            f"reason, cause, cost_usd, tokens, applied, created, answers FROM decisions WHERE "
+            f"{where} "
             "ORDER BY id", args).fetchall()
         keys = list(DecisionRecord.model_fields)
         return [DecisionRecord(**dict(zip(keys, r, strict=True))) for r in rows]
@@ -197,6 +210,60 @@ class DecisionBook:
         """Approved extensions this run has had."""
         return int(self.db.execute("SELECT COUNT(*) FROM extension_requests WHERE run_id = ? "
                                    "AND status = 'approved'", (run_id,)).fetchone()[0])
+
+    def overridden(self, scope: str) -> bool:
+        """Whether a decision set this scope's limit on purpose: an approved extension, or a
+        person's ``whalebone budget set SCOPE`` naming it exactly. Such a limit is kept over a
+        stricter one in the config file (which otherwise wins)."""
+        return self.db.execute("SELECT 1 FROM decisions WHERE scope = ? AND applied = 1 AND "
+                               "(decision = 'set' OR (decision = 'approve' AND amount > 0)) "
+                               "LIMIT 1", (scope,)).fetchone() is not None
+
+    def set_limit(self, scope: str, *, usd: float | None, tokens: int | None,
+                  decider: str, reason: str) -> tuple[str, Limit, bool]:
+        """A person's limit (``whalebone budget set``, the daemon API): ``scope`` is an exact
+        scope or a family (:data:`FAMILIES`, ``agent:NAME``, ``day``). A family sets the
+        default new scopes get, and for the daily ones today's scope too; an exact scope is
+        logged as a decision and kept over a stricter config. Returns the scope written, its
+        limit, and whether ``scope`` named a family."""
+        for name, value in (("usd", usd), ("tokens", tokens)):
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise WhaleboneError(f"{name} must be a non-negative number, got {value}")
+        if usd is None and tokens is None:
+            raise WhaleboneError("give a limit in usd and/or tokens")
+        scope = ALIASES.get(scope, scope)
+        if not scope or len(scope) > 200 or any(c.isspace() or not c.isprintable()
+                                                for c in scope):
+            raise WhaleboneError(f"bad scope name {scope[:200]!r}")
+        ledger = self.ledger
+        family = scope in FAMILIES or (scope.startswith("agent:") and scope.count(":") == 1)
+
+        def merged(name: str, current: Limit | None) -> Limit:
+            keep = current or Limit(scope=name)
+            return Limit(scope=name, max_usd=keep.max_usd if usd is None else usd,
+                         max_tokens=keep.max_tokens if tokens is None else tokens)
+
+        if family:
+            ledger.set_default(merged(scope, ledger.default(scope)))
+            if scope not in ("global",) and not scope.startswith("agent:"):
+                default = ledger.default(scope)
+                assert default is not None
+                return scope, default, True
+            scope = day_scope(scope)  # the daily cap applies from today on
+        ledger.set_limit(merged(scope, ledger.limit(scope)))
+        if not family:  # a limit for this very scope: a decision, kept over the config's
+            with self.ledger.transaction() as db:
+                for unit, value in (("usd", usd), ("tokens", tokens)):
+                    if value is not None:
+                        db.execute(
+                            "INSERT INTO decisions (request_id, session_id, run_id, scope, "
+                            "decider, decision, amount, unit, reason, cause, cost_usd, tokens, "
+                            "applied, inputs, raw, created) VALUES ('', '', '', ?, ?, 'set', "
+                            "?, ?, ?, 'ok', 0, 0, 1, '{}', '', ?)",
+                            (scope, decider, value, unit, reason, time.time()))
+        limit = ledger.limit(scope)
+        assert limit is not None
+        return scope, limit, family
 
     def record_outcome(self, *, run_id: str, session_id: str, agent: str, task_kind: str,
                        outcome: str) -> None:

@@ -17,11 +17,11 @@ them and roots them here; ``whalebone`` re-exports the names programs catch most
     ├── ApiError ── QueueFull                            engine/http.py
     ├── ToolError ── PathError ── PathRefused;           tools/
     │   CalculatorError; McpUnavailable, McpConfigError
-    ├── BudgetStop, TicketError, BudgetExceeded,         budget/
-    │   NoPendingRequest
+    ├── BudgetStop (a run stops: no extension granted;   budget/
+    │   BudgetStopped before), TicketError,
+    │   BudgetExceeded (a reservation over a limit, the guard's), NoPendingRequest
     ├── AgentError ── CompactionError ── NothingToCompact, CompactionFailed
     ├── SessionError ── SessionBusy                      agent/store.py
-    ├── BudgetStopped                                    agent/budgeting.py
     ├── SettingsError                                    agent/settings.py
     ├── DaemonConfigError, JobError, DaemonBusy          agent/daemon/
     └── ChatEngineError                                  tui/engines.py

@@ -12,9 +12,9 @@ The engine interface's ``Usage`` is the one exception in spelling: it is DeepSee
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 
 class TokenCounts(BaseModel):
@@ -25,6 +25,16 @@ class TokenCounts(BaseModel):
     cache_hit_tokens: int = 0
     cache_miss_tokens: int = 0
     completion_tokens: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_is_hits_and_misses(cls, data: Any) -> Any:
+        # Where only the split is given (a ledger's actual cost), the prompt is its sum.
+        if isinstance(data, dict) and "prompt_tokens" not in data:
+            hits, misses = data.get("cache_hit_tokens", 0), data.get("cache_miss_tokens", 0)
+            if isinstance(hits, int) and isinstance(misses, int):
+                data = {**data, "prompt_tokens": hits + misses}
+        return data
 
     @property
     def hit_rate(self) -> float:

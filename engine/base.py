@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from whalebone.core.errors import WhaleboneError
+from whalebone.core.usage import TokenCounts
 
 ThinkingMode = Literal["chat", "thinking"]
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -61,6 +62,21 @@ class Usage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def counts(self) -> TokenCounts:
+        """The same counts in whalebone's own spelling."""
+        return TokenCounts(prompt_tokens=self.prompt_tokens,
+                           cache_hit_tokens=self.prompt_cache_hit_tokens,
+                           cache_miss_tokens=self.prompt_cache_miss_tokens,
+                           completion_tokens=self.completion_tokens)
+
+    @classmethod
+    def of(cls, counts: TokenCounts) -> Usage:
+        """``counts`` (or any record that extends it) in DeepSeek's spelling."""
+        return cls(prompt_tokens=counts.prompt_tokens,
+                   prompt_cache_hit_tokens=counts.cache_hit_tokens,
+                   prompt_cache_miss_tokens=counts.cache_miss_tokens,
+                   completion_tokens=counts.completion_tokens)
 
 
 class TextDelta(BaseModel):

@@ -1,26 +1,18 @@
 """The OpenAPI 3.1 document of ``whalebone serve`` (served at ``GET /openapi.json``).
 
-Written by hand next to the server rather than generated, so it says what clients may rely on;
-the server's tests validate real responses against these schemas, so the two cannot drift.
+Written by hand next to the server: the OpenAI-compatible bodies have no pydantic model to
+generate them from (the shared pieces are in :mod:`whalebone.core.openapi`); the server's tests
+validate real responses against these schemas, so the two cannot drift.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_REF = "#/components/schemas/"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-_STR = {"type": "string"}
-_INT = {"type": "integer"}
+from whalebone.core.openapi import INT as _INT
+from whalebone.core.openapi import STR as _STR
+from whalebone.core.openapi import nullable as _nullable
+from whalebone.core.openapi import ref as _ref
 
 SCHEMAS: dict[str, Any] = {
     "Error": {

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from agent_kit import agent, call, events_of, file_tools, say
 
-from whalebone.agent import AgentError, BudgetStopped, SessionBusy, SessionError
+from whalebone.agent import AgentError, SessionBusy, SessionError
 from whalebone.agent.compaction import (
     SUMMARY_HEADER,
     SUMMARY_REQUEST,
@@ -19,7 +19,8 @@ from whalebone.agent.compaction import (
     effective_history,
     head_length,
 )
-from whalebone.agent.events import Compacted, Done, UsageReport, Warning
+from whalebone.agent.events import Compacted, Done, RunWarning, UsageReport
+from whalebone.budget.guard import BudgetStop
 from whalebone.dsml import tokens as T
 from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import GenerationRequest
@@ -74,7 +75,7 @@ def test_compaction_keeps_the_head_bytes_and_saves_tokens(tmp_path: Path) -> Non
     assert after.count("Counting, pass") == 3  # the recent turns, verbatim
     usage = [e for e in events if isinstance(e, UsageReport)]
     assert [u.kind for u in usage].count("compaction") == len(compactions)
-    assert not [e for e in events if isinstance(e, Warning) and e.kind == "prefix_break"]
+    assert not [e for e in events if isinstance(e, RunWarning) and e.kind == "prefix_break"]
     # The first turn after a compaction is served from the cache up to the kept head.
     turn_after = usage[[u.kind for u in usage].index("compaction") + 1]
     assert c.hit_rate_after == turn_after.hit_rate > 0.3
@@ -170,7 +171,7 @@ def test_compacting_on_demand_keeps_the_head_bytes_and_summarises_on_the_cached_
     events = events_of(a, "Once more?", session_id=sid)
     done = events[-1]
     assert done.answer == "Answer 2: the log is empty.", done
-    assert not [e for e in events if isinstance(e, Warning)]  # no prefix break, no mode change
+    assert not [e for e in events if isinstance(e, RunWarning)]  # no prefix break, no mode change
     resumed = engine.requests[0].prompt
     head = last_prompt[:last_prompt.index(TASK) + len(TASK)]  # BOS, system, tools, task
     assert resumed.startswith(head) and c.kept_prefix_chars >= len(head)
@@ -198,7 +199,7 @@ def test_compact_on_demand_goes_through_the_budget_guard(tmp_path: Path) -> None
     b.budget = BudgetGuard(tmp_path / "denied" / "ledger.db",
                            policy=BudgetPolicy(session_tokens=100, on_cap="deny"))
     raw, calls = b.store.messages(sid2), len(engine2.requests)
-    with pytest.raises(BudgetStopped):
+    with pytest.raises(BudgetStop):
         b.compact_sync(sid2)
     assert b.store.messages(sid2) == raw and len(engine2.requests) == calls  # nothing spent
 

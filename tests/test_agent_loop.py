@@ -12,13 +12,13 @@ from agent_kit import agent, call, file_tools, say
 
 from whalebone.agent import Agent
 from whalebone.agent.events import (
+    AnswerText,
     Done,
     Reasoning,
-    Text,
+    RunWarning,
     ToolCalled,
     ToolFinished,
     UsageReport,
-    Warning,
 )
 from whalebone.dsml import tokens as T
 from whalebone.dsml.untrusted import contains_special
@@ -40,7 +40,7 @@ def test_answer_streams_reasoning_and_text_and_commits_the_turn(tmp_path: Path) 
     events = anyio.run(collect, a, "hi")
     done = events[-1]
     assert isinstance(done, Done) and done.reason == "answer" and done.answer == "Hello there."
-    assert "".join(e.text for e in events if isinstance(e, Text)) == "Hello there."
+    assert "".join(e.text for e in events if isinstance(e, AnswerText)) == "Hello there."
     assert "".join(e.text for e in events if isinstance(e, Reasoning)) == "The user greets me."
     stored = a.store.messages(done.session_id)
     assert [m["role"] for m in stored] == ["system", "user", "assistant"]
@@ -64,7 +64,7 @@ def test_two_hundred_turns_never_break_the_prefix(tmp_path: Path) -> None:
     a = agent(engine, tmp_path, tools=file_tools(tmp_path), max_steps=250, loop_limit=1000)
     events = anyio.run(collect, a, "count the lines, again and again")
     assert events[-1].reason == "answer"
-    assert not [e for e in events if isinstance(e, Warning)]
+    assert not [e for e in events if isinstance(e, RunWarning)]
     usage = [e for e in events if isinstance(e, UsageReport)]
     assert len(usage) == 201
     prompts = [r.prompt for r in engine.requests]
@@ -74,7 +74,7 @@ def test_two_hundred_turns_never_break_the_prefix(tmp_path: Path) -> None:
         # Every token of that is a cache hit, but for the final EOS (sampled, never fed back).
         assert usage[i].cache_hit_tokens == usage[i - 1].prompt_tokens \
             + usage[i - 1].completion_tokens - 1
-    assert usage[-1].session_hit_rate > 0.98
+    assert usage[-1].run_hit_rate > 0.98
 
 
 def test_parallel_tools_run_concurrently(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_a_doom_loop_is_stopped(tmp_path: Path) -> None:
     done = events[-1]
     assert done.reason == "loop" and "3 times" in done.message
     assert len([e for e in events if isinstance(e, ToolCalled)]) == 3
-    assert any(isinstance(e, Warning) and e.kind == "loop" for e in events)
+    assert any(isinstance(e, RunWarning) and e.kind == "loop" for e in events)
     assert a.store.info(done.session_id).status == "loop"
 
 
@@ -157,7 +157,7 @@ def test_malformed_output_is_corrected_and_retried(tmp_path: Path) -> None:
     engine = ScriptedEngine([broken, say("Fixed.")])
     a = agent(engine, tmp_path, tools=file_tools(tmp_path))
     events = anyio.run(collect, a, "count")
-    warning = next(e for e in events if isinstance(e, Warning))
+    warning = next(e for e in events if isinstance(e, RunWarning))
     assert warning.kind == "malformed_output"
     assert [e.kind for e in events if isinstance(e, UsageReport)] == ["turn", "retry"]
     assert "could not be used" in engine.requests[1].prompt
@@ -179,7 +179,7 @@ def test_a_cut_off_tool_call_is_never_run(tmp_path: Path) -> None:
     a = agent(engine, tmp_path, tools=file_tools(tmp_path), max_tokens=40)
     events = anyio.run(collect, a, "write")
     assert not [e for e in events if isinstance(e, ToolCalled)]
-    assert any(isinstance(e, Warning) and "cut off" in e.message for e in events)
+    assert any(isinstance(e, RunWarning) and "cut off" in e.message for e in events)
     assert not (tmp_path / "log.txt").exists()
 
 
@@ -234,7 +234,7 @@ def test_a_mode_switch_mid_session_warns_of_the_prefix_break(tmp_path: Path) -> 
     done = a.run_sync("first")
     events = anyio.run(lambda: collect(a, "second", session_id=done.session_id,
                                        thinking="max"))
-    warnings = [e for e in events if isinstance(e, Warning) and e.kind == "prefix_break"]
+    warnings = [e for e in events if isinstance(e, RunWarning) and e.kind == "prefix_break"]
     assert len(warnings) == 1 and "(effort max)" in warnings[0].message
     assert "the last one as thinking (effort None)" in warnings[0].message
 
@@ -242,7 +242,7 @@ def test_a_mode_switch_mid_session_warns_of_the_prefix_break(tmp_path: Path) -> 
 def test_an_unpriced_model_is_warned_about_once(tmp_path: Path) -> None:
     engine = ScriptedEngine([call(("count_lines", {})), say("0.")], model="mystery-model")
     events = anyio.run(collect, agent(engine, tmp_path, tools=file_tools(tmp_path)), "count")
-    warnings = [e for e in events if isinstance(e, Warning)]
+    warnings = [e for e in events if isinstance(e, RunWarning)]
     assert [w.kind for w in warnings] == ["unpriced"] and "mystery-model" in warnings[0].message
     assert events[-1].price == 0.0
 

@@ -53,9 +53,14 @@ def test_scripted_specs_and_errors(tmp_path: Path) -> None:
         open_engine_spec("teapot")
 
 
-def test_a_budget_section_opens_a_guard(tmp_path: Path) -> None:
-    assert open_budget(Settings()) is None
-    guard = open_budget(Settings(budget={"ledger": str(tmp_path / "b.db"), "run_usd": 0.5}))
+def test_every_settings_open_a_guard_and_a_budget_section_shapes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHALEBONE_HOME", str(tmp_path / "home"))
+    engine = ScriptedEngine([])
+    guard = open_budget(Settings(), engine)  # nothing configured: still metered
+    assert isinstance(guard, BudgetGuard) and guard.ledger.path == tmp_path / "home" / "budget.db"
+    guard = open_budget(Settings(budget={"ledger": str(tmp_path / "b.db"), "run_usd": 0.5}),
+                        engine)
     assert isinstance(guard, BudgetGuard) and guard.policy.run_usd == 0.5
     (tmp_path / "bad.toml").write_text("[budget]\nrun_usd = -1\n")
     with pytest.raises(SettingsError, match="run_usd"):

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from agent_kit import agent, call, events_of, file_tools, say
 
-from whalebone.agent.events import ToolFinished, Warning
+from whalebone.agent.events import RunWarning, ToolFinished
 from whalebone.agent.store import SessionStore
 from whalebone.agent.toolrun import cap
 from whalebone.engine.scripted import ScriptedEngine
@@ -60,7 +60,7 @@ def cancel_during_tool(tmp_path: Path, *, idempotent: bool) -> tuple[Any, ...]:
 def test_cancelled_side_effect_is_reported_interrupted_not_rerun(tmp_path: Path) -> None:
     sid, runs, engine, events, store = cancel_during_tool(tmp_path, idempotent=False)
     assert runs == ["prod"]  # never twice
-    assert any(isinstance(e, Warning) and e.kind == "interrupted_call" for e in events)
+    assert any(isinstance(e, RunWarning) and e.kind == "interrupted_call" for e in events)
     assert "interrupted: the call deploy was cut short" in engine.requests[-1].prompt
     assert [e.status for e in store.journal(sid)] == ["interrupted"]
 

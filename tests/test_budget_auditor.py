@@ -15,10 +15,16 @@ from whalebone.dsml import tokens as T
 from whalebone.engine.base import EngineUnavailable, GenerationRequest
 from whalebone.engine.scripted import ScriptedEngine
 
+STEADY = {"progress_since_last_extension": "some", "repeated_failures": False,
+          "loop_signals": False, "share_of_budget_used": 0.98,
+          "base_rate_of_similar_runs": "low"}
 
-def answer(decision: str, amount: Any, reason: str = "facts show progress") -> str:
+
+def answer(decision: str, amount: Any, reason: str = "facts show progress", **answers: Any
+           ) -> str:
     return emit_completion(reasoning="Looking at the facts.",
-                           tool_calls=[("decide_budget", {"decision": decision, "amount": amount,
+                           tool_calls=[("decide_budget", {**STEADY, **answers,
+                                                          "decision": decision, "amount": amount,
                                                           "reason": reason})])
 
 
@@ -156,3 +162,50 @@ def test_the_shipped_eval_cases_reach_the_auditor_without_their_narrative() -> N
             update={"base_rates": BaseRates.model_validate(case["base_rates"])})
         text = render_request(req)
         assert case["facts"]["task"] in text and case["narrative"] not in text
+
+
+@pytest.mark.parametrize(("answers", "cause"), [
+    ({"progress_since_last_extension": "none"}, "inconsistent"),
+    ({"loop_signals": True}, "inconsistent"),
+    ({"repeated_failures": True}, "inconsistent"),
+])
+def test_an_approval_its_own_answers_rule_out_is_a_deny(answers: dict[str, Any],
+                                                        cause: str) -> None:
+    verdict, _, _ = decide([answer("approve", 0.25, **answers)])
+    assert (verdict.decision, verdict.cause) == ("deny", cause)
+    assert verdict.answers is not None  # what it answered is kept with the deny
+
+
+@pytest.mark.parametrize(("facts", "answers"), [
+    ({"repeated_identical_calls": 9}, {}),  # a loop, answered as none
+    ({"commands": [CommandRun(command="pytest", exit_status=1)] * 3}, {}),  # failing, unchanged
+    ({"new_info_per_step": [0.0, 0.02, 0.0]}, {}),  # nothing new, answered as progress
+    ({}, {"base_rate_of_similar_runs": "high"}),  # the records say low
+])
+def test_answers_the_facts_refute_make_an_approval_a_deny(facts: dict[str, Any],
+                                                          answers: dict[str, Any]) -> None:
+    verdict, _, _ = decide([answer("approve", 0.25, **answers)], request(task="t", **facts))
+    assert (verdict.decision, verdict.cause) == ("deny", "contradicts_facts")
+
+
+def test_a_deny_needs_no_agreement_and_the_rule_answers_consistently() -> None:
+    from whalebone.budget.policy import inconsistency
+    from whalebone.budget.rule import answers as rule_answers
+    from whalebone.budget.rule import read
+
+    verdict, _, _ = decide([answer("deny", 0, loop_signals=False)])
+    assert (verdict.decision, verdict.cause) == ("deny", "ok")
+    for facts in ({}, {"repeated_identical_calls": 7}, {"tool_calls": 10, "tool_errors": 8},
+                  {"new_info_per_step": [0.9, 0.8, 0.7], "files_changed": ["a.py"]}):
+        req = request(task="t", **facts)
+        given = rule_answers(req)
+        assert inconsistency(given, read(req.facts).decision) is None
+        assert given.share_of_budget_used == 0.98
+
+
+def test_the_questions_come_before_the_decision_in_the_tool_schema() -> None:
+    keys = list(DECIDE_BUDGET["function"]["parameters"]["properties"])
+    assert keys[:5] == ["progress_since_last_extension", "repeated_failures", "loop_signals",
+                        "share_of_budget_used", "base_rate_of_similar_runs"]
+    assert keys[5:] == ["decision", "amount", "reason"]
+    assert set(DECIDE_BUDGET["function"]["parameters"]["required"]) == set(keys)

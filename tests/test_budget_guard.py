@@ -31,9 +31,14 @@ def plan(kind: str = "turn", *, run: str = "run1", session: str = "s1", prompt: 
     return CallPlan(run, session, "coder", kind, model, prompt, cached, max_tokens)
 
 
+STEADY = {"progress_since_last_extension": "some", "repeated_failures": False,
+          "loop_signals": False, "share_of_budget_used": 1.0,
+          "base_rate_of_similar_runs": "unknown"}
+
+
 def approve(amount: float) -> str:
     return emit_completion(reasoning="Files change and tests start to pass.",
-                           tool_calls=[("decide_budget", {"decision": "approve",
+                           tool_calls=[("decide_budget", {**STEADY, "decision": "approve",
                                                           "amount": amount,
                                                           "reason": "progress"})])
 
@@ -341,14 +346,29 @@ def test_base_rates_come_from_recorded_outcomes_of_extended_runs(ledger: Ledger)
     assert "2 were extended, of which 1 finished (50%)" in last_prompt
 
 
-def test_limits_set_in_the_ledger_win_over_the_policy(ledger: Ledger) -> None:
+def test_limits_in_the_ledger_and_the_policy_combine_by_the_strictest(ledger: Ledger) -> None:
     ledger.set_default(Limit(scope="session", max_usd=0.002))
     ledger.set_default(Limit(scope="agent:coder", max_tokens=123_456))
-    guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=5.0, agent_day_tokens=9))
+    ledger.set_limit(Limit(scope=day_scope("global"), max_usd=3.0))  # set before the run
+    guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=5.0, agent_day_tokens=200,
+                                                    global_day_usd=1.0))
     guard.release(anyio.run(guard.before_call, plan(prompt=100, cached=0, max_tokens=10)))
-    assert ledger.limit("session:s1") == Limit(scope="session:s1", max_usd=0.002)
-    assert ledger.limit(day_scope("agent:coder")).max_tokens == 123_456  # type: ignore[union-attr]
+    assert ledger.limit("session:s1") == Limit(scope="session:s1", max_usd=0.002)  # the ledger's
+    assert ledger.limit(day_scope("agent:coder")).max_tokens == 200  # type: ignore[union-attr]
+    assert ledger.limit(day_scope("global")).max_usd == 1.0  # type: ignore[union-attr]
     assert "session $0.0000/$0.0020" in guard.state_line(plan())
+
+
+def test_an_extended_scope_keeps_its_raised_limit_over_the_policy(ledger: Ledger) -> None:
+    guard = BudgetGuard(ledger, policy=BudgetPolicy(session_usd=0.004, max_step_usd=0.01),
+                        auditor=Auditor(ScriptedEngine([approve(0.01)], model=FLASH)))
+
+    async def three_calls() -> None:
+        for _ in range(3):
+            guard.settle(await guard.before_call(plan(), facts=facts), usage())
+
+    anyio.run(three_calls)
+    assert ledger.limit("session:s1").max_usd == pytest.approx(0.014)  # type: ignore[union-attr]
 
 
 HAMMER = textwrap.dedent("""
@@ -365,8 +385,11 @@ HAMMER = textwrap.dedent("""
     def answer(_):
         ok = rng.random() < 0.7
         return emit_completion(reasoning="r", tool_calls=[("decide_budget", {
+            "progress_since_last_extension": "some", "repeated_failures": False,
+            "loop_signals": False, "share_of_budget_used": 1.0,
+            "base_rate_of_similar_runs": "unknown",
             "decision": "approve" if ok else "deny", "amount": 0.004, "reason": "r"})])
-    guard = BudgetGuard(path, policy=BudgetPolicy(session_usd=0.01, global_day_usd=0.03,
+    guard = BudgetGuard(path, policy=BudgetPolicy(session_usd=0.02, global_day_usd=0.03,
                         max_step_usd=0.005, max_extensions_per_run=3),
                         auditor=Auditor(ScriptedEngine(answer, model="deepseek-v4-pro")))
     async def main():

@@ -117,3 +117,17 @@ def test_the_default_workspace_is_under_home_never_the_current_directory(
     assert cfg.workspace_path == tmp_path / "workspace"
     given = load_config(write(tmp_path, f'home = "{tmp_path}"\nworkspace = "~/repo"'))
     assert given.workspace_path == Path("~/repo").expanduser()
+
+
+def test_the_daemon_reads_the_same_tables_as_every_front_end(tmp_path: Path) -> None:
+    from whalebone.agent.build import Overrides, resolve
+    from whalebone.agent.settings import Settings
+
+    cfg = load_config(write(tmp_path, f'home = "{tmp_path}"\n[agent]\nmax_steps = 9\n'
+                                      '[shell]\nallow = ["ls *"]\n[memory]\nscope = "project:x"\n'))
+    assert isinstance(cfg, Settings)
+    parts = resolve(cfg, Overrides(agent={"thinking": "chat"}, tools="none"))
+    assert parts.config.max_steps == 9 and parts.config.thinking == "chat"
+    assert parts.shell_policy.allow == ["ls *"] and parts.memory_scope == "project:x"
+    assert parts.workspace == tmp_path / "workspace"
+    assert parts.store.path == tmp_path / "sessions.db"

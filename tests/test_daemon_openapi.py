@@ -65,3 +65,14 @@ def test_a_stored_job_validates_against_the_job_schema(tmp_path: Path) -> None:
 def test_the_submit_schema_refuses_what_the_queue_refuses(tmp_path: Path, body: dict) -> None:
     with pytest.raises(ValidationError):
         validator("Submit").validate(body)
+
+
+def test_the_job_and_schedule_state_schemas_are_the_models_own() -> None:
+    from whalebone.agent.daemon.jobs import ScheduleState
+
+    schemas = openapi_document()["components"]["schemas"]
+    job = schemas["Job"]
+    assert set(job["properties"]) == set(Job.model_fields) | {"pending_budget"}
+    assert set(job["required"]) == set(Job.model_fields)  # a response carries every field
+    assert job["properties"]["status"]["enum"] == JOB_STATUSES
+    assert set(schemas["ScheduleState"]["properties"]) == set(ScheduleState.model_fields)

@@ -169,7 +169,10 @@ def test_an_auditor_engine_from_the_config_decides_a_frozen_jobs_extension(tmp_p
     from whalebone.dsml import emit_completion
 
     verdict = emit_completion("", reasoning="Steady progress, no errors.", tool_calls=[
-        (TOOL_NAME, {"decision": "approve", "amount": 2000,
+        (TOOL_NAME, {"progress_since_last_extension": "some", "repeated_failures": False,
+                     "loop_signals": False, "share_of_budget_used": 1.0,
+                     "base_rate_of_similar_runs": "unknown", "decision": "approve",
+                     "amount": 2000,
                      "reason": "Each step appended a line without errors."})])
     auditor = write_script(tmp_path / "auditor.json", [verdict])
     s = Setup(tmp_path, agent={"date_in_task": False, "max_tokens": 64}, budget={
@@ -185,7 +188,7 @@ def test_an_auditor_engine_from_the_config_decides_a_frozen_jobs_extension(tmp_p
 
 def test_a_budget_stopped_job_retried_after_a_raise_resumes_where_it_stopped(tmp_path: Path
                                                                             ) -> None:
-    from whalebone.budget.ledger import Ledger, Limit
+    from whalebone.agent.cli import main
 
     s = Setup(tmp_path, agent={"date_in_task": False, "max_tokens": 64},
               budget={"session_tokens": 700, "on_cap": "deny"})
@@ -193,8 +196,9 @@ def test_a_budget_stopped_job_retried_after_a_raise_resumes_where_it_stopped(tmp
     s.run()
     stopped = s.queue.get(job.id)
     assert stopped.status == "budget" and s.lines() == ["line-0"]
-    Ledger(s.config.ledger_path).set_limit(Limit(scope=f"session:{stopped.session_id}",
-                                                 max_tokens=100_000))  # a person raises it
+    # A person raises it (kept over the config's stricter session_tokens: named exactly).
+    assert main(["budget", "--db", str(s.config.ledger_path), "set",
+                 f"session:{stopped.session_id}", "--tokens", "100000"]) == 0
     assert s.queue.retry(job.id).status == "queued"
     s.run()
     done = s.queue.get(job.id)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from agent_kit import call, say, script
 from daemon_kit import DaemonProc, appends, write_config, write_script
 
@@ -81,3 +82,18 @@ def test_the_daemon_leaves_a_private_home(tmp_path: Path) -> None:
             "daemon.token"} <= names, names
     # ws/ is the workspace the test made (where the agent's files belong, with the umask).
     assert modes(home, skip=(home / "ws",)) == {}
+
+
+def test_the_bundled_engines_prefix_cache_is_private_too(tmp_path: Path) -> None:
+    """Snapshots hold a conversation's KV state: as private as the conversation."""
+    pytest.importorskip("torch")
+    home = tmp_path / "home"
+    old = os.umask(0o022)
+    try:
+        r = whalebone("run", "hi", "--engine", "bundled", "--no-tools", "--max-steps", "1",
+                      "--max-tokens", "4", "--workspace", str(tmp_path), home=home)
+    finally:
+        os.umask(old)
+    assert r.returncode in (0, 3), r.stderr  # 3: stopped at max_steps, which is fine here
+    assert any(p.suffix == ".safetensors" for p in (home / "cache").rglob("*"))
+    assert modes(home) == {}

@@ -12,8 +12,8 @@ def usage(prompt: int, hits: int, completion: int, price: float = 0.0,
           engine_seconds: float = 0.0) -> UsageReport:
     return UsageReport(prompt_tokens=prompt, cache_hit_tokens=hits,
                        cache_miss_tokens=prompt - hits, completion_tokens=completion,
-                       price=price, session_prompt_tokens=prompt,
-                       session_cache_hit_tokens=hits, engine_seconds=engine_seconds)
+                       price=price, run_prompt_tokens=prompt,
+                       run_cache_hit_tokens=hits, engine_seconds=engine_seconds)
 
 
 def test_numbers_and_gauges_are_compact() -> None:

@@ -35,8 +35,8 @@ async def test_live_events_build_reasoning_text_and_tool_panels() -> None:
         view = app.query_one(TranscriptView)
         await view.user("list files")
         for event in [ev.StepStarted(step=1), ev.Reasoning(text="I will "),
-                      ev.Reasoning(text="look."), ev.Text(text="\n\nLooking "),
-                      ev.Text(text="**now**."),
+                      ev.Reasoning(text="look."), ev.AnswerText(text="\n\nLooking "),
+                      ev.AnswerText(text="**now**."),
                       ev.ToolCalled(call_id="c1", name="shell", arguments={"command": "ls"}),
                       ev.ToolFinished(call_id="c1", name="shell", content="exit code 0\na\nb",
                                       is_error=False, seconds=0.25),

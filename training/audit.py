@@ -16,7 +16,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from whalebone.budget.auditor import call_arguments
 from whalebone.budget.policy import RunFacts
+from whalebone.budget.rule import answers as rule_answers
 from whalebone.budget.rule import read as read_rule
 from whalebone.budget.rule import request_from_case
 from whalebone.training import budget_cases as mk
@@ -50,7 +52,7 @@ def task_of(case: dict[str, Any]) -> Task:
     request = request_of(case)
     decision, checks, reason = policy(request.facts)
     amount = request.max_step if decision == "approve" else 0
-    call = ("decide_budget", {"decision": decision, "amount": amount, "reason": reason})
+    call = ("decide_budget", call_arguments(rule_answers(request), decision, amount, reason))
     step = Step(f"{checks} {decision.capitalize()}.", [call])
     return Task("auditor", [], [[step]], expect_answer=[decision], case=case)
 

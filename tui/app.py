@@ -68,6 +68,8 @@ class ChatApp(App[None]):
         self.budget_poll_s = 1.0  # how often the ledger is asked for requests awaiting a person
         self._asked: set[str] = set()  # extension requests already put to the person
         self._asking_budget = False
+        self._decided_elsewhere: set[str] = set()  # requests the auditor or another front end
+        # decided while their modal was up
 
     # --- layout ----------------------------------------------------------------------------
 
@@ -275,12 +277,17 @@ class ChatApp(App[None]):
     def check_extensions(self) -> None:
         """Put the next extension request that waits for a person to the person, one at a
         time (a frozen run, here or in another process, is waiting on the ledger for it)."""
-        if self._asking_budget:
-            return
         try:
             pending = self.runner.pending_extensions()
         except WhaleboneError as e:
             self.notify(f"budget ledger: {e}", severity="error")
+            return
+        shown = self.screen
+        if isinstance(shown, BudgetApproval) and shown.record.id not in {r.id for r in pending}:
+            self._decided_elsewhere.add(shown.record.id)
+            shown.dismiss(None)
+            return
+        if self._asking_budget:
             return
         for record in pending:
             if record.id not in self._asked:
@@ -291,6 +298,10 @@ class ChatApp(App[None]):
 
     def extension_decided(self, record: Any, decision: Decision | None) -> None:
         self._asking_budget = False
+        if record.id in self._decided_elsewhere:  # show that decision, leave the log alone
+            self.notify(self.runner.extension_outcome(record), timeout=12)
+            self.refresh_scopes()
+            return
         decision = decision or Decision(approved=False)
         try:
             applied = self.runner.decide_extension(record, decision)

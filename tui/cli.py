@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from whalebone.engine.factory import SPEC_HELP
 
@@ -44,11 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--thinking", choices=THINKING, help="thinking mode")
     p.add_argument("--theme", choices=("dark", "light"), default="dark")
     p.add_argument("--budget", metavar="LEDGER", type=Path,
-                   help="a budget ledger (default: the config's [budget]): every model call "
-                        "is reserved in it first, its scopes show in the status bar, and "
-                        "extension requests that wait for a person open as modals")
-    p.add_argument("--on-cap", choices=("human", "deny"), default="human",
-                   help="with --budget: at a cap, ask a person (default) or deny at once")
+                   help="the budget ledger (default: the config's, else "
+                        "$WHALEBONE_HOME/budget.db): every model call is reserved in it first, "
+                        "its scopes show in the status bar, and extension requests that wait "
+                        "for a person open as modals")
+    p.add_argument("--on-cap", choices=("auditor", "human", "deny"), default=None,
+                   help="at a cap: the auditor decides while you may decide first (default), "
+                        "only a person decides, or deny at once")
     p.add_argument("--scope", action="append", default=[], metavar="SCOPE",
                    help="a budget scope to show (default: this chat's capped scopes)")
     p.add_argument("--memory", metavar="SCOPE",
@@ -83,29 +85,29 @@ def run_chat(args: argparse.Namespace) -> int:
                                lambda line: print(f"whalebone chat: {line}", file=sys.stderr)):
             await app.run_async()
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except WhaleboneError as e:  # a required MCP server that cannot start
+        print(f"whalebone chat: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
 def build_app(args: argparse.Namespace) -> ChatApp:
+    """The app, its runner holding the MCP servers to run beside it (``runner.mcp_setup``)."""
     from whalebone.agent.build import Overrides, resolve
-    from whalebone.agent.settings import load_settings
+    from whalebone.agent.settings import load_settings, open_budget
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
     from whalebone.tui.engines import open_chat_engine
     from whalebone.tui.runner import ChatRunner
 
     settings = load_settings(args.config)
-    guard: Any = "settings"
-    if args.budget is not None:
-        from whalebone.budget.guard import BudgetGuard, BudgetPolicy
-
-        guard = BudgetGuard(args.budget, policy=BudgetPolicy(on_cap=args.on_cap))
     # The runner keeps the engine (to switch it) and the tools (its shell asks a person).
     overrides = Overrides(
         store=args.sessions, workspace=args.workspace, tools="none", allow=args.allow,
         agent={"thinking": args.thinking} if args.thinking else {}, memory=args.memory,
-        budget=guard, session_id=args.session, mcp=args.mcp or ())
+        budget=None, session_id=args.session, mcp=args.mcp or ())  # budget: opened below
     parts = resolve(settings, overrides)  # an unknown session: a clear error now
     args.session = overrides.session_id  # the full id, when a prefix was typed
     for note in parts.notes:
@@ -119,10 +121,19 @@ def build_app(args: argparse.Namespace) -> ChatApp:
         workspace=parts.workspace,
         shell_policy=parts.shell_policy,
         approvals=ApprovalLog(args.approvals or store.path.with_name("approvals.jsonl")),
-        guard=parts.budget,
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),
     )
+    table = settings.budget.model_dump(exclude_defaults=True)
+    if args.budget is not None:
+        table["ledger"] = str(args.budget)
+    if args.on_cap is not None:
+        table["on_cap"] = args.on_cap
+    # The same guard as every front end's, with a person watching who can decide at a cap.
+    runner.guard = open_budget(
+        settings.model_copy(update={"budget": type(settings.budget).model_validate(table)}),
+        runner.engine, person=True)
+    runner.ledger = runner.guard.ledger
     if parts.memory_scope:
         runner.attach_memory(parts.memory_scope)
     runner.mcp_setup = parts.mcp  # started around the app by run_chat

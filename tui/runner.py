@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whalebone.agent import Agent, AgentConfig, AgentEvent, Compacted, SessionStore
 from whalebone.engine.prices import PriceTable
@@ -22,6 +22,12 @@ from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
+
+if TYPE_CHECKING:  # the budget and memory rooms are imported only when a chat uses them
+    from whalebone.budget.guard import BudgetGuard
+    from whalebone.budget.ledger import Ledger
+    from whalebone.engine.base import Engine
+    from whalebone.memory.home import MemoryHome
 
 AskPerson = Callable[[str], Awaitable[Decision]]
 THINKING_MODES = ("chat", "thinking", "max")
@@ -35,17 +41,17 @@ class ChatRunner:
         self,
         store: SessionStore,
         *,
-        engine: Any | None = None,
+        engine: Engine | None = None,
         engine_specs: list[str] | None = None,
         config: AgentConfig | None = None,
         workspace: str | Path = ".",
         shell_policy: ShellPolicy | None = None,
         approvals: ApprovalLog | None = None,
-        ledger: Any | None = None,
-        guard: Any | None = None,
+        ledger: Ledger | None = None,
+        guard: BudgetGuard | None = None,
         scopes: list[str] | None = None,
         prices: PriceTable | None = None,
-        memory_home: Any | None = None,
+        memory_home: MemoryHome | None = None,
         open_engine: Callable[[str], Any] = open_chat_engine,
     ) -> None:
         self.store = store
@@ -70,7 +76,7 @@ class ChatRunner:
         self.memory_home = memory_home
         self.memory_scope: str | None = None
         self._memory_tools: list[Any] = []
-        self._mcp_tools: list[Any] = []
+        self._mcp_tools: list[Tool] = []
         self.mcp_setup: Any = McpSetup()  # the chat's MCP servers, started around the app
         self.tools = self.build_tools()
         self._book: Any | None = None
@@ -226,6 +232,20 @@ class ChatRunner:
                  f"(request {request.id})", decision.model_copy(update={"amount": amount}),
                  session=request.session_id)
         return applied
+
+    def extension_outcome(self, request: Any) -> str:
+        """One line on how a request was decided (by the auditor, or a person elsewhere), and
+        how a person here overrides it."""
+        book = self._decision_book()
+        decided = None if book is None else book.applied_decision(request.id)
+        if decided is None:
+            return f"The request for {request.scope} is no longer pending."
+        line = (f"Budget {request.scope}: {decided.decider} {decided.decision}d "
+                f"({decided.cause}): {decided.reason}"[:300])
+        if decided.decision == "deny":
+            line += (f". To override: whalebone budget set {request.scope} "
+                     f"--{'usd' if request.unit == 'usd' else 'tokens'} N, then continue")
+        return line
 
     def _decision_book(self) -> Any | None:
         if self.ledger is None:

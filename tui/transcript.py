@@ -199,7 +199,7 @@ class TranscriptView(VerticalScroll):
             await self.close_turn()
         elif isinstance(event, ev.Reasoning):
             await (await self._current()).add_reasoning(event.text)
-        elif isinstance(event, ev.Text):
+        elif isinstance(event, ev.AnswerText):
             await (await self._current()).add_text(event.text)
         elif isinstance(event, ev.ToolCalled):
             panel = ToolPanel(event.call_id, event.name, event.arguments)
@@ -216,7 +216,7 @@ class TranscriptView(VerticalScroll):
             await self.notice(f"⇣ compacted: {event.messages_before} → {event.messages_after} "
                               f"messages, {event.tokens_saved} tokens saved; cache hits "
                               f"{event.hit_rate_before:.0%} before, {after}", "info")
-        elif isinstance(event, ev.Warning):
+        elif isinstance(event, ev.RunWarning):
             await self.notice(f"⚠ {event.kind}: {event.message}", "warning")
         elif isinstance(event, ev.Done):
             await self.close_turn()

@@ -16,6 +16,8 @@
 ``POST /jobs/{id}/budget``               ``{"decision": "approve"|"deny", "amount"?, "reason"?}``
                                          decides the job's pending budget extension(s)
 ``GET  /schedules``                      every configured schedule with its state
+``POST /budget/limits``                  ``{"scope", "usd"?, "tokens"?, "reason"?}``: a limit,
+                                         as ``whalebone budget set`` (every front end)
 ``POST /schedules/{name}/resume``        restart a schedule its budget stopped
 =======================================  ==========================================================
 
@@ -192,6 +194,37 @@ class ControlApi:
                             request=req.id, decision=decision, amount=amount, applied=won)
         return JSONResponse({"decided": decided})
 
+    async def budget_limit(self, request: Request) -> Response:
+        """A person's limit, as ``whalebone budget set``: it reaches the next call of every
+        front end sharing the ledger."""
+        self._auth(request)
+        body = await read_json_object(request, max_bytes=64 * 1024)
+        unknown = sorted(set(body) - {"scope", "usd", "tokens", "reason"})
+        if unknown:
+            raise ApiError(400, f"unknown fields {unknown}", param=unknown[0])
+        scope, usd, tokens = body.get("scope"), body.get("usd"), body.get("tokens")
+        if not isinstance(scope, str):
+            raise ApiError(400, "scope must be text", param="scope")
+        for name, value in (("usd", usd), ("tokens", tokens)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)
+                                      or (name == "tokens" and not isinstance(value, int))):
+                raise ApiError(400, f"{name} must be a number", param=name)
+        reason = body.get("reason") or "set through the daemon's API"
+        if not isinstance(reason, str):
+            raise ApiError(400, "reason must be text", param="reason")
+        from whalebone.dsml.errors import WhaleboneError
+
+        try:
+            written, limit, family = self._decisions().set_limit(
+                scope, usd=usd, tokens=tokens, decider="human:api", reason=reason[:500])
+        except WhaleboneError as e:
+            raise ApiError(400, str(e), param="scope") from None
+        self.daemon.log("budget_limit", scope=written, max_usd=limit.max_usd,
+                        max_tokens=limit.max_tokens)
+        return JSONResponse({"scope": written, "family": family, "max_usd": limit.max_usd,
+                             "max_tokens": limit.max_tokens})
+
     async def events(self, request: Request) -> Response:
         self._auth(request)
         job = self._job(request.path_params["id"])
@@ -249,6 +282,7 @@ ROUTES = [
     ("/jobs/{id}/cancel", "cancel", ["POST"]),
     ("/jobs/{id}/retry", "retry", ["POST"]),
     ("/jobs/{id}/budget", "budget", ["POST"]),
+    ("/budget/limits", "budget_limit", ["POST"]),
     ("/schedules", "schedules", ["GET"]),
     ("/schedules/{name}/resume", "resume_schedule", ["POST"]),
 ]

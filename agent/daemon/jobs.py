@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from whalebone.agent.config import AgentConfig
 from whalebone.core.errors import WhaleboneError
@@ -89,22 +89,25 @@ class JobError(WhaleboneError):
 class Job(BaseModel):
     id: str
     task: str
-    engine: str = ""
-    schedule: str = ""
+    engine: str = Field("", description="engine spec; empty: the daemon's")
+    schedule: str = Field("", description="the schedule that submitted it, or empty")
     options: dict[str, Any] = {}
     status: JobStatus
-    reason: str = ""  # the run's stop reason (answer, budget, max_steps, …) or no_engine, …
-    message: str = ""  # why it stopped, for a person
+    reason: str = Field("", description="the run's stop reason (answer, budget, max_steps, "
+                        "loop, error, …), or no_engine, busy, interrupted")
+    message: str = Field("", description="why it stopped, for a person")
     answer: str = ""
     session_id: str = ""
-    attempts: int = 0
-    crashes: int = 0  # times a daemon died while running it
+    attempts: int = Field(0, description="times the job was started (restarts resume its "
+                          "session)")
+    crashes: int = Field(0, description="times a daemon died while running it; past the "
+                         "config's max_crashes it is given up")
     cancel: bool = False
     steps: int = 0
     prompt_tokens: int = 0
     cache_hit_tokens: int = 0
     completion_tokens: int = 0
-    price: float = 0.0
+    price: float = Field(0.0, description="USD")
     created: float
     started: float | None = None
     finished: float | None = None
@@ -117,11 +120,12 @@ class Job(BaseModel):
 class ScheduleState(BaseModel):
     name: str
     status: Literal["active", "stopped"] = "active"
-    reason: str = ""
+    reason: str = Field("", description="why it stopped (its budget)")
     fingerprint: str | None = None
     next_due: float | None = None
     ticks: int = 0
-    idle_ticks: int = 0  # ticks whose pre-check found nothing new (no model call)
+    idle_ticks: int = Field(0, description="ticks whose pre-check found no change: no model "
+                            "call")
     runs: int = 0  # jobs submitted
     last_tick: float | None = None
 

@@ -1,60 +1,35 @@
 """The OpenAPI 3.1 document of the daemon's control API (``GET /openapi.json``).
 
-Written by hand beside the API so it states what clients may rely on; the tests check that its
-paths and methods are exactly the routes the app serves and validate real responses against
-its schemas, so the document and the API cannot drift apart.
+The job and schedule-state schemas are generated from their pydantic models (``Job``,
+``ScheduleState``); the request bodies and small envelopes are written beside the API. The
+tests check that its paths and methods are exactly the routes the app serves and validate real
+responses against its schemas, so the document and the API cannot drift apart.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
+from whalebone.agent.daemon.jobs import Job, JobStatus, ScheduleState
+from whalebone.core.openapi import INT as _INT
+from whalebone.core.openapi import NUM as _NUM
+from whalebone.core.openapi import STR as _STR
+from whalebone.core.openapi import json_body as _json
+from whalebone.core.openapi import model_schemas
+from whalebone.core.openapi import nullable as _nullable
+from whalebone.core.openapi import ref as _ref
 from whalebone.engine.openapi import SCHEMAS as ENGINE_SCHEMAS
 
-_REF = "#/components/schemas/"
-_STR = {"type": "string"}
-_INT = {"type": "integer"}
-_NUM = {"type": "number"}
+JOB_STATUSES = list(get_args(JobStatus))
 
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": _REF + name}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-JOB_STATUSES = ["queued", "running", "done", "stopped", "budget", "failed", "cancelled"]
+_MODELS = model_schemas(Job, ScheduleState)
+# GET /jobs/{id} adds the job's pending budget extensions (not a column of the queue).
+_MODELS["Job"]["properties"]["pending_budget"] = {"type": "array",
+                                                  "items": _ref("PendingBudget")}
 
 SCHEMAS: dict[str, Any] = {
     "Error": ENGINE_SCHEMAS["Error"],  # every whalebone endpoint fails the same way
-    "Job": {
-        "type": "object",
-        "required": ["id", "task", "status", "reason", "message", "answer", "session_id",
-                     "attempts", "steps", "prompt_tokens", "cache_hit_tokens",
-                     "completion_tokens", "price", "created"],
-        "properties": {
-            "id": _STR, "task": _STR,
-            "engine": {**_STR, "description": "engine spec; empty: the daemon's"},
-            "schedule": {**_STR, "description": "the schedule that submitted it, or empty"},
-            "options": {"type": "object", "properties": {
-                "max_steps": {**_INT, "minimum": 1},
-                "thinking": {"enum": ["chat", "thinking", "max"]}}},
-            "status": {"enum": JOB_STATUSES},
-            "reason": {**_STR, "description": "the run's stop reason (answer, budget, "
-                       "max_steps, loop, error, …), or no_engine, busy, interrupted"},
-            "message": {**_STR, "description": "why it stopped, for a person"},
-            "answer": _STR, "session_id": _STR,
-            "attempts": {**_INT, "description": "times the job was started (restarts resume "
-                         "its session)"},
-            "crashes": {**_INT, "description": "times a daemon died while running it; past "
-                        "the config's max_crashes it is given up"},
-            "cancel": {"type": "boolean"}, "steps": _INT, "prompt_tokens": _INT,
-            "cache_hit_tokens": _INT, "completion_tokens": _INT,
-            "price": {**_NUM, "description": "USD"},
-            "created": _NUM, "started": _nullable(_NUM), "finished": _nullable(_NUM),
-            "pending_budget": {"type": "array", "items": _ref("PendingBudget")}}},
+    **_MODELS,
     "PendingBudget": {
         "type": "object", "required": ["id", "scope", "unit", "max_step"],
         "properties": {"id": _STR, "scope": _STR, "unit": {"enum": ["usd", "tokens"]},
@@ -84,21 +59,24 @@ SCHEMAS: dict[str, Any] = {
             "properties": {"request": _STR, "scope": _STR,
                            "decision": {"enum": ["approve", "deny"]}, "amount": _NUM,
                            "unit": _STR, "applied": {"type": "boolean"}}}}}},
+    "BudgetLimit": {
+        "type": "object", "required": ["scope"], "additionalProperties": False,
+        "properties": {"scope": {**_STR, "description": "global | day | agent:NAME | "
+                                 "session:ID | run:ID | schedule:NAME | run | session | agent "
+                                 "(see whalebone budget set --help)"},
+                       "usd": {**_NUM, "minimum": 0}, "tokens": {**_INT, "minimum": 0},
+                       "reason": _STR}},
+    "BudgetLimitSet": {
+        "type": "object", "required": ["scope", "family", "max_usd", "max_tokens"],
+        "properties": {"scope": _STR, "family": {"type": "boolean"},
+                       "max_usd": {"type": ["number", "null"]},
+                       "max_tokens": {"type": ["integer", "null"]}}},
     "Health": {
         "type": "object", "required": ["status", "pid", "running", "queued", "concurrency"],
         "properties": {"status": {"enum": ["ok", "draining"]}, "pid": _INT,
                        "uptime_s": _NUM, "concurrency": _INT, "running": _INT, "queued": _INT,
                        "jobs": {"type": "object", "additionalProperties": _INT},
                        "schedules": _INT}},
-    "ScheduleState": {
-        "type": "object", "required": ["name", "status", "reason", "ticks", "idle_ticks",
-                                       "runs"],
-        "properties": {"name": _STR, "status": {"enum": ["active", "stopped"]},
-                       "reason": {**_STR, "description": "why it stopped (its budget)"},
-                       "fingerprint": _nullable(_STR), "next_due": _nullable(_NUM),
-                       "ticks": _INT, "idle_ticks": {**_INT, "description": "ticks whose "
-                                                     "pre-check found no change: no model call"},
-                       "runs": _INT, "last_tick": _nullable(_NUM)}},
     "Schedule": {
         "type": "object", "required": ["name", "task", "heartbeat", "state"],
         "properties": {"name": _STR, "task": _STR, "every": _nullable(_NUM),
@@ -109,10 +87,6 @@ SCHEMAS: dict[str, Any] = {
                      "properties": {"schedules": {"type": "array",
                                                   "items": _ref("Schedule")}}},
 }
-
-
-def _json(schema: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": _ref(schema)}}}
 
 
 def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
@@ -173,6 +147,13 @@ def openapi_document() -> dict[str, Any]:
             "responses": {"200": _ok("BudgetDecided"),
                           "400": {"description": "bad decision", **_json("Error")},
                           "409": {"description": "nothing pending", **_json("Error")},
+                          **_ERRORS}}},
+        "/budget/limits": {"post": {
+            "summary": "set a budget limit (as whalebone budget set): it applies to the next "
+                       "model call of every front end",
+            "requestBody": {"required": True, **_json("BudgetLimit")},
+            "responses": {"200": _ok("BudgetLimitSet"),
+                          "400": {"description": "bad scope or limit", **_json("Error")},
                           **_ERRORS}}},
         "/schedules": {"get": {"summary": "schedules and their state",
                                "responses": {"200": _ok("ScheduleList"),

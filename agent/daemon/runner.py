@@ -22,10 +22,12 @@ from whalebone.agent.build import Overrides, build, mcp_servers
 from whalebone.agent.daemon.config import DaemonConfig, ScheduleConfig
 from whalebone.agent.daemon.engines import Engines
 from whalebone.agent.daemon.jobs import STATUS_OF_REASON, Job, JobQueue
-from whalebone.agent.events import Done, Reasoning, StepStarted, Text, UsageReport
+from whalebone.agent.events import AnswerText, Done, Reasoning, StepStarted, UsageReport
 from whalebone.agent.store import SessionBusy, SessionError, SessionStore
 from whalebone.core.errors import WhaleboneError
-from whalebone.engine.base import EngineError
+from whalebone.engine.base import Engine, EngineError
+from whalebone.tools.mcp import McpUnavailable
+from whalebone.tools.mcp_config import McpSetup
 from whalebone.tools.registry import ToolRegistry
 
 
@@ -71,33 +73,36 @@ class JobRunner:
         tools = factory(self.config.workspace_path)
         return tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
 
-    async def _guard(self, schedule: ScheduleConfig | None) -> Any | None:
-        """The budget guard for a job: the daemon's policy, plus the schedule's own scopes.
-        ``[budget] auditor = SPEC`` has that engine decide extensions (on_cap "auditor")."""
-        budget = dict(self.config.budget.model_extra or {})  # the policy's keys
+    async def _guard(self, schedule: ScheduleConfig | None, engine: Engine, spec: str) -> Any:
+        """The budget guard for a job (always one: :func:`whalebone.budget.setup.open_guard`,
+        as for every front end), plus the schedule's own scopes. ``[budget] auditor = SPEC``
+        has that engine decide extensions; by default the engine's cheapest sibling or the
+        bundled model does; with none, a job at its cap is denied unless ``on_cap = "human"``
+        (a person then decides through the API or ``whalebone budget``)."""
+        budget: dict[str, Any] = dict(self.config.budget.model_extra or {})  # the policy's keys
         auditor_spec = self.config.budget.auditor
+        if auditor_spec is not None:
+            budget["auditor"] = auditor_spec
+        budget["ledger"] = str(self.config.ledger_path)
         limited = schedule is not None and any(
             v is not None for v in (schedule.budget_usd, schedule.budget_tokens,
                                     schedule.day_usd, schedule.day_tokens))
-        if not budget and not limited:
-            return None
-        from whalebone.budget.guard import BudgetGuard, BudgetPolicy
         from whalebone.budget.ledger import Limit, day_scope
+        from whalebone.budget.setup import open_guard
 
-        key = schedule.name if schedule is not None and limited else ""
+        key = f"{schedule.name if schedule is not None and limited else ''}\0{spec}"
         guard = self._guards.get(key)
         if guard is None:
-            auditor = None
-            if auditor_spec:
-                from whalebone.budget.auditor import Auditor
-
-                auditor = Auditor(await self.engines.open(auditor_spec, {}))
-            policy = BudgetPolicy.model_validate(
-                {"on_cap": "auditor" if auditor else "human", **budget})
+            if auditor_spec and auditor_spec not in ("rule", "none"):
+                await self.engines.open(auditor_spec, {})  # loaded off the event loop, cached
+            guard = open_guard(engine, budget,
+                               open_engine=lambda name: self.engines.get(name, {}))
+            if guard.notice:
+                self.log("budget_default", level="warning", message=guard.notice)
+                guard.notice = None
             if schedule is not None and limited:
-                extra = (*policy.extra_scopes, f"schedule:{schedule.name}")
-                policy = policy.model_copy(update={"extra_scopes": extra})
-            guard = BudgetGuard(self.config.ledger_path, policy=policy, auditor=auditor)
+                extra = (*guard.policy.extra_scopes, f"schedule:{schedule.name}")
+                guard.policy = guard.policy.model_copy(update={"extra_scopes": extra})
             self._guards[key] = guard
         if schedule is not None and limited:
             ledger = guard.ledger
@@ -117,8 +122,8 @@ class JobRunner:
 
     def _overrides(self, job: Job, **more: Any) -> Overrides:
         """What a job sets over the daemon's settings: its options (AgentConfig fields) and
-        the daemon's store; never memory (a daemon attaches none)."""
-        return Overrides(agent=job.options, store=self.store, memory="", **more)
+        the daemon's store (the [memory] table applies as it does to ``whalebone run``)."""
+        return Overrides(agent=job.options, store=self.store, **more)
 
     # --- running ----------------------------------------------------------------------------
 
@@ -159,7 +164,7 @@ class JobRunner:
         except (EngineError, WhaleboneError) as e:
             return "failed", "no_engine", f"cannot open the engine {spec!r}: {e}", "", 0
         try:
-            guard = await self._guard(schedule)
+            guard = await self._guard(schedule, engine, spec)
             agent, built = build(self.config, self._overrides(
                 job, open_engine=engine, tools=self._tools(), budget=guard))
         except EngineError as e:
@@ -189,13 +194,15 @@ class JobRunner:
             try:
                 # A scheduled job's model calls are metered as heartbeats, not as turns.
                 turn_kind = "heartbeat" if job.schedule else "turn"
-                say = partial(self.log, "mcp_server_failed", level="warning", job=job.id)
-                async with mcp_servers(built.mcp, agent.tools.add_many,
+                # Each job runs the MCP servers for its own life (none without tools).
+                mcp = built.mcp if self.config.tools != "none" else McpSetup()
+                say = partial(self.log, "mcp_unavailable", level="warning", job=job.id)
+                async with mcp_servers(mcp, agent.tools.add_many,
                                        lambda line: say(message=line)), \
                         aclosing(agent.stream(task, session_id=sid,
                                               turn_kind=turn_kind)) as events:
                     async for event in events:
-                        if isinstance(event, Text | Reasoning):
+                        if isinstance(event, AnswerText | Reasoning):
                             deltas[event.type].append(event.text)
                             continue
                         for kind, parts in deltas.items():
@@ -216,6 +223,8 @@ class JobRunner:
                 return "failed", "busy", str(e), "", 0
             except SessionError as e:  # deleted under the job
                 return "failed", "no_session", str(e), "", 0
+            except McpUnavailable as e:  # a server marked required = true
+                return "failed", "bad_config", str(e), "", 0
         if done is None:
             steps = max(0, running.step - 1)
             if running.stopping:

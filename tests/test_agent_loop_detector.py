@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from whalebone.agent.loops import LoopDetector
+from whalebone.agent.loop_detector import LoopDetector
 
 
 def test_the_same_call_three_times_is_a_loop() -> None:
