@@ -10,17 +10,21 @@ hide anything on the screen.
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from rich.text import Text as RichText
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Collapsible, Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Collapsible, Static
 
 from whalebone.agent import events as ev
+from whalebone.agent.loop import _DATE as RUNTIME_DATE  # the runtime's own pattern for it
+from whalebone.tui.stream import FoldedText, LiveMarkdown, MarkdownText
 
-FOLD_LINES = 8  # results longer than this start folded
+FOLD_LINES = 8  # results longer than this show their last lines only
 FOLD_CHARS = 600
+LAZY_TURNS = 8  # a stored session shows its last turns first; earlier ones on demand
 ARGS_CHARS = 2_000  # arguments beyond this are cut on screen (the store keeps them whole)
 
 
@@ -35,6 +39,33 @@ class UserTurn(Static):
         super().__init__(_plain(text), classes="user-turn")
 
 
+def user_text(text: str) -> str:
+    """What the person typed, without the date line the runtime appends to a stored turn."""
+    return RUNTIME_DATE.sub("", text)
+
+
+class EarlierTurns(Static, can_focus=True):
+    """The line above a long stored session's shown turns: a click, Enter or scrolling to
+    the top builds the next batch."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "show", "Show earlier turns")]
+
+    def __init__(self) -> None:
+        super().__init__("", classes="earlier-turns")
+
+    def show(self, count: int) -> None:
+        self.update(_plain(f"▲ {count} earlier turn{'s' if count != 1 else ''} "
+                           "(scroll up, click or Enter to show more)"))
+
+    async def on_click(self) -> None:
+        await self.action_show()
+
+    async def action_show(self) -> None:
+        view = self.parent
+        if isinstance(view, TranscriptView):
+            await view.show_earlier()
+
+
 class Notice(Static):
     """A line from whalebone itself: warnings, stops, cancellations, errors."""
 
@@ -44,87 +75,124 @@ class Notice(Static):
 
 class ReasoningBlock(Collapsible):
     """The model's reasoning, collapsed; streamed text is buffered and shown a few times a
-    second, so a long chain of thought does not re-render on every delta."""
+    second. While folded only the title's count changes; opened, a long chain of thought shows
+    its end (the whole is one click away), so a refresh costs the same at any length."""
 
     def __init__(self, text: str = "", *, live: bool = False) -> None:
-        self._parts = [text] if text else []
-        self._body = Static(_plain(text), classes="reasoning-text")
+        self._body = FoldedText(text, classes="reasoning-text")
         self._dirty = False
         super().__init__(self._body, title=self._heading(live), collapsed=True,
                          classes="reasoning")
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        return self._body.text
 
     def _heading(self, live: bool) -> str:
-        n = sum(len(p) for p in self._parts)
+        n = len(self._body)
         return f"Thinking… ({n} chars)" if live else f"Reasoning ({n} chars)"
 
     def on_mount(self) -> None:
-        self.set_interval(0.1, self.flush)
+        if self.title.startswith("Thinking"):  # live: shown a few times a second
+            self.set_interval(0.1, self.flush)
 
     def append(self, text: str) -> None:
-        self._parts.append(text)
+        self._body.append(text)
         self._dirty = True
 
     def flush(self, *, live: bool = True) -> None:
         if self._dirty or not live:
-            self._body.update(_plain(self.text))
+            if not self.collapsed:
+                self._body.show()
             self.title = self._heading(live)
             self._dirty = False
 
+    def on_collapsible_expanded(self, event: Collapsible.Expanded) -> None:
+        if event.collapsible is self:
+            self._body.show()  # what arrived while folded
+
 
 class ToolPanel(Vertical):
-    """One tool call: name and status on top, arguments, then the result (long ones folded)."""
+    """One tool call: name, status and duration on top, arguments, then the result (a long one
+    shows its end). The duration leaves out the time the call waited for a person."""
+
+    DEFAULT_CSS = "ToolPanel { height: auto; }"
 
     def __init__(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
         self.call_id = call_id
         self.tool_name = name
         self.status = "running"
         self.seconds: float | None = None
+        self.waited = 0.0  # seconds spent waiting for a person's approval
+        self._asked_at: float | None = None
+        self._result_note = ""
         args = "\n".join(f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
                          for key, value in arguments.items()) or "(no arguments)"
         if len(args) > ARGS_CHARS:
             args = args[:ARGS_CHARS] + f"… [{len(args) - ARGS_CHARS} more characters]"
         self._header = Static(self._header_text(), classes="tool-header")
         self._args = Static(_plain(args), classes="tool-args")
-        super().__init__(self._header, self._args, classes="tool-panel running")
+        self._result: Static | None = None
+        super().__init__(classes="tool-panel running")
+
+    def compose(self) -> Any:
+        yield self._header
+        yield self._args
+        if self._result is not None:  # finished before it was mounted (a stored session)
+            yield self._result
 
     def _header_text(self) -> RichText:
         took = "" if self.seconds is None else f"  {self.seconds:.2f}s"
+        if self.waited >= 0.05:
+            took += f" (+{self.waited:.1f}s awaiting approval)"
         return RichText.assemble(("⚙ ", "bold"), (self.tool_name, "bold"),
-                                 f"  {self.status}{took}")
+                                 f"  {self.status}{took}{self._result_note}")
 
     def waiting(self, waiting: bool) -> None:
         """Say that the call waits for a person's approval (and no longer, once decided)."""
         if self.status in ("running", "awaiting approval"):
             self.status = "awaiting approval" if waiting else "running"
+            now = time.monotonic()
+            if waiting:
+                self._asked_at = now
+            elif self._asked_at is not None:
+                self.waited += now - self._asked_at
+                self._asked_at = None
             self._header.update(self._header_text())
 
     def finish(self, content: str, *, is_error: bool, seconds: float | None,
                status: str | None = None) -> None:
         self.status = status or ("error" if is_error else "ok")
-        self.seconds = seconds
+        self.waiting(False)
+        # The tool's own time: a person deciding is not the command being slow.
+        self.seconds = None if seconds is None else max(0.0, seconds - self.waited)
         self.set_class(False, "running")
         self.add_class("error" if is_error else "ok")
-        self._header.update(self._header_text())
         lines = content.count("\n") + 1
         long = lines > FOLD_LINES or len(content) > FOLD_CHARS
-        title = f"result ({lines} lines, {len(content)} chars)" if long else "result"
-        self.mount(Collapsible(Static(_plain(content), classes="tool-result"), title=title,
-                               collapsed=long, classes="tool-result-box"))
+        self._result_note = f"  · {lines} lines, {len(content)} chars" if long else ""
+        self._header.update(self._header_text())
+        # A long result shows its end (where errors and summaries are); the rest on demand.
+        self._result = (FoldedText(content, chars=FOLD_CHARS, lines=FOLD_LINES,
+                                   classes="tool-result") if long
+                        else Static(_plain(content), classes="tool-result"))
+        if self.is_mounted:
+            self.mount(self._result)
 
 
 class AssistantTurn(Vertical):
     """One model step: reasoning, text and tool calls, in the order they arrive."""
 
-    def __init__(self) -> None:
-        super().__init__(classes="assistant-turn")
+    DEFAULT_CSS = "AssistantTurn { height: auto; }"
+
+    def __init__(self, *children: Any) -> None:
+        super().__init__(*children, classes="assistant-turn")
         self.reasoning: ReasoningBlock | None = None
-        self.markdown: Markdown | None = None
-        self.stream: MarkdownStream | None = None
-        self.text = ""
+        self.markdown: LiveMarkdown | None = None
+
+    @property
+    def text(self) -> str:
+        return self.markdown.source if self.markdown is not None else ""
 
     async def add_reasoning(self, text: str) -> None:
         if self.reasoning is None:
@@ -137,17 +205,13 @@ class AssistantTurn(Vertical):
             if not text.strip():
                 return  # the blank line after </think> is not worth a widget
             text = text.lstrip("\n")
-            self.markdown = Markdown(classes="assistant-text")
+            self.markdown = LiveMarkdown(classes="assistant-text")
             await self.mount(self.markdown)
-            self.stream = Markdown.get_stream(self.markdown)
-        self.text += text
-        assert self.stream is not None
-        await self.stream.write(text)
+        self.markdown.write(text)
 
     async def close(self) -> None:
-        if self.stream is not None:
-            await self.stream.stop()
-            self.stream = None
+        if self.markdown is not None:
+            await self.markdown.stop()
         if self.reasoning is not None:
             self.reasoning.flush(live=False)
 
@@ -159,6 +223,11 @@ class TranscriptView(VerticalScroll):
         super().__init__(**kwargs)
         self.turn: AssistantTurn | None = None
         self.panels: dict[str, ToolPanel] = {}
+        self._earlier: list[list[dict[str, Any]]] = []  # stored turns not built yet
+        self._results: dict[str, str] = {}
+        self._failed: frozenset[str] = frozenset()
+        self._marker: EarlierTurns | None = None
+        self._loading = False
 
     def on_mount(self) -> None:
         # Follow the stream at the bottom until the person scrolls up to read; no scroll call
@@ -168,6 +237,7 @@ class TranscriptView(VerticalScroll):
     async def clear(self) -> None:
         await self.close_turn()
         self.panels.clear()
+        self._earlier, self._marker = [], None
         await self.remove_children()
 
     async def add(self, widget: Static | Vertical) -> None:
@@ -242,37 +312,73 @@ class TranscriptView(VerticalScroll):
     async def load(self, messages: list[dict[str, Any]],
                    failed: frozenset[str] | set[str] = frozenset()) -> None:
         """Rebuild a stored session (system messages are not shown); ``failed`` names the
-        tool calls the store's journal records as errors."""
+        tool calls the store's journal records as errors. Only the last :data:`LAZY_TURNS`
+        turns are built; earlier ones wait above, behind a line that loads them (scrolling to
+        the top does too), so a session of any length opens at once."""
         await self.clear()
-        blocks: list[tuple[Static | Vertical, list[Any]]] = []
-        results: dict[str, str] = {}
+        self._results = {str(m.get("tool_call_id", "")): str(m.get("content") or "")
+                         for m in messages if m.get("role") == "tool"}
+        self._failed = frozenset(failed)
+        turns: list[list[dict[str, Any]]] = []
         for msg in messages:
+            if msg.get("role") in ("user", "compaction") or not turns:
+                turns.append([])
+            turns[-1].append(msg)
+        self._earlier = turns
+        await self._show_earlier()
+        self.scroll_end(animate=False)
+
+    async def _show_earlier(self) -> None:
+        """Build the next :data:`LAZY_TURNS` stored turns above what is shown."""
+        batch, self._earlier = self._earlier[-LAZY_TURNS:], self._earlier[:-LAZY_TURNS]
+        widgets: list[Static | Vertical] = []
+        for msg in (m for turn in batch for m in turn):
             role = msg.get("role")
             if role == "user":
-                blocks.append((UserTurn(str(msg.get("content") or "")), []))
+                widgets.append(UserTurn(user_text(str(msg.get("content") or ""))))
             elif role == "assistant":
-                blocks.append((AssistantTurn(), self._stored_turn(msg)))
+                widgets.append(AssistantTurn(*self._stored_turn(msg)))
             elif role == "compaction":
-                blocks.append((Notice("⇣ compacted: older turns were replaced by a summary"),
-                               []))
-            elif role == "tool":
-                results[str(msg.get("tool_call_id", ""))] = str(msg.get("content") or "")
-        await self.mount_all([block for block, _ in blocks])
-        for block, children in blocks:
-            if children:
-                await block.mount_all(children)
-        for call_id, content in results.items():
-            panel = self.panels.get(call_id)
-            if panel is not None:
-                panel.finish(content, is_error=call_id in failed, seconds=None)
-        self.scroll_end(animate=False)
+                widgets.append(Notice("⇣ compacted: older turns were replaced by a summary"))
+        marker = self._marker
+        with self.app.batch_update():
+            if widgets and marker is not None:
+                await self.mount_all(widgets, after=marker)
+            elif widgets:
+                await self.mount_all(widgets, before=0 if self.children else None)
+        if self._earlier and marker is None:
+            self._marker = EarlierTurns()
+            await self.mount(self._marker, before=0)
+        elif not self._earlier and marker is not None:
+            self._marker = None
+            await marker.remove()
+        if self._marker is not None:
+            self._marker.show(len(self._earlier))
+
+    async def show_earlier(self) -> None:
+        """Load the next batch of earlier turns, keeping what was on screen where it was."""
+        if not self._earlier or self._loading:
+            return
+        self._loading = True
+        try:
+            anchor = next((c for c in self.children if not isinstance(c, EarlierTurns)), None)
+            await self._show_earlier()
+            if anchor is not None:
+                self.call_after_refresh(self.scroll_to_widget, anchor, top=True, animate=False)
+        finally:
+            self._loading = False
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value <= 0 < old_value and self._earlier:  # the person scrolled to the top
+            self.call_later(self.show_earlier)
 
     def _stored_turn(self, msg: dict[str, Any]) -> list[Any]:
         children: list[Any] = []
         if msg.get("reasoning_content"):
             children.append(ReasoningBlock(str(msg["reasoning_content"])))
         if str(msg.get("content") or "").strip():
-            children.append(Markdown(str(msg["content"]), classes="assistant-text"))
+            children.append(MarkdownText(str(msg["content"]), classes="assistant-text"))
         for tc in msg.get("tool_calls") or []:
             fn = tc.get("function", {})
             try:
@@ -282,5 +388,11 @@ class TranscriptView(VerticalScroll):
             panel = ToolPanel(str(tc.get("id", "")), str(fn.get("name", "?")),
                               args if isinstance(args, dict) else {"value": args})
             self.panels[panel.call_id] = panel
+            content = self._results.get(panel.call_id)
+            if content is None:  # the run stopped (a crash, a kill) before a result
+                panel.finish("(no result: the run ended before this call finished)",
+                             is_error=True, seconds=None, status="interrupted")
+            else:
+                panel.finish(content, is_error=panel.call_id in self._failed, seconds=None)
             children.append(panel)
         return children
