@@ -67,7 +67,7 @@ async def test_a_denied_extension_stops_the_run_with_the_reason(tmp_path: Path) 
         await send(pilot, "spend")
         await wait_for(pilot, lambda: asking(app, BudgetApproval))
         await pilot.press(*"too much")
-        await pilot.press("ctrl+n")
+        await pilot.press("escape")
         await wait_for(pilot, lambda: not app.running)
         text = screen_text(app)
         assert "too much" in text and "Never sent." not in text

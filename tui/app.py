@@ -3,8 +3,10 @@
 the runner's.
 
 Keys: Enter sends, Ctrl+J new line, Ctrl+C cancels the running step (the session and everything
-committed stay), Ctrl+N new session, Ctrl+B shows or hides the session list, Ctrl+P the command
-palette, Ctrl+T light/dark, Ctrl+Q quits. In the session list: n new, r rename, d delete.
+committed stay), Ctrl+N new session, Ctrl+B shows and focuses the session list (again: hides
+it), Ctrl+P the command palette, Ctrl+T light/dark, Ctrl+Q quits (asking first if a message is
+typed). In the session list: Enter opens, n new, r rename, d delete. Slash commands typed in the
+input (``/help`` lists them) are :mod:`whalebone.tui.slash`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, ClassVar
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 from textual.worker import Worker
 
 from whalebone.agent import events as ev
@@ -30,7 +32,8 @@ from whalebone.tui.figures import StatusFigures
 from whalebone.tui.modals import BudgetApproval, ConfirmQuestion, ShellApproval, TextQuestion
 from whalebone.tui.prompt import PromptInput
 from whalebone.tui.runner import ChatRunner
-from whalebone.tui.sessions import SessionList
+from whalebone.tui.sessions import LEGEND, SessionList
+from whalebone.tui.slash import SlashCommands, session_label
 from whalebone.tui.status import StatusBar
 from whalebone.tui.transcript import TranscriptView
 
@@ -40,14 +43,13 @@ THEMES = {"dark": "textual-dark", "light": "textual-light"}
 class ChatApp(App[None]):
     CSS_PATH = "chat.tcss"
     TITLE = "whalebone"
-    COMMANDS = App.COMMANDS | {ChatCommands}
+    COMMANDS: ClassVar[set[Any]] = {ChatCommands}  # Textual's own come after ours, from it
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "cancel", "Cancel step", priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+n", "new_session", "New"),
         Binding("ctrl+b", "toggle_sessions", "Sessions"),
         Binding("ctrl+t", "toggle_dark", "Theme"),
-        Binding("ctrl+o", "focus_sessions", "List", show=False),
         Binding("escape", "focus_prompt", "Prompt", show=False),
     ]
 
@@ -68,12 +70,15 @@ class ChatApp(App[None]):
         self.budget_poll_s = 1.0  # how often the ledger is asked for requests awaiting a person
         self._asked: set[str] = set()  # extension requests already put to the person
         self._asking_budget = False
+        self.slash = SlashCommands(self)
 
     # --- layout ----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
-            yield SessionList(id="sessions")
+            with Vertical(id="side"):
+                yield SessionList(id="sessions")
+                yield Static(LEGEND, id="legend", markup=False)
             with Vertical(id="chat"):
                 yield TranscriptView(id="transcript")
                 yield PromptInput(self.history_file, id="prompt")
@@ -101,12 +106,26 @@ class ChatApp(App[None]):
         self.set_interval(5.0, self.refresh_scopes)  # other processes spend from the ledger
         if self.runner.ledger is not None:
             self.set_interval(self.budget_poll_s, self.check_extensions)
+        self.refresh_scopes()
         if self.initial_session is not None:
             await self.open_session(self.initial_session)
         else:
             await self.refresh_sessions()
-        self.refresh_scopes()
+            await self.welcome()
         self.prompt.focus()
+
+    async def welcome(self) -> None:
+        """What an empty session starts from: engine, workspace, budget, memory, keys."""
+        runner, figures = self.runner, self.figures
+        budget = " · ".join(s.text() for s in figures.scopes) or "no budget ledger caps this chat"
+        await self.transcript.welcome([
+            ("engine", f"{runner.engine_spec} · model {figures.model} · thinking "
+                       f"{figures.thinking}"),
+            ("workspace", str(runner.workspace.expanduser().resolve())),
+            ("budget", budget),
+            ("memory", runner.memory_scope or "none (/memory KIND:NAME attaches a scope)"),
+            ("keys", "Enter sends · Ctrl+P commands and sessions · /help commands and keys"),
+        ])
 
     async def on_unmount(self) -> None:
         # The engine may hold a model, connections or a cache file: release it on the way out.
@@ -127,17 +146,37 @@ class ChatApp(App[None]):
         self.runner.session_id = session_id
         failed = {e.call_id for e in store.journal(session_id) if e.is_error}
         await self.transcript.load(store.messages(session_id), failed)
-        self.figures.reset_session(store.usage(session_id))
+        usage = store.usage(session_id)
+        self.figures.reset_session(usage)
+        # The engine the session last ran on, if not the one its next turn runs on.
+        last = next((r.engine for r in reversed(usage) if r.engine), "")
+        self.figures.session_engine = "" if last in (self.figures.engine,
+                                                      self.runner.engine_spec) else last
         self.figures.state = "idle"
         self.status.show()
         await self.refresh_sessions()
 
     async def on_session_list_chosen(self, message: SessionList.Chosen) -> None:
+        await self.switch_to(message.session_id)
+
+    async def switch_to(self, session_id: str) -> None:
         if self.running:
             self.notify("A step is running: Ctrl+C cancels it first.", severity="warning")
             return
-        await self.open_session(message.session_id)
+        await self.open_session(session_id)
         self.prompt.focus()
+
+    def action_switch_session(self) -> None:
+        """The palette narrowed to sessions: fuzzy search over titles, Enter opens one."""
+        from textual.command import SimpleCommand
+
+        commands = [SimpleCommand(session_label(info), partial(self.switch_to, info.id),
+                                  f"session {info.id}")
+                    for info in self.runner.store.list() if info.id != self.runner.session_id]
+        if not commands:
+            self.notify("No other session to switch to.")
+            return
+        self.search_commands(commands, placeholder="Switch to session… (type to search)")
 
     async def action_new_session(self) -> None:
         if self.running:
@@ -146,8 +185,10 @@ class ChatApp(App[None]):
         self.runner.session_id = None  # created with the first message, titled by it
         await self.transcript.clear()
         self.figures.reset_session([])
+        self.figures.session_engine = ""
         self.status.show()
         await self.refresh_sessions()
+        await self.welcome()
         self.prompt.focus()
 
     def on_session_list_new_requested(self, _: SessionList.NewRequested) -> None:
@@ -198,12 +239,17 @@ class ChatApp(App[None]):
     # --- a turn ----------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        text = message.text
+        if await self.slash.run(text):  # a command for the chat, not a message for the model
+            return
+        if text.startswith("//"):
+            text = text[1:]
         if self.running:
             self.prompt.load_text(message.text)  # keep it; nothing is lost
             self.notify("A step is running: wait, or Ctrl+C to cancel it.", severity="warning")
             return
-        await self.transcript.user(message.text)
-        self.worker = self.run_worker(self.run_turn(message.text), group="agent",
+        await self.transcript.user(text)
+        self.worker = self.run_worker(self.run_turn(text), group="agent",
                                       exit_on_error=False)
 
     async def run_turn(self, text: str) -> None:
@@ -330,17 +376,36 @@ class ChatApp(App[None]):
     def action_attach_memory(self) -> None:
         def attach(scope: str | None) -> None:
             if scope:
-                try:
-                    self.runner.attach_memory(scope)
-                except WhaleboneError as e:
-                    self.notify(str(e), severity="error", timeout=8)
-                    return
-                self.figures.memory = scope
-                self.status.show()
-                self.notify(f"Memory scope {scope} attached: sessions started from now on get "
-                            "the memory tool (a session's tool list is fixed when it starts).")
+                self.attach_memory(scope)
 
         self.push_screen(TextQuestion("Memory scope to attach:"), attach)
+
+    def attach_memory(self, scope: str) -> None:
+        try:
+            self.runner.attach_memory(scope)
+        except WhaleboneError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        self.figures.memory = scope
+        self.status.show()
+        self.notify(f"Memory scope {scope} attached: sessions started from now on get "
+                    "the memory tool (a session's tool list is fixed when it starts).")
+
+    async def action_help(self) -> None:
+        await self.slash.run("/help")
+
+    async def action_quit(self) -> None:
+        """Quit; with a typed message not yet sent, ask first (it would be lost)."""
+        if not self.prompt.text.strip():
+            self.exit()
+            return
+
+        def answer(sure: bool | None) -> None:
+            if sure:
+                self.exit()
+
+        self.push_screen(ConfirmQuestion("Quit? The message you typed has not been sent and "
+                                         "will be lost."), answer)
 
     async def action_compact(self) -> None:
         if self.running or self.runner.session_id is None:
@@ -373,13 +438,14 @@ class ChatApp(App[None]):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     def action_toggle_sessions(self) -> None:
-        sessions = self.query_one(SessionList)
-        sessions.display = not sessions.display
-
-    def action_focus_sessions(self) -> None:
-        sessions = self.query_one(SessionList)
-        sessions.display = True
-        sessions.focus()
+        """Show the session list and give it the keyboard; from the list, hide it again."""
+        sessions, side = self.query_one(SessionList), self.query_one("#side")
+        if side.display and sessions.has_focus:
+            side.display = False
+            self.prompt.focus()
+        else:
+            side.display = True
+            sessions.focus()
 
     def action_focus_prompt(self) -> None:
         self.prompt.focus()

@@ -67,6 +67,8 @@ def run_chat(args: argparse.Namespace) -> int:
         print(f"whalebone chat: {e}", file=sys.stderr)
         return 2
     app.run()
+    if app.runner.session_id is not None:  # how to come back to it
+        print(f"Resume this session with: whalebone chat --session {app.runner.session_id}")
     return 0
 
 
@@ -77,6 +79,7 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
     from whalebone.tui.engines import open_chat_engine
+    from whalebone.tui.permissions import Permissions
     from whalebone.tui.runner import ChatRunner
 
     settings = load_settings(args.config)
@@ -104,6 +107,7 @@ def build_app(args: argparse.Namespace) -> ChatApp:
         workspace=args.workspace or Path(settings.workspace),
         shell_policy=policy,
         approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
+        permissions=Permissions(Path(sessions).with_name("permissions.json")),
         guard=guard,
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),

@@ -20,6 +20,7 @@ from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
+from whalebone.tui.permissions import Permissions
 
 AskPerson = Callable[[str], Awaitable[Decision]]
 THINKING_MODES = ("chat", "thinking", "max")
@@ -39,6 +40,7 @@ class ChatRunner:
         workspace: str | Path = ".",
         shell_policy: ShellPolicy | None = None,
         approvals: ApprovalLog | None = None,
+        permissions: Permissions | None = None,
         ledger: Any | None = None,
         guard: Any | None = None,
         scopes: list[str] | None = None,
@@ -58,6 +60,10 @@ class ChatRunner:
         self.config = config or AgentConfig()
         self.workspace = Path(workspace)
         self.shell_policy = shell_policy or ShellPolicy()
+        self.configured_allow = list(self.shell_policy.allow)  # from the config and flags
+        self.permissions = permissions
+        if permissions is not None:
+            self._set_allow()
         self.approvals = approvals
         self.guard = guard  # a budget.guard.BudgetGuard: asked before every model call
         self.ledger = ledger if ledger is not None else getattr(guard, "ledger", None)
@@ -118,7 +124,32 @@ class ChatRunner:
         else:
             decision = await self.ask_person(command)
         self.log("shell", command, decision)
+        if decision.approved and decision.always:
+            self.allow_always(decision.always)
         return decision
+
+    # --- allow-always patterns ----------------------------------------------------------
+
+    def allow_always(self, pattern: str) -> bool:
+        """Let commands matching ``pattern`` run without asking, in this chat and later ones."""
+        if self.permissions is None:
+            raise ChatEngineError("no permissions file is open")
+        added = self.permissions.add(pattern)
+        self._set_allow()
+        return added
+
+    def revoke(self, pattern: str) -> bool:
+        """Ask again about commands matching ``pattern`` (an allow-always one)."""
+        if self.permissions is None:
+            return False
+        removed = self.permissions.remove(pattern)
+        self._set_allow()
+        return removed
+
+    def _set_allow(self) -> None:
+        saved = self.permissions.patterns() if self.permissions is not None else []
+        allow = list(dict.fromkeys([*self.configured_allow, *saved]))
+        self.shell_policy = self.shell_policy.model_copy(update={"allow": allow})
 
     def log(self, kind: Any, subject: str, decision: Decision,
             session: str | None = None) -> None:

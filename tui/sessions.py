@@ -3,6 +3,7 @@ session (new, rename, delete); the list only asks, through messages, and the app
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
@@ -11,13 +12,29 @@ from textual.widgets import Label, ListItem, ListView
 
 from whalebone.agent.store import SessionInfo
 
+MARKS = {"running": "●", "cancelled": "◌"}
+LEGEND = "● running  ◌ stopped mid-step"
+
+
+def when(stamp: float, now: dt.datetime | None = None) -> str:
+    """A session's last activity: the time today, else the date."""
+    at = dt.datetime.fromtimestamp(stamp)
+    now = now or dt.datetime.now()
+    return at.strftime("%H:%M") if at.date() == now.date() else at.strftime("%Y-%m-%d")
+
 
 class SessionItem(ListItem):
+    """A session: its title (up to two lines, then cut), then when and how long."""
+
     def __init__(self, info: SessionInfo) -> None:
         self.info = info
         title = info.title or "(untitled)"
-        mark = {"running": "● ", "cancelled": "◌ "}.get(info.status, "")
-        super().__init__(Label(f"{mark}{title}", markup=False), classes="session-item")
+        mark = MARKS.get(info.status, "")
+        detail = f"{when(info.updated)} · {info.messages} msgs" + (f" · {mark}" if mark else "")
+        super().__init__(Label(title, markup=False, classes="session-title"),
+                         Label(detail, markup=False, classes="session-detail"),
+                         classes="session-item")
+        self.tooltip = f"{title}\n{info.id} · {info.status}"
 
 
 class SessionList(ListView):

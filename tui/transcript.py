@@ -66,6 +66,18 @@ class EarlierTurns(Static, can_focus=True):
             await view.show_earlier()
 
 
+class Welcome(Static):
+    """What an empty session shows until the first message: where the chat runs and how."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        width = max(len(k) for k, _ in items)
+        text = RichText("whalebone chat: type a message and press Enter\n\n", style="bold")
+        for key, value in items:
+            text.append(f"{key.rjust(width)}  ", style="dim")
+            text.append(f"{value}\n")
+        super().__init__(text, classes="welcome")
+
+
 class Notice(Static):
     """A line from whalebone itself: warnings, stops, cancellations, errors."""
 
@@ -243,8 +255,14 @@ class TranscriptView(VerticalScroll):
     async def add(self, widget: Static | Vertical) -> None:
         await self.mount(widget)
 
+    async def welcome(self, items: list[tuple[str, str]]) -> None:
+        await self.clear()
+        await self.add(Welcome(items))
+
     async def user(self, text: str) -> None:
         await self.close_turn()
+        for welcome in self.query(Welcome):
+            await welcome.remove()
         await self.add(UserTurn(text))
         self.scroll_end(animate=False)
         self.anchor()  # a new message follows its answer again, wherever the person had read
