@@ -20,16 +20,26 @@ class PermissionsError(WhaleboneError):
     """The permissions file cannot be read or written."""
 
 
+# Programs whose second word chooses what they do: "allow always" keeps it in the pattern, so
+# allowing ``git status`` does not allow ``git push``.
+SUBCOMMANDS = frozenset({
+    "apt", "apt-get", "brew", "bun", "cargo", "docker", "dotnet", "gh", "git", "go", "just",
+    "kubectl", "make", "npm", "npx", "pip", "pip3", "pnpm", "poetry", "systemctl", "uv",
+    "yarn"})
+
+
 def suggest_pattern(command: str) -> str:
-    """A pattern for commands like ``command``: its program and subcommand with any arguments
-    (``git status -s`` -> ``git status *``; ``ls -la`` -> ``ls *``; ``make`` -> ``make``)."""
+    """A pattern for commands like ``command``: the program (and its subcommand, for the
+    programs that have them) with any arguments (``git status -s`` -> ``git status *``;
+    ``ls -la`` -> ``ls *``; ``make`` -> ``make``)."""
     try:
         words = shlex.split(command)
     except ValueError:
         words = command.split()
     if not words:
         return command.strip()
-    head = words[:2] if len(words) > 1 and words[1][:1].isalpha() else words[:1]
+    sub = len(words) > 1 and words[0] in SUBCOMMANDS and words[1][:1].isalpha()
+    head = words[:2] if sub else words[:1]
     return " ".join(head) + (" *" if len(words) > len(head) else "")
 
 

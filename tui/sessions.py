@@ -4,6 +4,7 @@ session (new, rename, delete); the list only asks, through messages, and the app
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
@@ -13,14 +14,20 @@ from textual.widgets import Label, ListItem, ListView
 from whalebone.agent.store import SessionInfo
 
 MARKS = {"running": "●", "cancelled": "◌"}
-LEGEND = "● running  ◌ stopped mid-step"
+LEGEND = "● running  ◌ cancelled"
 
 
-def when(stamp: float, now: dt.datetime | None = None) -> str:
-    """A session's last activity: the time today, else the date."""
-    at = dt.datetime.fromtimestamp(stamp)
-    now = now or dt.datetime.now()
-    return at.strftime("%H:%M") if at.date() == now.date() else at.strftime("%Y-%m-%d")
+def when(stamp: float, now: float | None = None) -> str:
+    """A session's last activity, as a person says it: "just now", "5 min ago", "3 h ago",
+    then the date."""
+    ago = (time.time() if now is None else now) - stamp
+    if ago < 60:
+        return "just now"
+    if ago < 3600:
+        return f"{int(ago // 60)} min ago"
+    if ago < 86400:
+        return f"{int(ago // 3600)} h ago"
+    return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d")
 
 
 class SessionItem(ListItem):
