@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
@@ -26,10 +26,10 @@ from textual.worker import Worker
 
 from whalebone.agent import events as ev
 from whalebone.dsml.errors import WhaleboneError
-from whalebone.tui.approvals import Decision
+from whalebone.tui.asking import Approvals
 from whalebone.tui.commands import ChatCommands
 from whalebone.tui.figures import StatusFigures
-from whalebone.tui.modals import BudgetApproval, ConfirmQuestion, ShellApproval, TextQuestion
+from whalebone.tui.modals import ConfirmQuestion, TextQuestion
 from whalebone.tui.prompt import PromptInput
 from whalebone.tui.runner import ChatRunner
 from whalebone.tui.sessions import LEGEND, SessionList
@@ -40,7 +40,7 @@ from whalebone.tui.transcript import TranscriptView
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 
 
-class ChatApp(App[None]):
+class ChatApp(Approvals):
     CSS_PATH = "chat.tcss"
     TITLE = "whalebone"
     COMMANDS: ClassVar[set[Any]] = {ChatCommands}  # Textual's own come after ours, from it
@@ -291,65 +291,6 @@ class ChatApp(App[None]):
             self.worker.cancel()
         else:
             self.notify("Nothing is running. Ctrl+Q quits.")
-
-    # --- approvals -------------------------------------------------------------------------
-
-    async def ask_shell(self, command: str) -> Decision:
-        """The shell tool's ``ask``: a modal; the run waits for the person's answer."""
-        self.transcript.awaiting("shell", True)
-        try:
-            return await self.ask(ShellApproval(command, str(self.runner.workspace)))
-        finally:
-            self.transcript.awaiting("shell", False)
-
-    async def ask(self, modal: Any) -> Decision:
-        """Show an approval modal and wait for its decision. If the step is cancelled while
-        it is open, the modal goes away with it (a cancelled step decides nothing)."""
-        answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-
-        def decided(decision: Decision | None) -> None:
-            if not answer.done():
-                answer.set_result(decision or Decision(approved=False))
-
-        await self.push_screen(modal, decided)
-        try:
-            return await answer
-        finally:
-            if answer.cancelled() and modal.is_current:
-                modal.dismiss(None)
-
-    def check_extensions(self) -> None:
-        """Put the next extension request that waits for a person to the person, one at a
-        time (a frozen run, here or in another process, is waiting on the ledger for it)."""
-        if self._asking_budget:
-            return
-        try:
-            pending = self.runner.pending_extensions()
-        except WhaleboneError as e:
-            self.notify(f"budget ledger: {e}", severity="error")
-            return
-        for record in pending:
-            if record.id not in self._asked:
-                self._asked.add(record.id)
-                self._asking_budget = True
-                self.push_screen(BudgetApproval(record), partial(self.extension_decided, record))
-                return
-
-    def extension_decided(self, record: Any, decision: Decision | None) -> None:
-        self._asking_budget = False
-        decision = decision or Decision(approved=False)
-        try:
-            applied = self.runner.decide_extension(record, decision)
-        except WhaleboneError as e:
-            self.notify(str(e), severity="error", timeout=8)
-            return
-        verb = "approved" if decision.approved else "denied"
-        if applied:
-            self.notify(f"Budget extension for {record.scope} {verb}.")
-        else:
-            self.notify(f"The request for {record.scope} was already decided; yours is logged.",
-                        severity="warning")
-        self.refresh_scopes()
 
     # --- palette actions -------------------------------------------------------------------
 
