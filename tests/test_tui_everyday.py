@@ -16,7 +16,7 @@ from whalebone.agent.store import UsageRecord
 from whalebone.tui.app import ChatApp
 from whalebone.tui.modals import ConfirmQuestion, ShellApproval
 from whalebone.tui.permissions import Permissions, suggest_pattern
-from whalebone.tui.transcript import ToolPanel, UserTurn
+from whalebone.tui.transcript import EarlierTurns, ToolPanel, UserTurn
 
 pytestmark = pytest.mark.anyio
 
@@ -220,3 +220,22 @@ async def test_the_palette_lists_our_commands_first_and_no_duplicates(tmp_path: 
         assert names.index("Quit") > names.index("Help: commands and keys")  # … after ours
         assert not any(n.startswith("Theme: toggle") for n in names)  # one theme command
         assert len(names) == len(set(names))
+
+
+async def test_a_long_live_session_keeps_only_its_last_turns_built(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, [answer(f"Answer {i}.") for i in range(5)])
+    app = ChatApp(runner)
+    async with app.run_test(size=(100, 40)) as pilot:
+        app.transcript.lazy_turns, app.keep_turns = 2, 3
+        for i in range(5):
+            await type_and_send(pilot, f"question {i}")
+            await wait_for(pilot, lambda i=i: not app.running
+                           and f"Answer {i}." in screen_text(app))
+        # Past three turns the transcript was rebuilt with the last two; one more came live.
+        assert app.transcript.shown_turns == 3
+        marker = app.query_one(EarlierTurns)
+        assert "2 earlier turns" in marker.render().plain  # type: ignore[attr-defined]
+        await app.transcript.show_earlier()  # what scrolling to the top does
+        await pilot.pause(0.1)
+        assert app.transcript.shown_turns == 5 and not app.query(EarlierTurns)
+        assert "question 4" in [t.render().plain for t in app.query(UserTurn)][-1]

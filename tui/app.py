@@ -35,7 +35,7 @@ from whalebone.tui.runner import ChatRunner
 from whalebone.tui.sessions import LEGEND, SessionList
 from whalebone.tui.slash import SlashCommands, session_label
 from whalebone.tui.status import StatusBar
-from whalebone.tui.transcript import TranscriptView
+from whalebone.tui.transcript import LAZY_TURNS, TranscriptView
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 
@@ -71,6 +71,7 @@ class ChatApp(Approvals):
         self._asked: set[str] = set()  # extension requests already put to the person
         self._asking_budget = False
         self.slash = SlashCommands(self)
+        self.keep_turns = 3 * LAZY_TURNS  # turns kept built in a live session
 
     # --- layout ----------------------------------------------------------------------------
 
@@ -273,6 +274,16 @@ class ChatApp(Approvals):
         finally:
             self.status.show()
             await self.refresh_sessions()
+        await self.trim_transcript()
+
+    async def trim_transcript(self) -> None:
+        """After a finished turn, a transcript past ``keep_turns`` turns is rebuilt from the
+        store: the last few built, the rest behind the "earlier turns" line. Textual lays out
+        every mounted widget on each layout change, so without this a long session would make
+        every delta of the next answer slower."""
+        sid = self.runner.session_id
+        if self.figures.state == "idle" and sid and self.transcript.shown_turns > self.keep_turns:
+            await self.open_session(sid)
 
     async def show_event(self, event: Any) -> None:
         figures = self.figures

@@ -69,6 +69,7 @@ class TranscriptView(VerticalScroll):
         self._failed: frozenset[str] = frozenset()
         self._marker: EarlierTurns | None = None
         self._loading = False
+        self.lazy_turns = LAZY_TURNS
 
     def on_mount(self) -> None:
         # Follow the stream at the bottom until the person scrolls up to read; no scroll call
@@ -83,6 +84,10 @@ class TranscriptView(VerticalScroll):
 
     async def add(self, widget: Static | Vertical) -> None:
         await self.mount(widget)
+
+    @property
+    def shown_turns(self) -> int:
+        return sum(1 for child in self.children if isinstance(child, UserTurn))
 
     async def welcome(self, items: list[tuple[str, str]]) -> None:
         await self.clear()
@@ -171,13 +176,15 @@ class TranscriptView(VerticalScroll):
             if msg.get("role") in ("user", "compaction") or not turns:
                 turns.append([])
             turns[-1].append(msg)
-        self._earlier = turns
+        shown = ("user", "assistant", "compaction")  # not a turn: the system prompt alone
+        self._earlier = [t for t in turns if any(m.get("role") in shown for m in t)]
         await self._show_earlier()
         self.scroll_end(animate=False)
 
     async def _show_earlier(self) -> None:
         """Build the next :data:`LAZY_TURNS` stored turns above what is shown."""
-        batch, self._earlier = self._earlier[-LAZY_TURNS:], self._earlier[:-LAZY_TURNS]
+        n = self.lazy_turns
+        batch, self._earlier = self._earlier[-n:], self._earlier[:-n]
         widgets: list[Static | Vertical] = []
         for msg in (m for turn in batch for m in turn):
             role = msg.get("role")
