@@ -239,3 +239,24 @@ async def test_a_long_live_session_keeps_only_its_last_turns_built(tmp_path: Pat
         await pilot.pause(0.1)
         assert app.transcript.shown_turns == 5 and not app.query(EarlierTurns)
         assert "question 4" in [t.render().plain for t in app.query(UserTurn)][-1]
+
+
+async def test_daemon_job_sessions_are_listed_apart(tmp_path: Path) -> None:
+    from whalebone.agent.daemon.jobs import JobQueue
+
+    queue = JobQueue(tmp_path / "jobs.db")
+    runner = make_runner(tmp_path, [], jobs_db=tmp_path / "jobs.db")
+    chat = runner.store.create(title="my chat")
+    job_session = runner.store.create(title="nightly report")
+    queue.set_session(queue.submit("write the nightly report").id, job_session)
+    queue.close()
+    app = ChatApp(runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        lines = text.splitlines()
+        at = {name: next(i for i, line in enumerate(lines) if name in line)
+              for name in ("my chat", "daemon jobs", "⚙ nightly report")}
+        assert at["my chat"] < at["daemon jobs"] < at["⚙ nightly report"]
+        assert "⚙ a daemon job" in text  # the marker is explained
+        assert {chat, job_session} == {s.id for s in runner.store.list()}

@@ -32,7 +32,7 @@ from whalebone.tui.figures import StatusFigures
 from whalebone.tui.modals import ConfirmQuestion, TextQuestion
 from whalebone.tui.prompt import PromptInput
 from whalebone.tui.runner import ChatRunner
-from whalebone.tui.sessions import LEGEND, SessionList
+from whalebone.tui.sessions import LEGEND, SessionList, job_sessions
 from whalebone.tui.slash import SlashCommands, session_label
 from whalebone.tui.status import StatusBar
 from whalebone.tui.transcript import LAZY_TURNS, TranscriptView
@@ -135,7 +135,8 @@ class ChatApp(Approvals):
     # --- sessions --------------------------------------------------------------------------
 
     async def refresh_sessions(self) -> None:
-        await self.query_one(SessionList).show(self.runner.store.list(), self.runner.session_id)
+        await self.query_one(SessionList).show(self.runner.store.list(), self.runner.session_id,
+                                               job_sessions(self.runner.jobs_db))
 
     async def open_session(self, session_id: str) -> None:
         store = self.runner.store

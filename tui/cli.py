@@ -74,7 +74,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def build_app(args: argparse.Namespace) -> ChatApp:
     from whalebone.agent import AgentConfig, SessionStore
-    from whalebone.agent.settings import load_settings, open_budget
+    from whalebone.agent.settings import home, load_settings, open_budget
     from whalebone.tools.shell import ShellPolicy
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
@@ -108,6 +108,7 @@ def build_app(args: argparse.Namespace) -> ChatApp:
         shell_policy=policy,
         approvals=ApprovalLog(args.approvals or Path(sessions).with_name("approvals.jsonl")),
         permissions=Permissions(Path(sessions).with_name("permissions.json")),
+        jobs_db=home() / "jobs.db",  # the daemon's default queue, beside the sessions
         guard=guard,
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),

@@ -46,6 +46,7 @@ class ChatRunner:
         scopes: list[str] | None = None,
         prices: PriceTable | None = None,
         memory_home: Any | None = None,
+        jobs_db: Path | None = None,
         open_engine: Callable[[str], Any] = open_chat_engine,
     ) -> None:
         self.store = store
@@ -62,8 +63,8 @@ class ChatRunner:
         self.shell_policy = shell_policy or ShellPolicy()
         self.configured_allow = list(self.shell_policy.allow)  # from the config and flags
         self.permissions = permissions
-        if permissions is not None:
-            self._set_allow()
+        self._unsaved: list[str] = []  # allowed always without a permissions file
+        self._set_allow()
         self.approvals = approvals
         self.guard = guard  # a budget.guard.BudgetGuard: asked before every model call
         self.ledger = ledger if ledger is not None else getattr(guard, "ledger", None)
@@ -72,6 +73,7 @@ class ChatRunner:
         self.ask_person: AskPerson | None = None  # set by the app: opens the approval modal
         self.session_id: str | None = None
         self.memory_home = memory_home
+        self.jobs_db = jobs_db  # the daemon's job queue: its sessions are listed apart
         self.memory_scope: str | None = None
         self._memory_tools: list[Any] = []
         self.tools = self.build_tools()
@@ -131,24 +133,32 @@ class ChatRunner:
     # --- allow-always patterns ----------------------------------------------------------
 
     def allow_always(self, pattern: str) -> bool:
-        """Let commands matching ``pattern`` run without asking, in this chat and later ones."""
+        """Let commands matching ``pattern`` run without asking, in this chat and later ones
+        (in this chat only, without a permissions file)."""
         if self.permissions is None:
-            raise ChatEngineError("no permissions file is open")
-        added = self.permissions.add(pattern)
+            added = pattern not in self.shell_policy.allow
+            self._unsaved.append(pattern)
+        else:
+            added = self.permissions.add(pattern)
         self._set_allow()
         return added
 
     def revoke(self, pattern: str) -> bool:
         """Ask again about commands matching ``pattern`` (an allow-always one)."""
-        if self.permissions is None:
-            return False
-        removed = self.permissions.remove(pattern)
+        removed = pattern in self._unsaved
+        self._unsaved = [p for p in self._unsaved if p != pattern]
+        if self.permissions is not None:
+            removed = self.permissions.remove(pattern) or removed
         self._set_allow()
         return removed
 
-    def _set_allow(self) -> None:
+    def always_allowed(self) -> list[str]:
+        """The allow-always patterns, saved ones first."""
         saved = self.permissions.patterns() if self.permissions is not None else []
-        allow = list(dict.fromkeys([*self.configured_allow, *saved]))
+        return list(dict.fromkeys([*saved, *self._unsaved]))
+
+    def _set_allow(self) -> None:
+        allow = list(dict.fromkeys([*self.configured_allow, *self.always_allowed()]))
         self.shell_policy = self.shell_policy.model_copy(update={"allow": allow})
 
     def log(self, kind: Any, subject: str, decision: Decision,

@@ -192,7 +192,7 @@ class SlashCommands:
         verb, _, pattern = arg.partition(" ")
         if verb in ("revoke", "rm", "remove"):
             pattern = pattern.strip()
-            saved = runner.permissions.patterns() if runner.permissions is not None else []
+            saved = runner.always_allowed()
             if pattern.isdigit() and 0 < int(pattern) <= len(saved):
                 pattern = saved[int(pattern) - 1]
             if runner.revoke(pattern):
@@ -206,7 +206,7 @@ class SlashCommands:
             await self.say("Usage: /permissions, or /permissions revoke PATTERN|NUMBER.",
                            "warning")
             return
-        saved = runner.permissions.patterns() if runner.permissions is not None else []
+        saved = runner.always_allowed()
         lines = ["Shell commands that run without asking (chained commands are always "
                  "asked about):"]
         lines += [f"  {i}. {p}   (allow always; /permissions revoke {i})"
