@@ -27,7 +27,8 @@ class Approvals(App[None]):
         """The shell tool's ``ask``: a modal; the run waits for the person's answer."""
         self.transcript.awaiting("shell", True)
         try:
-            return await self.ask(ShellApproval(command, str(self.runner.workspace)))
+            workspace = self.runner.workspace.expanduser().resolve()  # the full path
+            return await self.ask(ShellApproval(command, str(workspace)))
         finally:
             self.transcript.awaiting("shell", False)
 
