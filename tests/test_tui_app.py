@@ -115,7 +115,7 @@ async def test_a_denied_command_does_not_run_and_the_model_hears_the_reason(
         await send(pilot, "do it")
         await wait_for(pilot, lambda: asking(app, ShellApproval))
         await pilot.press(*"not today")
-        await pilot.press("ctrl+n")
+        await pilot.press("escape")
         await wait_for(pilot, lambda: not app.running)
         assert not marker.exists()
         assert app.query_one(ToolPanel).status == "error"

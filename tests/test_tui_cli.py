@@ -135,3 +135,63 @@ def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
     (decision,) = ApprovalLog(tmp_path / "approvals.jsonl").records()
     assert (decision.subject, decision.approved, decision.reason) == (
         "echo from-the-shell", True, "fine")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed "
+                    "(apt-get install -y tmux)")
+def test_the_real_command_welcomes_takes_slash_commands_and_says_how_to_resume(
+        tmp_path: Path) -> None:
+    script = tmp_path / "demo.jsonl"
+    completions = [
+        emit_completion("", reasoning="Look.", tool_calls=[("shell", {"command": "echo one"})]),
+        emit_completion("", reasoning="Again.", tool_calls=[("shell", {"command": "echo two"})]),
+        emit_completion("Both ran.", reasoning="Done."),
+    ]
+    script.write_text("\n".join(json.dumps(c) for c in completions) + "\n", encoding="utf-8")
+    db = tmp_path / "sessions.db"
+    socket = f"whalebone-test-{os.getpid()}-2"
+    tmux = ["tmux", "-L", socket]
+    command = [*whalebone_command(), "chat", "--engine", f"scripted:{script}?delay=0.005",
+               "--sessions", str(db), "--workspace", str(tmp_path)]
+    env = {**os.environ, "WHALEBONE_HOME": str(tmp_path / "home"), "TERM": "xterm-256color"}
+
+    def screen() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "chat"], capture_output=True,
+                              text=True, check=True).stdout
+
+    def wait_for(*texts: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = screen()
+            if all(text in shown for text in texts):
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"{texts!r} never appeared; the screen was:\n{screen()}")
+
+    def keys(*args: str) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", "chat", *args], check=True)
+
+    subprocess.run([*tmux, "new-session", "-d", "-s", "chat", "-x", "100", "-y", "40",
+                    *command], check=True, env=env, cwd=tmp_path)
+    subprocess.run([*tmux, "set-option", "-t", "chat", "remain-on-exit", "on"], check=True)
+    try:
+        wait_for("type a message and press Enter", str(tmp_path.resolve()))
+        keys("/help", "Enter")
+        wait_for("/permissions", "Ctrl+P")
+        keys("run both", "Enter")
+        wait_for("Run this shell command?", "always allow: echo *")
+        keys("C-l")  # allow always: the second echo runs without asking
+        wait_for("Both ran.", "[idle]")
+        keys("an unsent draft")
+        keys("C-q")
+        wait_for("has not been sent")
+        keys("y")
+        shown = wait_for("Resume this session with: whalebone chat --session")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    store = SessionStore(db)
+    (info,) = store.list()
+    assert f"--session {info.id}" in shown
+    assert [m["role"] for m in store.messages(info.id)].count("user") == 1  # /help not sent
+    assert json.loads((tmp_path / "permissions.json").read_text()) == ["echo *"]
+    assert len(ApprovalLog(tmp_path / "approvals.jsonl").records()) == 1

@@ -76,7 +76,7 @@ async def test_the_palette_compacts_the_session_and_the_transcript_reports_it(
     sid = runner.session_id
     assert sid is not None and runner.can_compact
     app = ChatApp(runner, session_id=sid)
-    async with app.run_test(size=(120, 30)) as pilot:  # the report on one line
+    async with app.run_test(size=(140, 30)) as pilot:  # the report on one line
         await wait_for(pilot, lambda: "Second answer." in screen_text(app))
         await palette(pilot, "Compact the session")
         await wait_for(pilot, lambda: not app.running

@@ -63,11 +63,11 @@ async def test_an_approved_extension_unfreezes_the_run(tmp_path: Path) -> None:
 async def test_a_denied_extension_stops_the_run_with_the_reason(tmp_path: Path) -> None:
     app = guarded_app(tmp_path, [answer("Never sent.")])
     runner = app.runner
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(100, 24)) as pilot:  # the stop notice's reason on one line
         await send(pilot, "spend")
         await wait_for(pilot, lambda: asking(app, BudgetApproval))
         await pilot.press(*"too much")
-        await pilot.press("ctrl+n")
+        await pilot.press("escape")
         await wait_for(pilot, lambda: not app.running)
         text = screen_text(app)
         assert "too much" in text and "Never sent." not in text

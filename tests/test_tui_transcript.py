@@ -7,10 +7,10 @@ import json
 
 import pytest
 from textual.app import App, ComposeResult
-from textual.widgets import Collapsible
 from tui_support import screen_text
 
 from whalebone.agent import events as ev
+from whalebone.tui.stream import FoldedText
 from whalebone.tui.transcript import ReasoningBlock, ToolPanel, TranscriptView
 
 pytestmark = pytest.mark.anyio
@@ -65,8 +65,13 @@ async def test_long_results_fold_and_failures_are_marked() -> None:
                                         is_error=True, seconds=0.0))
         await pilot.pause(0.1)
         first, second = app.query(ToolPanel)
-        assert first.query_one(Collapsible).collapsed and "line 39" not in screen_text(app)
-        assert "result (40 lines" in screen_text(app)
+        text = screen_text(app)
+        # Folded to its end: the last lines show (errors and summaries are there), not the rest.
+        assert "line 39" in text and "line 31" not in text and "line 0\n" not in text
+        assert "40 lines, " in text and "earlier characters folded" in text
+        first.query_one(FoldedText).action_show_all()
+        await pilot.pause(0.1)
+        assert "line 0" in first.query_one(FoldedText).render().plain
         assert second.status == "error" and second.has_class("error")
 
 

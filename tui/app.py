@@ -3,8 +3,10 @@
 the runner's.
 
 Keys: Enter sends, Ctrl+J new line, Ctrl+C cancels the running step (the session and everything
-committed stay), Ctrl+N new session, Ctrl+B shows or hides the session list, Ctrl+P the command
-palette, Ctrl+T light/dark, Ctrl+Q quits. In the session list: n new, r rename, d delete.
+committed stay), Ctrl+N new session, Ctrl+B shows and focuses the session list (again: hides
+it), Ctrl+P the command palette, Ctrl+T light/dark, Ctrl+Q quits (asking first if a message is
+typed). In the session list: Enter opens, n new, r rename, d delete. Slash commands typed in the
+input (``/help`` lists them) are :mod:`whalebone.tui.slash`'s.
 """
 
 from __future__ import annotations
@@ -16,38 +18,38 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 from textual.worker import Worker
 
 from whalebone.agent import events as ev
 from whalebone.core.errors import WhaleboneError
-from whalebone.tui.approvals import Decision
+from whalebone.tui.asking import Approvals
 from whalebone.tui.commands import ChatCommands
 from whalebone.tui.figures import StatusFigures
-from whalebone.tui.modals import BudgetApproval, ConfirmQuestion, ShellApproval, TextQuestion
+from whalebone.tui.modals import ConfirmQuestion, TextQuestion
 from whalebone.tui.prompt import PromptInput
 from whalebone.tui.runner import ChatRunner
-from whalebone.tui.sessions import SessionList
+from whalebone.tui.sessions import LEGEND, SessionList, job_sessions
+from whalebone.tui.slash import SlashCommands, session_label
 from whalebone.tui.status import StatusBar
-from whalebone.tui.transcript import TranscriptView
+from whalebone.tui.transcript import LAZY_TURNS, TranscriptView
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
 
 
-class ChatApp(App[None]):
+class ChatApp(Approvals):
     CSS_PATH = "chat.tcss"
     TITLE = "whalebone"
-    COMMANDS = App.COMMANDS | {ChatCommands}
+    COMMANDS: ClassVar[set[Any]] = {ChatCommands}  # Textual's own come after ours, from it
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "cancel", "Cancel step", priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
         Binding("ctrl+n", "new_session", "New"),
         Binding("ctrl+b", "toggle_sessions", "Sessions"),
         Binding("ctrl+t", "toggle_dark", "Theme"),
-        Binding("ctrl+o", "focus_sessions", "List", show=False),
         Binding("escape", "focus_prompt", "Prompt", show=False),
     ]
 
@@ -68,6 +70,8 @@ class ChatApp(App[None]):
         self.budget_poll_s = 1.0  # how often the ledger is asked for requests awaiting a person
         self._asked: set[str] = set()  # extension requests already put to the person
         self._asking_budget = False
+        self.slash = SlashCommands(self)
+        self.keep_turns = 3 * LAZY_TURNS  # turns kept built in a live session
         self._decided_elsewhere: set[str] = set()  # requests the auditor or another front end
         # decided while their modal was up
 
@@ -75,7 +79,9 @@ class ChatApp(App[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
-            yield SessionList(id="sessions")
+            with Vertical(id="side"):
+                yield SessionList(id="sessions")
+                yield Static(LEGEND, id="legend", markup=False)
             with Vertical(id="chat"):
                 yield TranscriptView(id="transcript")
                 yield PromptInput(self.history_file, id="prompt")
@@ -103,12 +109,26 @@ class ChatApp(App[None]):
         self.set_interval(5.0, self.refresh_scopes)  # other processes spend from the ledger
         if self.runner.ledger is not None:
             self.set_interval(self.budget_poll_s, self.check_extensions)
+        self.refresh_scopes()
         if self.initial_session is not None:
             await self.open_session(self.initial_session)
         else:
             await self.refresh_sessions()
-        self.refresh_scopes()
+            await self.welcome()
         self.prompt.focus()
+
+    async def welcome(self) -> None:
+        """What an empty session starts from: engine, workspace, budget, memory, keys."""
+        runner, figures = self.runner, self.figures
+        budget = " · ".join(s.text() for s in figures.scopes) or "no budget ledger caps this chat"
+        await self.transcript.welcome([
+            ("engine", f"{runner.engine_spec} · model {figures.model} · thinking "
+                       f"{figures.thinking}"),
+            ("workspace", str(runner.workspace.expanduser().resolve())),
+            ("budget", budget),
+            ("memory", runner.memory_scope or "none (/memory KIND:NAME attaches a scope)"),
+            ("keys", "Enter sends · Ctrl+P commands and sessions · /help commands and keys"),
+        ])
 
     async def on_unmount(self) -> None:
         # The engine may hold a model, connections or a cache file: release it on the way out.
@@ -117,7 +137,8 @@ class ChatApp(App[None]):
     # --- sessions --------------------------------------------------------------------------
 
     async def refresh_sessions(self) -> None:
-        await self.query_one(SessionList).show(self.runner.store.list(), self.runner.session_id)
+        await self.query_one(SessionList).show(self.runner.store.list(), self.runner.session_id,
+                                               job_sessions(self.runner.jobs_db))
 
     async def open_session(self, session_id: str) -> None:
         store = self.runner.store
@@ -129,17 +150,37 @@ class ChatApp(App[None]):
         self.runner.session_id = session_id
         failed = {e.call_id for e in store.journal(session_id) if e.is_error}
         await self.transcript.load(store.messages(session_id), failed)
-        self.figures.reset_session(store.usage(session_id))
+        usage = store.usage(session_id)
+        self.figures.reset_session(usage)
+        # The engine the session last ran on, if not the one its next turn runs on.
+        last = next((r.engine for r in reversed(usage) if r.engine), "")
+        self.figures.session_engine = "" if last in (self.figures.engine,
+                                                      self.runner.engine_spec) else last
         self.figures.state = "idle"
         self.status.show()
         await self.refresh_sessions()
 
     async def on_session_list_chosen(self, message: SessionList.Chosen) -> None:
+        await self.switch_to(message.session_id)
+
+    async def switch_to(self, session_id: str) -> None:
         if self.running:
             self.notify("A step is running: Ctrl+C cancels it first.", severity="warning")
             return
-        await self.open_session(message.session_id)
+        await self.open_session(session_id)
         self.prompt.focus()
+
+    def action_switch_session(self) -> None:
+        """The palette narrowed to sessions: fuzzy search over titles, Enter opens one."""
+        from textual.command import SimpleCommand
+
+        commands = [SimpleCommand(session_label(info), partial(self.switch_to, info.id),
+                                  f"session {info.id}")
+                    for info in self.runner.store.list() if info.id != self.runner.session_id]
+        if not commands:
+            self.notify("No other session to switch to.")
+            return
+        self.search_commands(commands, placeholder="Switch to session… (type to search)")
 
     async def action_new_session(self) -> None:
         if self.running:
@@ -148,8 +189,10 @@ class ChatApp(App[None]):
         self.runner.session_id = None  # created with the first message, titled by it
         await self.transcript.clear()
         self.figures.reset_session([])
+        self.figures.session_engine = ""
         self.status.show()
         await self.refresh_sessions()
+        await self.welcome()
         self.prompt.focus()
 
     def on_session_list_new_requested(self, _: SessionList.NewRequested) -> None:
@@ -200,12 +243,17 @@ class ChatApp(App[None]):
     # --- a turn ----------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, message: PromptInput.Submitted) -> None:
+        text = message.text
+        if await self.slash.run(text):  # a command for the chat, not a message for the model
+            return
+        if text.startswith("//"):
+            text = text[1:]
         if self.running:
             self.prompt.load_text(message.text)  # keep it; nothing is lost
             self.notify("A step is running: wait, or Ctrl+C to cancel it.", severity="warning")
             return
-        await self.transcript.user(message.text)
-        self.worker = self.run_worker(self.run_turn(message.text), group="agent",
+        await self.transcript.user(text)
+        self.worker = self.run_worker(self.run_turn(text), group="agent",
                                       exit_on_error=False)
 
     async def run_turn(self, text: str) -> None:
@@ -229,6 +277,16 @@ class ChatApp(App[None]):
         finally:
             self.status.show()
             await self.refresh_sessions()
+        await self.trim_transcript()
+
+    async def trim_transcript(self) -> None:
+        """After a finished turn, a transcript past ``keep_turns`` turns is rebuilt from the
+        store: the last few built, the rest behind the "earlier turns" line. Textual lays out
+        every mounted widget on each layout change, so without this a long session would make
+        every delta of the next answer slower."""
+        sid = self.runner.session_id
+        if self.figures.state == "idle" and sid and self.transcript.shown_turns > self.keep_turns:
+            await self.open_session(sid)
 
     async def show_event(self, event: Any) -> None:
         figures = self.figures
@@ -247,74 +305,6 @@ class ChatApp(App[None]):
             self.worker.cancel()
         else:
             self.notify("Nothing is running. Ctrl+Q quits.")
-
-    # --- approvals -------------------------------------------------------------------------
-
-    async def ask_shell(self, command: str) -> Decision:
-        """The shell tool's ``ask``: a modal; the run waits for the person's answer."""
-        self.transcript.awaiting("shell", True)
-        try:
-            return await self.ask(ShellApproval(command, str(self.runner.workspace)))
-        finally:
-            self.transcript.awaiting("shell", False)
-
-    async def ask(self, modal: Any) -> Decision:
-        """Show an approval modal and wait for its decision. If the step is cancelled while
-        it is open, the modal goes away with it (a cancelled step decides nothing)."""
-        answer: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-
-        def decided(decision: Decision | None) -> None:
-            if not answer.done():
-                answer.set_result(decision or Decision(approved=False))
-
-        await self.push_screen(modal, decided)
-        try:
-            return await answer
-        finally:
-            if answer.cancelled() and modal.is_current:
-                modal.dismiss(None)
-
-    def check_extensions(self) -> None:
-        """Put the next extension request that waits for a person to the person, one at a
-        time (a frozen run, here or in another process, is waiting on the ledger for it)."""
-        try:
-            pending = self.runner.pending_extensions()
-        except WhaleboneError as e:
-            self.notify(f"budget ledger: {e}", severity="error")
-            return
-        shown = self.screen
-        if isinstance(shown, BudgetApproval) and shown.record.id not in {r.id for r in pending}:
-            self._decided_elsewhere.add(shown.record.id)
-            shown.dismiss(None)
-            return
-        if self._asking_budget:
-            return
-        for record in pending:
-            if record.id not in self._asked:
-                self._asked.add(record.id)
-                self._asking_budget = True
-                self.push_screen(BudgetApproval(record), partial(self.extension_decided, record))
-                return
-
-    def extension_decided(self, record: Any, decision: Decision | None) -> None:
-        self._asking_budget = False
-        if record.id in self._decided_elsewhere:  # show that decision, leave the log alone
-            self.notify(self.runner.extension_outcome(record), timeout=12)
-            self.refresh_scopes()
-            return
-        decision = decision or Decision(approved=False)
-        try:
-            applied = self.runner.decide_extension(record, decision)
-        except WhaleboneError as e:
-            self.notify(str(e), severity="error", timeout=8)
-            return
-        verb = "approved" if decision.approved else "denied"
-        if applied:
-            self.notify(f"Budget extension for {record.scope} {verb}.")
-        else:
-            self.notify(f"The request for {record.scope} was already decided; yours is logged.",
-                        severity="warning")
-        self.refresh_scopes()
 
     # --- palette actions -------------------------------------------------------------------
 
@@ -341,17 +331,36 @@ class ChatApp(App[None]):
     def action_attach_memory(self) -> None:
         def attach(scope: str | None) -> None:
             if scope:
-                try:
-                    self.runner.attach_memory(scope)
-                except WhaleboneError as e:
-                    self.notify(str(e), severity="error", timeout=8)
-                    return
-                self.figures.memory = scope
-                self.status.show()
-                self.notify(f"Memory scope {scope} attached: sessions started from now on get "
-                            "the memory tool (a session's tool list is fixed when it starts).")
+                self.attach_memory(scope)
 
         self.push_screen(TextQuestion("Memory scope to attach:"), attach)
+
+    def attach_memory(self, scope: str) -> None:
+        try:
+            self.runner.attach_memory(scope)
+        except WhaleboneError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        self.figures.memory = scope
+        self.status.show()
+        self.notify(f"Memory scope {scope} attached: sessions started from now on get "
+                    "the memory tool (a session's tool list is fixed when it starts).")
+
+    async def action_help(self) -> None:
+        await self.slash.run("/help")
+
+    async def action_quit(self) -> None:
+        """Quit; with a typed message not yet sent, ask first (it would be lost)."""
+        if not self.prompt.text.strip():
+            self.exit()
+            return
+
+        def answer(sure: bool | None) -> None:
+            if sure:
+                self.exit()
+
+        self.push_screen(ConfirmQuestion("Quit? The message you typed has not been sent and "
+                                         "will be lost."), answer)
 
     async def action_compact(self) -> None:
         if self.running or self.runner.session_id is None:
@@ -384,13 +393,14 @@ class ChatApp(App[None]):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     def action_toggle_sessions(self) -> None:
-        sessions = self.query_one(SessionList)
-        sessions.display = not sessions.display
-
-    def action_focus_sessions(self) -> None:
-        sessions = self.query_one(SessionList)
-        sessions.display = True
-        sessions.focus()
+        """Show the session list and give it the keyboard; from the list, hide it again."""
+        sessions, side = self.query_one(SessionList), self.query_one("#side")
+        if side.display and sessions.has_focus:
+            side.display = False
+            self.prompt.focus()
+        else:
+            side.display = True
+            sessions.focus()
 
     def action_focus_prompt(self) -> None:
         self.prompt.focus()

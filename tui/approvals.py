@@ -21,6 +21,7 @@ class Decision(BaseModel):
     approved: bool
     reason: str = ""
     amount: float | None = None  # a budget extension's size (None: the policy's maximum step)
+    always: str = ""  # a shell pattern to allow from now on ("allow always")
 
 
 class ApprovalRecord(BaseModel):

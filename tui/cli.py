@@ -75,21 +75,23 @@ def run_chat(args: argparse.Namespace) -> int:
     setup = app.runner.mcp_setup
     if not setup.servers:
         app.run()
-        return 0
-    import anyio
+    else:
+        import anyio
 
-    from whalebone.agent.build import mcp_servers
+        from whalebone.agent.build import mcp_servers
 
-    async def main() -> None:  # the servers run as long as the app
-        async with mcp_servers(setup, app.runner.attach_mcp,
-                               lambda line: print(f"whalebone chat: {line}", file=sys.stderr)):
-            await app.run_async()
+        async def main() -> None:  # the servers run as long as the app
+            async with mcp_servers(setup, app.runner.attach_mcp, lambda line: print(
+                    f"whalebone chat: {line}", file=sys.stderr)):
+                await app.run_async()
 
-    try:
-        anyio.run(main)
-    except WhaleboneError as e:  # a required MCP server that cannot start
-        print(f"whalebone chat: {e}", file=sys.stderr)
-        return 2
+        try:
+            anyio.run(main)
+        except WhaleboneError as e:  # a required MCP server that cannot start
+            print(f"whalebone chat: {e}", file=sys.stderr)
+            return 2
+    if app.runner.session_id is not None:  # how to come back to it
+        print(f"Resume this session with: whalebone chat --session {app.runner.session_id}")
     return 0
 
 
@@ -100,6 +102,7 @@ def build_app(args: argparse.Namespace) -> ChatApp:
     from whalebone.tui.app import ChatApp
     from whalebone.tui.approvals import ApprovalLog
     from whalebone.tui.engines import open_chat_engine
+    from whalebone.tui.permissions import Permissions
     from whalebone.tui.runner import ChatRunner
 
     settings = load_settings(args.config)
@@ -121,6 +124,8 @@ def build_app(args: argparse.Namespace) -> ChatApp:
         workspace=parts.workspace,
         shell_policy=parts.shell_policy,
         approvals=ApprovalLog(args.approvals or store.path.with_name("approvals.jsonl")),
+        permissions=Permissions(store.path.with_name("permissions.json")),
+        jobs_db=settings.home_path / "jobs.db",  # the daemon's default queue
         scopes=args.scope,
         open_engine=lambda spec: open_chat_engine(spec, options),
     )

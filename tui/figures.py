@@ -75,6 +75,7 @@ class StatusFigures:
     window: int
     thinking: str = "thinking"
     memory: str | None = None  # the attached memory scope
+    session_engine: str = ""  # the engine a resumed session last ran on, if another one
     state: str = "idle"
     context_used: int = 0
     last_hit_rate: float | None = None
@@ -127,7 +128,8 @@ class StatusFigures:
         """The two lines of the status bar."""
         used = self.context_used / self.window if self.window else 0.0
         memory = f"  mem:{self.memory}" if self.memory else ""
-        first = (f"{self.engine}·{self.model}  {self.thinking}{memory}  [{self.state}]  "
+        was = f" (session ran on {self.session_engine})" if self.session_engine else ""
+        first = (f"{self.engine}·{self.model}{was}  {self.thinking}{memory}  [{self.state}]  "
                  f"ctx {gauge(used)} {compact(self.context_used)}/{compact(self.window)} "
                  f"{used * 100:.0f}%")
         tps = "— tok/s" if self.tokens_per_s is None else f"{self.tokens_per_s:.1f} tok/s"

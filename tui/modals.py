@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from whalebone.tui.approvals import Decision
+from whalebone.tui.permissions import suggest_pattern
 
 
 def steady(screen: ModalScreen[Any]) -> None:
@@ -31,8 +32,8 @@ class ApprovalModal(ModalScreen[Decision]):
     BINDINGS: ClassVar[list[BindingType]] = [
         # Not priority bindings: keys typed into the reason box just before are handled first,
         # in order, so the reason logged is the reason typed. (Input keeps ctrl+d for itself.)
+        # Ctrl+N is the app's "new session": one key, one meaning. Escape denies.
         Binding("ctrl+y", "approve", "Approve"),
-        Binding("ctrl+n", "deny", "Deny"),
         Binding("escape", "deny", "Deny"),
     ]
     kind = "approval"
@@ -52,11 +53,16 @@ class ApprovalModal(ModalScreen[Decision]):
             yield from self.compose_fields()
             yield Input(placeholder="reason (optional, logged)", id="reason", compact=True)
             with Horizontal(id="dialog-buttons"):
+                yield from self.compose_buttons()
                 yield Button("Approve ^Y", variant="success", id="approve", compact=True)
-                yield Button("Deny ^N", variant="error", id="deny", compact=True)
+                yield Button("Deny Esc", variant="error", id="deny", compact=True)
 
     def compose_fields(self) -> ComposeResult:
         """Inputs a kind of approval asks for besides the reason."""
+        yield from ()
+
+    def compose_buttons(self) -> ComposeResult:
+        """Choices a kind of approval offers besides approve and deny."""
         yield from ()
 
     def on_mount(self) -> None:
@@ -74,17 +80,40 @@ class ApprovalModal(ModalScreen[Decision]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.action_approve() if event.button.id == "approve" else self.action_deny()
+        actions = {"approve": self.action_approve, "always": self.action_always}
+        actions.get(str(event.button.id), self.action_deny)()
+
+    def action_always(self) -> None:
+        self.action_approve()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()  # Enter in the reason box decides nothing: a choice must be explicit
 
 
 class ShellApproval(ApprovalModal):
+    """A command under the ``ask`` policy: once, always (commands matching an editable pattern
+    run without asking from now on; ``/permissions`` lists and revokes them), or not."""
+
     kind = "shell-approval"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+l", "always", "Allow always"),
+    ]
 
     def __init__(self, command: str, workspace: str) -> None:
         super().__init__("Run this shell command?", command, [f"in {workspace}"])
+        self.pattern = suggest_pattern(command)
+
+    def compose_fields(self) -> ComposeResult:
+        with Horizontal(id="amount-row"):
+            yield Label("always allow: ")
+            yield Input(value=self.pattern, id="pattern", compact=True)
+
+    def compose_buttons(self) -> ComposeResult:
+        yield Button("Allow always ^L", variant="warning", id="always", compact=True)
+
+    def action_always(self) -> None:
+        pattern = self.query_one("#pattern", Input).value.strip()
+        self.dismiss(Decision(approved=True, reason=self._reason(), always=pattern))
 
 
 class BudgetApproval(ApprovalModal):

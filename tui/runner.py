@@ -22,6 +22,7 @@ from whalebone.tools.registry import Tool, ToolError, ToolRegistry
 from whalebone.tools.shell import ShellPolicy, run_shell
 from whalebone.tui.approvals import ApprovalLog, ApprovalRecord, Decision
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
+from whalebone.tui.permissions import Permissions
 
 if TYPE_CHECKING:  # the budget and memory rooms are imported only when a chat uses them
     from whalebone.budget.guard import BudgetGuard
@@ -47,11 +48,13 @@ class ChatRunner:
         workspace: str | Path = ".",
         shell_policy: ShellPolicy | None = None,
         approvals: ApprovalLog | None = None,
+        permissions: Permissions | None = None,
         ledger: Ledger | None = None,
         guard: BudgetGuard | None = None,
         scopes: list[str] | None = None,
         prices: PriceTable | None = None,
         memory_home: MemoryHome | None = None,
+        jobs_db: Path | None = None,
         open_engine: Callable[[str], Any] = open_chat_engine,
     ) -> None:
         self.store = store
@@ -66,6 +69,10 @@ class ChatRunner:
         self.config = config or AgentConfig()
         self.workspace = Path(workspace)
         self.shell_policy = shell_policy or ShellPolicy()
+        self.configured_allow = list(self.shell_policy.allow)  # from the config and flags
+        self.permissions = permissions
+        self._unsaved: list[str] = []  # allowed always without a permissions file
+        self._set_allow()
         self.approvals = approvals
         self.guard = guard  # a budget.guard.BudgetGuard: asked before every model call
         self.ledger = ledger if ledger is not None else getattr(guard, "ledger", None)
@@ -74,6 +81,7 @@ class ChatRunner:
         self.ask_person: AskPerson | None = None  # set by the app: opens the approval modal
         self.session_id: str | None = None
         self.memory_home = memory_home
+        self.jobs_db = jobs_db  # the daemon's job queue: its sessions are listed apart
         self.memory_scope: str | None = None
         self._memory_tools: list[Any] = []
         self._mcp_tools: list[Tool] = []
@@ -134,7 +142,40 @@ class ChatRunner:
         else:
             decision = await self.ask_person(command)
         self.log("shell", command, decision)
+        if decision.approved and decision.always:
+            self.allow_always(decision.always)
         return decision
+
+    # --- allow-always patterns ----------------------------------------------------------
+
+    def allow_always(self, pattern: str) -> bool:
+        """Let commands matching ``pattern`` run without asking, in this chat and later ones
+        (in this chat only, without a permissions file)."""
+        if self.permissions is None:
+            added = pattern not in self.shell_policy.allow
+            self._unsaved.append(pattern)
+        else:
+            added = self.permissions.add(pattern)
+        self._set_allow()
+        return added
+
+    def revoke(self, pattern: str) -> bool:
+        """Ask again about commands matching ``pattern`` (an allow-always one)."""
+        removed = pattern in self._unsaved
+        self._unsaved = [p for p in self._unsaved if p != pattern]
+        if self.permissions is not None:
+            removed = self.permissions.remove(pattern) or removed
+        self._set_allow()
+        return removed
+
+    def always_allowed(self) -> list[str]:
+        """The allow-always patterns, saved ones first."""
+        saved = self.permissions.patterns() if self.permissions is not None else []
+        return list(dict.fromkeys([*saved, *self._unsaved]))
+
+    def _set_allow(self) -> None:
+        allow = list(dict.fromkeys([*self.configured_allow, *self.always_allowed()]))
+        self.shell_policy = self.shell_policy.model_copy(update={"allow": allow})
 
     def log(self, kind: Any, subject: str, decision: Decision,
             session: str | None = None) -> None:

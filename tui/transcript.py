@@ -10,146 +10,51 @@ hide anything on the screen.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
-from rich.text import Text as RichText
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Collapsible, Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+from textual.widgets import Static
 
 from whalebone.agent import events as ev
+from whalebone.tui.blocks import (
+    AssistantTurn,
+    Notice,
+    ReasoningBlock,
+    ToolPanel,
+    UserTurn,
+    Welcome,
+    plain,
+    user_text,
+)
+from whalebone.tui.stream import MarkdownText
 
-FOLD_LINES = 8  # results longer than this start folded
-FOLD_CHARS = 600
-ARGS_CHARS = 2_000  # arguments beyond this are cut on screen (the store keeps them whole)
+__all__ = ["AssistantTurn", "Notice", "ReasoningBlock", "ToolPanel", "TranscriptView",
+           "UserTurn", "Welcome"]
 
-
-def _plain(text: str, style: str = "") -> RichText:
-    return RichText(text, style=style)
-
-
-class UserTurn(Static):
-    """What the person typed."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(_plain(text), classes="user-turn")
-
-
-class Notice(Static):
-    """A line from whalebone itself: warnings, stops, cancellations, errors."""
-
-    def __init__(self, text: str, kind: str = "info") -> None:
-        super().__init__(_plain(text), classes=f"notice notice-{kind}")
+LAZY_TURNS = 8  # a stored session shows its last turns first; earlier ones on demand
 
 
-class ReasoningBlock(Collapsible):
-    """The model's reasoning, collapsed; streamed text is buffered and shown a few times a
-    second, so a long chain of thought does not re-render on every delta."""
+class EarlierTurns(Static, can_focus=True):
+    """The line above a long stored session's shown turns: a click, Enter or scrolling to
+    the top builds the next batch."""
 
-    def __init__(self, text: str = "", *, live: bool = False) -> None:
-        self._parts = [text] if text else []
-        self._body = Static(_plain(text), classes="reasoning-text")
-        self._dirty = False
-        super().__init__(self._body, title=self._heading(live), collapsed=True,
-                         classes="reasoning")
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    def _heading(self, live: bool) -> str:
-        n = sum(len(p) for p in self._parts)
-        return f"Thinking… ({n} chars)" if live else f"Reasoning ({n} chars)"
-
-    def on_mount(self) -> None:
-        self.set_interval(0.1, self.flush)
-
-    def append(self, text: str) -> None:
-        self._parts.append(text)
-        self._dirty = True
-
-    def flush(self, *, live: bool = True) -> None:
-        if self._dirty or not live:
-            self._body.update(_plain(self.text))
-            self.title = self._heading(live)
-            self._dirty = False
-
-
-class ToolPanel(Vertical):
-    """One tool call: name and status on top, arguments, then the result (long ones folded)."""
-
-    def __init__(self, call_id: str, name: str, arguments: dict[str, Any]) -> None:
-        self.call_id = call_id
-        self.tool_name = name
-        self.status = "running"
-        self.seconds: float | None = None
-        args = "\n".join(f"{key}: {value if isinstance(value, str) else json.dumps(value)}"
-                         for key, value in arguments.items()) or "(no arguments)"
-        if len(args) > ARGS_CHARS:
-            args = args[:ARGS_CHARS] + f"… [{len(args) - ARGS_CHARS} more characters]"
-        self._header = Static(self._header_text(), classes="tool-header")
-        self._args = Static(_plain(args), classes="tool-args")
-        super().__init__(self._header, self._args, classes="tool-panel running")
-
-    def _header_text(self) -> RichText:
-        took = "" if self.seconds is None else f"  {self.seconds:.2f}s"
-        return RichText.assemble(("⚙ ", "bold"), (self.tool_name, "bold"),
-                                 f"  {self.status}{took}")
-
-    def waiting(self, waiting: bool) -> None:
-        """Say that the call waits for a person's approval (and no longer, once decided)."""
-        if self.status in ("running", "awaiting approval"):
-            self.status = "awaiting approval" if waiting else "running"
-            self._header.update(self._header_text())
-
-    def finish(self, content: str, *, is_error: bool, seconds: float | None,
-               status: str | None = None) -> None:
-        self.status = status or ("error" if is_error else "ok")
-        self.seconds = seconds
-        self.set_class(False, "running")
-        self.add_class("error" if is_error else "ok")
-        self._header.update(self._header_text())
-        lines = content.count("\n") + 1
-        long = lines > FOLD_LINES or len(content) > FOLD_CHARS
-        title = f"result ({lines} lines, {len(content)} chars)" if long else "result"
-        self.mount(Collapsible(Static(_plain(content), classes="tool-result"), title=title,
-                               collapsed=long, classes="tool-result-box"))
-
-
-class AssistantTurn(Vertical):
-    """One model step: reasoning, text and tool calls, in the order they arrive."""
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "show", "Show earlier turns")]
 
     def __init__(self) -> None:
-        super().__init__(classes="assistant-turn")
-        self.reasoning: ReasoningBlock | None = None
-        self.markdown: Markdown | None = None
-        self.stream: MarkdownStream | None = None
-        self.text = ""
+        super().__init__("", classes="earlier-turns")
 
-    async def add_reasoning(self, text: str) -> None:
-        if self.reasoning is None:
-            self.reasoning = ReasoningBlock(live=True)
-            await self.mount(self.reasoning)
-        self.reasoning.append(text)
+    def show(self, count: int) -> None:
+        self.update(plain(f"▲ {count} earlier turn{'s' if count != 1 else ''} "
+                           "(scroll up, click or Enter to show more)"))
 
-    async def add_text(self, text: str) -> None:
-        if self.markdown is None:
-            if not text.strip():
-                return  # the blank line after </think> is not worth a widget
-            text = text.lstrip("\n")
-            self.markdown = Markdown(classes="assistant-text")
-            await self.mount(self.markdown)
-            self.stream = Markdown.get_stream(self.markdown)
-        self.text += text
-        assert self.stream is not None
-        await self.stream.write(text)
+    async def on_click(self) -> None:
+        await self.action_show()
 
-    async def close(self) -> None:
-        if self.stream is not None:
-            await self.stream.stop()
-            self.stream = None
-        if self.reasoning is not None:
-            self.reasoning.flush(live=False)
+    async def action_show(self) -> None:
+        view = self.parent
+        if isinstance(view, TranscriptView):
+            await view.show_earlier()
 
 
 class TranscriptView(VerticalScroll):
@@ -159,6 +64,12 @@ class TranscriptView(VerticalScroll):
         super().__init__(**kwargs)
         self.turn: AssistantTurn | None = None
         self.panels: dict[str, ToolPanel] = {}
+        self._earlier: list[list[dict[str, Any]]] = []  # stored turns not built yet
+        self._results: dict[str, str] = {}
+        self._failed: frozenset[str] = frozenset()
+        self._marker: EarlierTurns | None = None
+        self._loading = False
+        self.lazy_turns = LAZY_TURNS
 
     def on_mount(self) -> None:
         # Follow the stream at the bottom until the person scrolls up to read; no scroll call
@@ -168,13 +79,24 @@ class TranscriptView(VerticalScroll):
     async def clear(self) -> None:
         await self.close_turn()
         self.panels.clear()
+        self._earlier, self._marker = [], None
         await self.remove_children()
 
     async def add(self, widget: Static | Vertical) -> None:
         await self.mount(widget)
 
+    @property
+    def shown_turns(self) -> int:
+        return sum(1 for child in self.children if isinstance(child, UserTurn))
+
+    async def welcome(self, items: list[tuple[str, str]]) -> None:
+        await self.clear()
+        await self.add(Welcome(items))
+
     async def user(self, text: str) -> None:
         await self.close_turn()
+        for welcome in self.query(Welcome):
+            await welcome.remove()
         await self.add(UserTurn(text))
         self.scroll_end(animate=False)
         self.anchor()  # a new message follows its answer again, wherever the person had read
@@ -242,37 +164,75 @@ class TranscriptView(VerticalScroll):
     async def load(self, messages: list[dict[str, Any]],
                    failed: frozenset[str] | set[str] = frozenset()) -> None:
         """Rebuild a stored session (system messages are not shown); ``failed`` names the
-        tool calls the store's journal records as errors."""
+        tool calls the store's journal records as errors. Only the last :data:`LAZY_TURNS`
+        turns are built; earlier ones wait above, behind a line that loads them (scrolling to
+        the top does too), so a session of any length opens at once."""
         await self.clear()
-        blocks: list[tuple[Static | Vertical, list[Any]]] = []
-        results: dict[str, str] = {}
+        self._results = {str(m.get("tool_call_id", "")): str(m.get("content") or "")
+                         for m in messages if m.get("role") == "tool"}
+        self._failed = frozenset(failed)
+        turns: list[list[dict[str, Any]]] = []
         for msg in messages:
+            if msg.get("role") in ("user", "compaction") or not turns:
+                turns.append([])
+            turns[-1].append(msg)
+        shown = ("user", "assistant", "compaction")  # not a turn: the system prompt alone
+        self._earlier = [t for t in turns if any(m.get("role") in shown for m in t)]
+        await self._show_earlier()
+        self.scroll_end(animate=False)
+
+    async def _show_earlier(self) -> None:
+        """Build the next :data:`LAZY_TURNS` stored turns above what is shown."""
+        n = self.lazy_turns
+        batch, self._earlier = self._earlier[-n:], self._earlier[:-n]
+        widgets: list[Static | Vertical] = []
+        for msg in (m for turn in batch for m in turn):
             role = msg.get("role")
             if role == "user":
-                blocks.append((UserTurn(str(msg.get("content") or "")), []))
+                widgets.append(UserTurn(user_text(str(msg.get("content") or ""))))
             elif role == "assistant":
-                blocks.append((AssistantTurn(), self._stored_turn(msg)))
+                widgets.append(AssistantTurn(*self._stored_turn(msg)))
             elif role == "compaction":
-                blocks.append((Notice("⇣ compacted: older turns were replaced by a summary"),
-                               []))
-            elif role == "tool":
-                results[str(msg.get("tool_call_id", ""))] = str(msg.get("content") or "")
-        await self.mount_all([block for block, _ in blocks])
-        for block, children in blocks:
-            if children:
-                await block.mount_all(children)
-        for call_id, content in results.items():
-            panel = self.panels.get(call_id)
-            if panel is not None:
-                panel.finish(content, is_error=call_id in failed, seconds=None)
-        self.scroll_end(animate=False)
+                widgets.append(Notice("⇣ compacted: older turns were replaced by a summary"))
+        marker = self._marker
+        with self.app.batch_update():
+            if widgets and marker is not None:
+                await self.mount_all(widgets, after=marker)
+            elif widgets:
+                await self.mount_all(widgets, before=0 if self.children else None)
+        if self._earlier and marker is None:
+            self._marker = EarlierTurns()
+            await self.mount(self._marker, before=0)
+        elif not self._earlier and marker is not None:
+            self._marker = None
+            await marker.remove()
+        if self._marker is not None:
+            self._marker.show(len(self._earlier))
+
+    async def show_earlier(self) -> None:
+        """Load the next batch of earlier turns, keeping what was on screen where it was."""
+        if not self._earlier or self._loading:
+            return
+        self._loading = True
+        try:
+            anchor = next((c for c in self.children if not isinstance(c, EarlierTurns)), None)
+            await self._show_earlier()
+            if anchor is not None:
+                self.call_after_refresh(self.scroll_to_widget, anchor, top=True, animate=False)
+        finally:
+            self._loading = False
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value <= 0 < old_value and self._earlier:  # the person scrolled to the top
+            self.call_later(self.show_earlier)
 
     def _stored_turn(self, msg: dict[str, Any]) -> list[Any]:
         children: list[Any] = []
         if msg.get("reasoning_content"):
             children.append(ReasoningBlock(str(msg["reasoning_content"])))
         if str(msg.get("content") or "").strip():
-            children.append(Markdown(str(msg["content"]), classes="assistant-text"))
+            children.append(MarkdownText(str(msg["content"]), classes="assistant-text"))
         for tc in msg.get("tool_calls") or []:
             fn = tc.get("function", {})
             try:
@@ -282,5 +242,11 @@ class TranscriptView(VerticalScroll):
             panel = ToolPanel(str(tc.get("id", "")), str(fn.get("name", "?")),
                               args if isinstance(args, dict) else {"value": args})
             self.panels[panel.call_id] = panel
+            content = self._results.get(panel.call_id)
+            if content is None:  # the run stopped (a crash, a kill) before a result
+                panel.finish("(no result: the run ended before this call finished)",
+                             is_error=True, seconds=None, status="interrupted")
+            else:
+                panel.finish(content, is_error=panel.call_id in self._failed, seconds=None)
             children.append(panel)
         return children
