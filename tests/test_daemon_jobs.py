@@ -104,7 +104,9 @@ def test_finishing_records_the_outcome_and_usage_adds_up(queue: JobQueue) -> Non
     mid = queue.get(job.id)
     assert mid.status == "queued" and mid.finished is None and not mid.terminal
     queue.claim()
-    queue.finish(job.id, "done", reason="answer", answer="42", steps=2)
+    # steps is the job's total over its attempts (the session's turns): set, never lowered
+    queue.finish(job.id, "done", reason="answer", answer="42", steps=3)
+    queue.finish(job.id, "done", reason="answer", answer="42", steps=0)
     done = queue.get(job.id)
     assert (done.prompt_tokens, done.cache_hit_tokens, done.completion_tokens) == (220, 160, 15)
     assert done.price == pytest.approx(0.75) and done.steps == 3 and done.answer == "42"

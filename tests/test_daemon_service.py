@@ -95,6 +95,7 @@ def test_sigterm_drains_to_a_checkpoint_and_a_restart_resumes_the_job(home: Path
         # A clean drain: no call was cut short, so the model was never told of one.
         assert not any(e.get("type") == "warning" and e.get("kind") == "interrupted_call"
                        for e in _job_events(d, done["id"]))
+        _steps_agree(home, d, done)
     finally:
         d.stop()
 
@@ -120,6 +121,7 @@ def test_sigkills_at_random_moments_lose_nothing_and_run_nothing_twice(home: Pat
         assert done["crashes"] == done["attempts"] - 1 >= 1  # every restart resumed it
         restart = [e for e in d.log_events() if e["event"] == "started"][1]
         assert restart["resumed_jobs"] == [jid]
+        _steps_agree(home, d, done)
         calls = model_calls(home)
     finally:
         d.stop()
@@ -301,3 +303,18 @@ def test_jobs_run_at_most_concurrency_at_once(home: Path) -> None:
         peak = max(peak, running)
     assert peak == 2  # the limit was used, and never passed
     assert order == ids  # oldest first
+
+
+def _steps_agree(home: Path, d: DaemonProc, job: dict) -> None:
+    """Across restarts, `jobs list`'s count, the event stream and the session agree: 6 appends
+    and an answer are 7 model turns, however many attempts made them."""
+    from whalebone.agent.store import SessionStore
+
+    store = SessionStore(home / "sessions.db")
+    turns = sum(1 for m in store.messages(job["session_id"]) if m["role"] == "assistant")
+    store.close()
+    events = _job_events(d, job["id"])
+    last_done = [e for e in events if e.get("type") == "done"][-1]
+    assert job["steps"] == turns == 7
+    assert max(e["step"] for e in events if e.get("type") == "step") == 7
+    assert last_done["steps"] == 7

@@ -240,11 +240,12 @@ class JobQueue:
 
     def finish(self, jid: str, status: JobStatus, *, reason: str = "", message: str = "",
                answer: str = "", steps: int | None = None) -> None:
-        """End a job (``status`` terminal) or hand it back to the queue (``queued``)."""
+        """End a job (``status`` terminal) or hand it back to the queue (``queued``).
+        ``steps`` is the job's model turns so far, over every attempt (never lowered)."""
         now = time.time()
         with self._tx() as db:
             db.execute("UPDATE jobs SET status = ?, reason = ?, message = ?, answer = ?, "
-                       "steps = steps + ?, finished = ?, updated = ? WHERE id = ?",
+                       "steps = max(steps, ?), finished = ?, updated = ? WHERE id = ?",
                        (status, reason, redact(message), redact(answer), steps or 0,
                         now if status in TERMINAL else None, now, jid))
 

@@ -182,9 +182,13 @@ class JobRunner:
             self.queue.set_session(job.id, sid)
             job.session_id = sid
         try:
-            has_task = any(m.get("role") == "user" for m in self.store.messages(sid))
+            stored = self.store.messages(sid)
         except SessionError as e:
             return "failed", "no_session", str(e), "", 0
+        has_task = any(m.get("role") == "user" for m in stored)
+        # A job's steps are its session's model turns, counted across restarts: a run numbers
+        # its own steps from 1, so its events and totals start after the turns already made.
+        before = sum(1 for m in stored if m.get("role") == "assistant")
         task = None if has_task else job.task
         done: Done | None = None
         # Deltas are coalesced: one reasoning and one text event per model call, not one
@@ -210,13 +214,18 @@ class JobRunner:
                                 self.queue.add_event(job.id, {"type": kind,
                                                               "text": "".join(parts)})
                                 parts.clear()
-                        self.queue.add_event(job.id, event.model_dump(mode="json"))
+                        data = event.model_dump(mode="json")
+                        if isinstance(event, StepStarted):
+                            data["step"] += before
+                        elif isinstance(event, Done):
+                            data["steps"] += before
+                        self.queue.add_event(job.id, data)
                         if isinstance(event, StepStarted):
                             running.step = event.step
                             if running.stopping:
                                 break  # a checkpoint: every earlier step is committed
                         elif isinstance(event, UsageReport):
-                            self._usage(job, running.step, event)
+                            self._usage(job, before + running.step, event)
                         elif isinstance(event, Done):
                             done = event
             except SessionBusy as e:  # a person resuming it by hand, say: never interleave
@@ -226,7 +235,7 @@ class JobRunner:
             except McpUnavailable as e:  # a server marked required = true
                 return "failed", "bad_config", str(e), "", 0
         if done is None:
-            steps = max(0, running.step - 1)
+            steps = before + max(0, running.step - 1)
             if running.stopping:
                 return "queued", "interrupted", "stopped at a checkpoint by a shutdown; " \
                     "resumes on restart", "", steps
@@ -240,7 +249,7 @@ class JobRunner:
             answer = next((str(m.get("content") or "") for m in reversed(
                 self.store.messages(sid)) if m.get("role") == "assistant"), "")
         return (STATUS_OF_REASON.get(done.reason, "failed"), done.reason, done.message,
-                answer, done.steps)
+                answer, before + done.steps)
 
     def _usage(self, job: Job, step: int, u: UsageReport) -> None:
         self.queue.add_usage(job.id, prompt_tokens=u.prompt_tokens,
