@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 # In the order `whalebone --help` lists them.
@@ -41,7 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """whalebone's own warnings (a damaged cache, a full disk) as one line each, not Python's
+    two-line "file:line: Category: message" form with the source line under it."""
+    plain = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+            line: str | None = None) -> str:
+        if category.__module__.startswith("whalebone."):
+            return f"whalebone: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
