@@ -180,7 +180,7 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     if session_id is None:  # made here so that an interrupted run can name it
         title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
         session_id = store.create(title=title, agent=config.name,
-                                  config=config.model_dump(mode="json"))
+                                  config=config.model_dump(mode="json"), task=task)
     printer = _Printer(sys.stdout, json_lines=args.json, quiet=args.quiet)
 
     async def main() -> Any:

@@ -113,8 +113,17 @@ class Run:
 
     async def go(self, task: str | None) -> AsyncIterator[AgentEvent]:
         self.load()
+        if not any(m.get("role") == "user" for m in self.history):
+            stored = self.session.open_task()  # a run killed before it wrote its task
+            if stored is not None:
+                task = stored if task in (None, stored) else f"{stored}\n\n{task}"
         if not self.history:
-            self._commit(self._system_message())
+            # The system message and the task in one transaction: no kill leaves one alone.
+            opening = [self._system_message()]
+            if task is not None:
+                opening.append({"role": "user", "content": self._user_text(task)})
+                task = None
+            self._commit(*opening)
         brk = mode_change(self.session, self.cfg, self.history, self.transcript)
         if brk is not None:
             yield brk

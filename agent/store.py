@@ -7,7 +7,9 @@ session: :meth:`SessionStore.open` takes an exclusive ``flock`` on a lock file b
 database, which the kernel releases when the holder dies, so a crashed run never leaves a
 session locked and two live runs never interleave one session's log (a complaint users of other
 harnesses have). The journal records each tool call as ``started`` before it runs and
-``finished`` after, so a resumed run knows which calls were cut short.
+``finished`` after, so a resumed run knows which calls were cut short. A new session's task is
+committed with the session row, in one transaction: a run killed before its first message was
+written still leaves a session that ``resume`` completes (:meth:`Session.open_task`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     config TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL DEFAULT 'idle',
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    task TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
     session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -135,6 +138,8 @@ class SessionStore:
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
         self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
+        if "task" not in {r[1] for r in self.db.execute("PRAGMA table_info(sessions)")}:
+            self.db.execute("ALTER TABLE sessions ADD COLUMN task TEXT")  # an older database
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -147,13 +152,16 @@ class SessionStore:
         self.db.execute("COMMIT")
 
     def create(self, *, title: str = "", agent: str = "default",
-               config: dict[str, Any] | None = None) -> str:
+               config: dict[str, Any] | None = None, task: str | None = None) -> str:
+        """A new session; ``task``, its first request, is committed with it (a run killed
+        before it wrote any message must leave the task to be resumed, not an empty session
+        that has "nothing to do")."""
         sid = uuid.uuid4().hex[:12]
         now = time.time()
         with self._tx() as db:
-            db.execute("INSERT INTO sessions (id, title, agent, config, created, updated) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (sid, title, agent, json.dumps(config or {}), now, now))
+            db.execute("INSERT INTO sessions (id, title, agent, config, created, updated, task) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (sid, title, agent, json.dumps(config or {}), now, now, task))
         return sid
 
     def info(self, sid: str) -> SessionInfo:
@@ -255,6 +263,15 @@ class Session:
 
     def messages(self) -> list[dict[str, Any]]:
         return self.store.messages(self.id)
+
+    def open_task(self) -> str | None:
+        """The task the session was created with, while no user message holds it yet (the
+        run that created it was killed before writing it)."""
+        row = self.store.db.execute(
+            "SELECT task FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM messages m "
+            "WHERE m.session = sessions.id AND json_extract(m.message, '$.role') = 'user')",
+            (self.id,)).fetchone()
+        return None if row is None else row[0]
 
     def append(self, *messages: dict[str, Any]) -> None:
         """Commit messages, in order, in one transaction."""
