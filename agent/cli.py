@@ -64,7 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    return int(handler(args) or 0)
+    try:
+        return int(handler(args) or 0)
+    except Exception as e:  # every command: a full or read-only disk is one line, not a trace
+        from whalebone.agent.commands import EXIT_CODES
+        from whalebone.dsml.errors import storage_failure
+
+        problem = storage_failure(e)
+        if problem is None:
+            raise
+        print(f"whalebone: storage: {problem}; nothing saved before was lost: make room (or "
+              "make it writable) and run the command again", file=sys.stderr)
+        return EXIT_CODES["storage"]
 
 
 if __name__ == "__main__":

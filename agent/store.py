@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.dsml.errors import WhaleboneError, storage_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -136,8 +136,17 @@ class SessionStore:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
-        self.db = _connect(self.path)
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = _connect(self.path)
+            self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as e:
+            if storage_problem(e) is None or not self.path.is_file():
+                raise
+            # A full or read-only disk: the sessions can still be read (a write then fails
+            # with "readonly database", which front ends report as a storage problem).
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True,
+                                      check_same_thread=False)
+            return
         if "task" not in {r[1] for r in self.db.execute("PRAGMA table_info(sessions)")}:
             self.db.execute("ALTER TABLE sessions ADD COLUMN task TEXT")  # an older database
 

@@ -67,7 +67,27 @@ def storage_problem(exc: BaseException) -> str | None:
         if exc.errno == errno.EROFS:
             return "the storage is read-only"
         if exc.errno in (errno.EACCES, errno.EPERM) and exc.filename is not None:
-            return f"no permission to write {exc.filename}"
+            return "no permission to write there"
         if exc.errno == errno.EIO:
             return "a disk I/O error"
+    return None
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """One line for an error that a full or read-only disk caused (wherever it surfaced:
+    wrapped in another error, or in a task group's exception group), else None."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        problem = storage_problem(e)
+        if problem is not None:
+            where = getattr(e, "filename", None)
+            return problem + (f" ({where})" if where else "")
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
     return None
