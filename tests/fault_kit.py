@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,6 +154,13 @@ def mount_tmpfs(where: Path, size: str = "2m") -> str | None:
 
 
 def remount_read_only(where: Path) -> None:
+    """Make the tmpfs read-only (retried: a file a finished process wrote may still be
+    closing, and the kernel refuses while one is open for writing)."""
+    for _ in range(50):
+        if subprocess.run(["mount", "-o", "remount,ro", str(where)],
+                          capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
     subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
 
 

@@ -47,7 +47,7 @@ def one_line(out: subprocess.CompletedProcess[str]) -> str:
 
 
 def saved(db: Path) -> list[str]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = sqlite3.connect(f"file:{db}?immutable=1", uri=True)  # reads on a full disk too
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         return [m for (m,) in con.execute("SELECT message FROM messages ORDER BY session, seq")]
