@@ -33,7 +33,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import warnings
 from collections.abc import Callable
@@ -45,6 +44,7 @@ sys.path.insert(0, str(TESTS))  # the fault corpus lives with the tests
 
 from fault_kit import (  # noqa: E402
     FOLDER_FAULTS,
+    MISSER,
     SNAPSHOT_FAULTS,
     fill,
     remount_read_only,
@@ -268,31 +268,6 @@ def _session(db: Path) -> str | None:
 
 # -- budget -------------------------------------------------------------------------------------
 
-MISSER = textwrap.dedent("""
-    import random, sys, anyio
-    from whalebone.budget.guard import BudgetGuard, BudgetStop, CallPlan
-    from whalebone.budget.policy import BudgetPolicy
-    from whalebone.engine.base import Usage
-    path, me = sys.argv[1], sys.argv[2]
-    rng = random.Random(int(me))
-    guard = BudgetGuard(path, policy=BudgetPolicy(on_cap="deny", poll_s=0.005))
-    async def main():
-        try:
-            while True:
-                prompt = rng.randint(2000, 9000)
-                plan = CallPlan("r" + me, "s" + me, "coder", "turn", "deepseek-v4-flash",
-                                prompt, prompt - 100, 200)
-                t = await guard.before_call(plan)
-                hit = 0 if rng.random() < 0.7 else prompt - 100
-                guard.settle(t, Usage(prompt_tokens=prompt, prompt_cache_hit_tokens=hit,
-                                      prompt_cache_miss_tokens=prompt - hit,
-                                      completion_tokens=rng.randint(1, 201)))
-        except BudgetStop:
-            pass
-    anyio.run(main)
-""")
-
-
 def bench_budget(quick: bool, work: Path) -> Tally:
     from whalebone.budget.ledger import Ledger, Limit, day_scope
 
@@ -304,7 +279,8 @@ def bench_budget(quick: bool, work: Path) -> Tally:
         Ledger(path).set_default(Limit(scope="global", max_usd=cap))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         procs = [subprocess.Popen([sys.executable, "-c", MISSER, str(path), str(run * 100 + i)],
-                                  env=env, stderr=subprocess.PIPE, text=True)
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
                  for i in range(6 if quick else 20)]
         errs = [p.communicate(timeout=300)[1] for p in procs]
         spent = Ledger(path).state(day_scope("global")).spent_usd

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -188,3 +189,35 @@ def fill(where: Path) -> None:
                     pass
             except OSError:
                 pass
+
+
+# -- budgets --------------------------------------------------------------------------------
+
+# An agent's calls: prompts that the caller expects to be almost all cached; the engine then
+# reports no cache hit at all (evicted, or another process's prompt in between).
+MISSER = textwrap.dedent("""
+    import random, sys, anyio
+    from whalebone.budget.guard import BudgetGuard, BudgetStop, CallPlan
+    from whalebone.budget.policy import BudgetPolicy
+    from whalebone.engine.base import Usage
+
+    path, me = sys.argv[1], sys.argv[2]
+    rng = random.Random(int(me))
+    guard = BudgetGuard(path, policy=BudgetPolicy(on_cap="deny", poll_s=0.005))
+    async def main():
+        calls = 0
+        try:
+            while True:
+                prompt = rng.randint(2000, 9000)
+                plan = CallPlan("run" + me, "s" + me, "coder", "turn", "deepseek-v4-flash",
+                                prompt, prompt - 100, 200)
+                ticket = await guard.before_call(plan)
+                hit = 0 if rng.random() < 0.7 else prompt - 100  # mostly misses
+                guard.settle(ticket, Usage(prompt_tokens=prompt, prompt_cache_hit_tokens=hit,
+                                           prompt_cache_miss_tokens=prompt - hit,
+                                           completion_tokens=rng.randint(1, 201)))
+                calls += 1
+        except BudgetStop:
+            print(calls)
+    anyio.run(main)
+""")

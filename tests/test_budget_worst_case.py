@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fault_kit import MISSER
 
 from whalebone.budget.guard import BudgetGuard, CallPlan
 from whalebone.budget.ledger import BudgetExceeded, Ledger, Limit, day_scope
@@ -20,36 +21,6 @@ from whalebone.budget.policy import BudgetPolicy
 from whalebone.engine.base import Usage
 
 CAP = 0.02
-
-# An agent's calls: prompts that the caller expects to be almost all cached; the engine then
-# reports no cache hit at all (evicted, or another process's prompt in between).
-MISSER = textwrap.dedent("""
-    import random, sys, anyio
-    from whalebone.budget.guard import BudgetGuard, BudgetStop, CallPlan
-    from whalebone.budget.policy import BudgetPolicy
-    from whalebone.engine.base import Usage
-
-    path, me = sys.argv[1], sys.argv[2]
-    rng = random.Random(int(me))
-    guard = BudgetGuard(path, policy=BudgetPolicy(on_cap="deny", poll_s=0.005))
-    async def main():
-        calls = 0
-        try:
-            while True:
-                prompt = rng.randint(2000, 9000)
-                plan = CallPlan("run" + me, "s" + me, "coder", "turn", "deepseek-v4-flash",
-                                prompt, prompt - 100, 200)
-                ticket = await guard.before_call(plan)
-                hit = 0 if rng.random() < 0.7 else prompt - 100  # mostly misses
-                guard.settle(ticket, Usage(prompt_tokens=prompt, prompt_cache_hit_tokens=hit,
-                                           prompt_cache_miss_tokens=prompt - hit,
-                                           completion_tokens=rng.randint(1, 201)))
-                calls += 1
-        except BudgetStop:
-            print(calls)
-    anyio.run(main)
-""")
-
 
 def test_concurrent_agents_whose_calls_miss_the_cache_never_pass_the_cap(
         tmp_path: Path) -> None:
