@@ -252,7 +252,10 @@ class PrefixCache:
             nbytes, checksum = row[0]
             hit = self._load(digest, int(nbytes), str(checksum), ids[:length])
             if hit is not None:
-                self._touch(digest)
+                try:
+                    self._touch(digest)
+                except (sqlite3.Error, OSError) as e:  # the hit is good: only its LRU mark failed
+                    self._failed("marking a snapshot used failed", e)
                 return hit
         return None
 
