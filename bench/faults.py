@@ -386,14 +386,18 @@ def bench_serve(quick: bool, work: Path) -> Tally:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+    late = int(health.get("served", 0)) - counts["done"] - 10  # 10: the warm-up requests
     for _ in range(counts["done"] + counts["dropped"]):
         tally.add(True)
     for _ in range(counts["5xx"] + counts["broken"] + counts["429_no_retry_after"]):
         tally.add(False)
+    if health.get("cancelled", 0) + late != counts["dropped"]:  # a drop the server missed
+        tally.add(False, f"{counts['dropped']} drops, {health.get('cancelled')} cancelled")
     tally.notes.append(f"{counts['done']} done, {counts['dropped']} dropped mid-stream, "
                        f"{counts['429']} x 429 (retried), {counts['5xx']} x 5xx, "
                        f"{counts['broken']} broken; server counted "
-                       f"{health.get('cancelled')} cancelled, served {health.get('served')}; "
+                       f"{health.get('cancelled')} cancelled, served {health.get('served')} "
+                       f"(so {late} drops came after the whole answer was sent); "
                        f"RSS {rss['before'] / 1e6:.0f} -> {rss['after'] / 1e6:.0f} MB at "
                        f"{width}-way concurrency")
     return tally
