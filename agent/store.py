@@ -136,22 +136,26 @@ class SessionStore:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
+        self._unwritable: str | None = None  # why writes are refused (the disk's fault)
         try:
             self.db = _connect(self.path)
             self.db.executescript(SCHEMA)
         except sqlite3.OperationalError as e:
             if storage_problem(e) is None or not self.path.is_file():
                 raise
-            # A full or read-only disk: the sessions can still be read (a write then fails
-            # with "readonly database", which front ends report as a storage problem).
+            # A full or read-only disk: the sessions can still be read; a write fails with
+            # what the disk said, which front ends report as a storage problem.
             self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True,
                                       check_same_thread=False)
+            self._unwritable = str(e)
             return
         if "task" not in {r[1] for r in self.db.execute("PRAGMA table_info(sessions)")}:
             self.db.execute("ALTER TABLE sessions ADD COLUMN task TEXT")  # an older database
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._unwritable is not None:  # say what the disk said, not "readonly database"
+            raise sqlite3.OperationalError(self._unwritable)
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
