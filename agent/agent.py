@@ -133,7 +133,7 @@ class Agent:
         if session_id is None:
             title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
             session_id = self.store.create(title=title, agent=config.name,
-                                           config=config.model_dump(mode="json"))
+                                           config=config.model_dump(mode="json"), task=task)
         with self.store.open(session_id) as session:
             # Closed before the session is: a consumer that stops early (a cancelled step)
             # must not leave the run to be finalised after its session lock is gone.

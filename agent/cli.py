@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from whalebone.dsml.errors import WhaleboneError
@@ -50,7 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """whalebone's own warnings (a damaged cache, a full disk) as one line each, not Python's
+    two-line "file:line: Category: message" form with the source line under it."""
+    plain = warnings.formatwarning
+
+    def fmt(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+            line: str | None = None) -> str:
+        if category.__module__.startswith("whalebone."):
+            return f"whalebone: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
@@ -65,7 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WhaleboneError as e:
         print(f"whalebone {args.command}: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
+    except Exception as e:  # every command: a full or read-only disk is one line, not a trace
+        from whalebone.agent.commands import EXIT_CODES
+        from whalebone.core.errors import storage_failure
+
+        problem = storage_failure(e)
+        if problem is not None:
+            print(f"whalebone: storage: {problem}; nothing saved before was lost: make room (or "
+                  "make it writable) and run the command again", file=sys.stderr)
+            return EXIT_CODES["storage"]
         if os.environ.get("WHALEBONE_DEBUG"):
             raise
         print(f"whalebone {args.command}: internal error: {type(e).__name__}: {e} "

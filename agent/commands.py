@@ -19,6 +19,7 @@ Exit codes (also in ``whalebone run --help``):
     4  stopped by the budget guard
     5  no engine: the engine cannot be opened (no checkpoint, missing extra, bad spec, no key)
     6  the session is being written by another process
+    7  storage: the disk is full or read-only (what was saved before is intact)
     130  interrupted (Ctrl-C); the session can be resumed
 
 ``sessions compact``: see :mod:`whalebone.agent.compact_command`.
@@ -37,7 +38,8 @@ from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
 
 EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
-              "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "cancelled": 130}
+              "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "storage": 7,
+              "cancelled": 130}
 
 EXIT_HELP = """exit codes:
   0    the agent answered
@@ -47,6 +49,7 @@ EXIT_HELP = """exit codes:
   4    stopped by the budget guard
   5    no engine: it cannot be opened (no checkpoint, missing extra, bad spec, no key)
   6    the session is being written by another process
+  7    storage: the disk is full or read-only (what was saved before is intact)
   130  interrupted (Ctrl-C); resume the session"""
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -166,7 +169,7 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     if session_id is None:  # made here so that an interrupted run can name it
         title = (task or "").strip().splitlines()[0][:80] if (task or "").strip() else ""
         session_id = store.create(title=title, agent=config.name,
-                                  config=config.model_dump(mode="json"))
+                                  config=config.model_dump(mode="json"), task=task)
     printer = _Printer(sys.stdout, json_lines=args.json, quiet=args.quiet)
 
     async def main() -> Any:
@@ -194,6 +197,15 @@ def _run(args: argparse.Namespace, task: str | None, session_id: str | None) -> 
     except McpUnavailable as e:  # a server marked required = true
         return fail(f"{e}; resume with: whalebone sessions resume {session_id}",
                     EXIT_CODES["usage"])
+    except Exception as e:
+        from whalebone.core.errors import storage_failure
+
+        problem = storage_failure(e)
+        if problem is None:
+            raise
+        return fail(f"cannot save the session: {problem}; its saved steps are intact: make "
+                    f"room and resume with: whalebone sessions resume {session_id}",
+                    EXIT_CODES["storage"])
     if done is None:
         return EXIT_CODES["error"]
     return EXIT_CODES.get(done.reason, 1)

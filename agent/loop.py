@@ -103,8 +103,17 @@ class Run:
     async def go(self, task: str | None) -> AsyncIterator[AgentEvent]:
         conv = self.conversation
         conv.load()
+        if not any(m.get("role") == "user" for m in conv.history):
+            stored = self.session.open_task()  # a run killed before it wrote its task
+            if stored is not None:
+                task = stored if task in (None, stored) else f"{stored}\n\n{task}"
         if not conv.history:
-            self._commit(self._system_message())
+            # The system message and the task in one transaction: no kill leaves one alone.
+            opening = [self._system_message()]
+            if task is not None:
+                opening.append({"role": "user", "content": self._user_text(task)})
+                task = None
+            self._commit(*opening)
         brk = mode_change(self.session, self.cfg, conv.history, conv.transcript)
         if brk is not None:
             yield brk

@@ -7,7 +7,9 @@ session: :meth:`SessionStore.open` takes an exclusive ``flock`` on a lock file b
 database, which the kernel releases when the holder dies, so a crashed run never leaves a
 session locked and two live runs never interleave one session's log (a complaint users of other
 harnesses have). The journal records each tool call as ``started`` before it runs and
-``finished`` after, so a resumed run knows which calls were cut short.
+``finished`` after, so a resumed run knows which calls were cut short. A new session's task is
+committed with the session row, in one transaction: a run killed before its first message was
+written still leaves a session that ``resume`` completes (:meth:`Session.open_task`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from whalebone.core.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError, storage_problem
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction, unique_prefix
 from whalebone.core.usage import TokenCounts
@@ -39,7 +41,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     config TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL DEFAULT 'idle',
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    task TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
     session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -128,23 +131,42 @@ class SessionStore:
         else:
             private_dir(self.path.parent)
             self._lock_dir = self.path.with_name(self.path.name + ".locks")
-        self.db = connect(self.path)
-        self.db.executescript(SCHEMA)
+        self._unwritable: str | None = None  # why writes are refused (the disk's fault)
+        try:
+            self.db = connect(self.path)
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            if storage_problem(e) is None or not self.path.is_file():
+                raise
+            # A full or read-only disk: the sessions can still be read; a write fails with
+            # what the disk said, which front ends report as a storage problem.
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True,
+                                      check_same_thread=False)
+            self._unwritable = str(e)
+            return
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(tool_calls)")}
         if "process" not in columns:  # a database from before process groups were journaled
             self.db.execute("ALTER TABLE tool_calls ADD COLUMN process TEXT")
+        if "task" not in {r[1] for r in self.db.execute("PRAGMA table_info(sessions)")}:
+            self.db.execute("ALTER TABLE sessions ADD COLUMN task TEXT")  # an older database
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        if self._unwritable is not None:  # say what the disk said, not "readonly database"
+            raise sqlite3.OperationalError(self._unwritable)
         return transaction(self.db)
 
     def create(self, *, title: str = "", agent: str = "default",
-               config: dict[str, Any] | None = None) -> str:
+               config: dict[str, Any] | None = None, task: str | None = None) -> str:
+        """A new session; ``task``, its first request, is committed with it (a run killed
+        before it wrote any message must leave the task to be resumed, not an empty session
+        that has "nothing to do")."""
         sid = uuid.uuid4().hex[:12]
         now = time.time()
         with self._tx() as db:
-            db.execute("INSERT INTO sessions (id, title, agent, config, created, updated) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (sid, redact(title), agent, json.dumps(config or {}), now, now))
+            db.execute("INSERT INTO sessions (id, title, agent, config, created, updated, task) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (sid, redact(title), agent, json.dumps(config or {}), now, now,
+                        None if task is None else redact(task)))
         return sid
 
     def resolve(self, ref: str) -> str:
@@ -252,6 +274,15 @@ class Session:
 
     def messages(self) -> list[dict[str, Any]]:
         return self.store.messages(self.id)
+
+    def open_task(self) -> str | None:
+        """The task the session was created with, while no user message holds it yet (the
+        run that created it was killed before writing it)."""
+        row = self.store.db.execute(
+            "SELECT task FROM sessions WHERE id = ? AND NOT EXISTS (SELECT 1 FROM messages m "
+            "WHERE m.session = sessions.id AND json_extract(m.message, '$.role') = 'user')",
+            (self.id,)).fetchone()
+        return None if row is None else row[0]
 
     def append(self, *messages: dict[str, Any]) -> None:
         """Commit messages, in order, in one transaction."""

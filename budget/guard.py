@@ -3,9 +3,10 @@
 The agent loop asks :meth:`BudgetGuard.before_call` before each call (turns, retries,
 compaction summaries, subagents, heartbeats: every ``kind``), makes the call only once it has a
 :class:`Ticket`, and then settles the ticket with the call's usage or releases it. The worst case
-(uncached prompt tokens at the miss price, cached ones at the hit price, ``max_tokens`` + EOS at
-the output price) is reserved atomically in the ledger in every scope the call is charged to:
-the run, the session, the agent today, everyone today and any extra scopes of the policy.
+(every prompt token at the cache-miss price, ``max_tokens`` + EOS at the output price: a cache
+is best effort, and a call that misses it must still fit) is reserved atomically in the ledger
+in every scope the call is charged to: the run, the session, the agent today, everyone today and
+any extra scopes of the policy.
 
 When a reservation would pass a limit the worker is frozen: ``before_call`` does not return, so
 the worker makes no call. The runtime builds an extension request from objective facts only
@@ -121,12 +122,13 @@ class BudgetGuard:
                 *self.policy.extra_scopes]
 
     def worst_case(self, plan: CallPlan, model: str | None = None) -> tuple[float, int]:
-        """USD and tokens a call can cost at most (EOS counts as one more output token)."""
+        """USD and tokens a call can cost at most (EOS counts as one more output token).
+        ``plan.cached_tokens`` is an expectation, not a bound: an engine may report fewer hits
+        (an eviction, another process's prompt in between), so every prompt token is
+        reserved at the miss price and no settlement can pass a cap."""
         price = self.prices.lookup(model or plan.model)
         out = plan.max_tokens + 1
-        cached = plan.cached_tokens if self.policy.trust_cache else 0
-        usd = ((plan.prompt_tokens - cached) * price.cache_miss
-               + cached * price.cache_hit + out * price.output) / 1e6
+        usd = (plan.prompt_tokens * price.cache_miss + out * price.output) / 1e6
         if self.policy.peak:
             usd *= price.peak_multiplier
         return usd, plan.prompt_tokens + out
@@ -168,6 +170,7 @@ class BudgetGuard:
         usd, tokens = self.worst_case(plan)
         scopes = self.scopes_for(plan)
         self._ensure_limits(plan, scopes)
+        waiting_on = None
         while True:
             try:
                 rid = self.ledger.reserve(scopes, usd=usd, tokens=tokens)
@@ -175,12 +178,27 @@ class BudgetGuard:
                 if self._fits_once_settled(cap, usd, tokens):
                     # Calls in flight hold their worst case; they usually settle for less, and
                     # this call fits beside what they have really spent: wait, don't ask.
+                    if waiting_on != cap.scope:
+                        waiting_on = cap.scope
+                        log.warning("%s", self._waiting_line(plan, cap, usd, tokens))
                     await anyio.sleep(self.policy.poll_s)
                     continue
                 await self._at_cap(plan, cap, facts, usd, tokens)
                 continue  # extended: try again (another scope may still block)
             return Ticket(reservation=rid, plan=plan, scopes=tuple(scopes), worst_usd=usd,
                           worst_tokens=tokens)
+
+    def _waiting_line(self, plan: CallPlan, cap: BudgetExceeded, usd: float,
+                      tokens: int) -> str:
+        """What a waiting call waits for, in one line: the scope, its amount, the holders."""
+        s = self.ledger.state(cap.scope)
+        held = (_fmt(s.reserved_usd, "usd") if cap.unit == "usd"
+                else _fmt(s.reserved_tokens, "tokens"))
+        need = _fmt(usd, "usd") if cap.unit == "usd" else _fmt(tokens, "tokens")
+        pids = ", ".join(str(pid) for pid, _ in self.ledger.holders(cap.scope)) or "none"
+        return (f"budget: the {plan.kind} call (up to {need}) waits in {cap.scope} "
+                f"(limit {_fmt(cap.limit, cap.unit)}) for {held} held by calls in flight "
+                f"(pid {pids}) to settle")
 
     def _fits_once_settled(self, cap: BudgetExceeded, usd: float, tokens: int) -> bool:
         s = self.ledger.state(cap.scope)

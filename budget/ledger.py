@@ -5,14 +5,17 @@ agent today, everyone today…), what was spent plus what is reserved by calls i
 call's worst case stays within the scope's limit. Checking and reserving happen in one SQLite
 ``BEGIN IMMEDIATE`` transaction, so processes sharing a budget serialise on it and can never
 overshoot it together, not even by one call. After the call the reservation is replaced by the
-actual spend. A reservation whose process died is released after its lease expires; until then
-it still counts, which errs on the side of spending less.
+actual spend. A reservation records its holder (host, pid and the process's start time, so a
+reused pid is not mistaken for it): one whose holder is dead is released at the next
+reservation, at once; one whose holder cannot be checked (another host) is released when its
+lease expires, and until then it still counts, which errs on the side of spending less.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -58,6 +61,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     tokens INTEGER NOT NULL,
     pid INTEGER NOT NULL,
     expires REAL NOT NULL,
+    holder TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (id, scope)
 );
 """
@@ -118,6 +122,10 @@ class Ledger:
         self.lease_seconds = lease_seconds
         self.db = connect(self.path, timeout=60)
         self.db.executescript(SCHEMA)
+        if "holder" not in {r[1] for r in self.db.execute("PRAGMA table_info(reservations)")}:
+            self.db.execute("ALTER TABLE reservations ADD COLUMN holder TEXT NOT NULL "
+                            "DEFAULT ''")  # a ledger from before holders were recorded
+        self.holder = holder_id(os.getpid())
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: writers in every process serialise on it."""
@@ -195,7 +203,7 @@ class Ledger:
         rid = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
-            db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+            self._release_dead(db, now)
             for scope in scopes:
                 row = db.execute("SELECT max_usd, max_tokens FROM limits WHERE scope = ?",
                                  (scope,)).fetchone()
@@ -213,10 +221,26 @@ class Ledger:
                         f"{held_tok} in flight + {tokens} for this call > {row[1]}",
                         scope=scope, limit=row[1], needed=tokens, unit="tokens")
             for scope in scopes:
-                db.execute("INSERT INTO reservations (id, scope, usd, tokens, pid, expires) "
-                           "VALUES (?, ?, ?, ?, ?, ?)",
-                           (rid, scope, usd, tokens, os.getpid(), now + self.lease_seconds))
+                db.execute("INSERT INTO reservations (id, scope, usd, tokens, pid, expires, "
+                           "holder) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (rid, scope, usd, tokens, os.getpid(), now + self.lease_seconds,
+                            self.holder))
         return rid
+
+    @staticmethod
+    def _release_dead(db: sqlite3.Connection, now: float) -> None:
+        """Drop reservations whose lease expired or whose holder is dead (killed mid-call):
+        a dead holder will never settle, and must not freeze its scopes for a lease."""
+        db.execute("DELETE FROM reservations WHERE expires < ?", (now,))
+        for (holder,) in db.execute("SELECT DISTINCT holder FROM reservations").fetchall():
+            if holder and holder_dead(holder):
+                db.execute("DELETE FROM reservations WHERE holder = ?", (holder,))
+
+    def holders(self, scope: str) -> list[tuple[int, float]]:
+        """Who holds reservations in ``scope``: (pid, USD held), largest first."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT pid, SUM(usd) FROM reservations WHERE scope = ? GROUP BY pid "
+            "ORDER BY 2 DESC", (scope,))]
 
     def settle(self, reservation: str, actual: Actual,
                scopes: Sequence[str] | None = None) -> None:
@@ -273,3 +297,40 @@ class Ledger:
         rows = self.db.execute("SELECT scope FROM limits UNION SELECT scope FROM spend "
                                "ORDER BY 1")
         return [r[0] for r in rows]
+
+
+def _process_start(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a live process, from Linux's
+    ``/proc/PID/stat``; None when there is no such process or no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # the name may hold spaces and parentheses
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def holder_id(pid: int) -> str:
+    """``host:pid:start``, naming one process for as long as the machine is up."""
+    started = _process_start(pid)
+    return f"{socket.gethostname()}:{pid}:{started[1] if started else ''}"
+
+
+def holder_dead(holder: str) -> bool:
+    """Whether the process a reservation names is certainly gone: on this host, and either
+    no such pid, a zombie, or another process that reused the pid. Unknown means alive."""
+    parts = holder.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid, start = int(parts[1]), parts[2]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    now = _process_start(pid)
+    if now is None:
+        return False  # no /proc: the pid exists, so count it alive
+    state, started = now
+    return state in ("Z", "X") or (bool(start) and started != start)

@@ -60,10 +60,6 @@ class BudgetPolicy(StrictModel):
     human_wait_s: float | None = Field(None, gt=0)  # None: a frozen run waits for a person
     poll_s: float = Field(0.1, gt=0)  # how often a frozen guard looks for a person's decision
     peak: bool = False  # price calls at the table's peak multiplier
-    # A prefix cache is best effort (an API may evict it). Trusting the plan's cached_tokens
-    # reserves them at the hit price, as spend is normally bounded; not trusting it reserves
-    # them at the miss price, so that even an eviction can never take a scope past its limit.
-    trust_cache: bool = True
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,10 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield db
     except BaseException:
-        db.execute("ROLLBACK")
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the failure that got us here (a full disk, say) may have ended it already
         raise
     db.execute("COMMIT")
 

@@ -287,12 +287,16 @@ class BundledEngine(Engine):
 
             hit = self.cache.lookup(ids)
             if hit is not None:
-                try:
+                try:  # checked against this model's state layout before any use
                     state = SeqState.from_tensors(self.cfg, hit.state)
-                    if state.pos != hit.length or hit.logits.numel() != self.cfg.vocab_size:
+                    if (state.pos != hit.length
+                            or tuple(hit.logits.shape) != (self.cfg.vocab_size,)):
                         raise StateError(f"snapshot of {hit.length} tokens holds pos "
-                                         f"{state.pos} and {hit.logits.numel()} logits")
-                except StateError as e:
+                                         f"{state.pos} and logits of shape "
+                                         f"{tuple(hit.logits.shape)}")
+                    if not bool(torch.isfinite(hit.logits).all()):
+                        raise StateError("its logits are not all finite")
+                except (StateError, RuntimeError, TypeError) as e:
                     self.cache.discard(hit.digest, f"does not fit this model ({e})")
                 else:
                     stats.hit_tokens = hit.length

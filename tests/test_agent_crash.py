@@ -108,3 +108,63 @@ def test_kill_9_at_random_points_loses_nothing_and_repeats_nothing(tmp_path: Pat
     call_ids = [tc["id"] for m in messages for tc in m.get("tool_calls") or ()]
     results = [m["tool_call_id"] for m in messages if m.get("role") == "tool"]
     assert sorted(call_ids) == sorted(results)  # every call got exactly one result
+
+
+def _first_session(db: Path) -> str | None:
+    if not db.exists():
+        return None
+    con = sqlite3.connect(db, timeout=5)
+    try:
+        row = con.execute("SELECT id FROM sessions").fetchone()
+    except sqlite3.OperationalError:
+        return None  # the schema is being made
+    finally:
+        con.close()
+    return None if row is None else row[0]
+
+
+def _cli(home: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "WHALEBONE_HOME": str(home)}
+    env.pop("WHALEBONE_ENGINE", None)
+    return subprocess.Popen([sys.executable, "-m", "whalebone.agent.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# Delays (s) after the session row appears: the first ~90 ms of a run, when it had a session
+# but had not yet written its task.
+EARLY = [0.0, 0.003, 0.01, 0.02, 0.04, 0.09]
+
+
+def test_a_run_killed_in_its_first_moments_never_loses_its_task(tmp_path: Path) -> None:
+    from agent_kit import say, script
+
+    engine = script(tmp_path, "answer.json", [say("Finished the task.")])
+    lost = []
+    for trial, delay in enumerate(EARLY):
+        home = tmp_path / f"t{trial}"
+        db = home / "sessions.db"
+        task = f"Write the report number {trial}."
+        proc = _cli(home, "run", task, "--engine", engine, "--store", str(db), "--no-tools")
+        deadline = time.monotonic() + 60
+        while (sid := _first_session(db)) is None and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never made its session"
+            time.sleep(0.0005)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        if sid is None:
+            continue  # killed before the session existed: no task was ever accepted
+        resumed = _cli(home, "sessions", "resume", sid, "--engine", engine, "--store", str(db),
+                       "--no-tools")
+        out, err = resumed.communicate(timeout=120)
+        messages = [json.loads(m) for m in snapshot(db)]
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        if not (users and users[0].startswith(task)):
+            lost.append((delay, out + err))
+            continue
+        assert resumed.returncode == 0, err
+        # Completed, by the resume or by the run itself when the kill came after its end.
+        assert messages[-1]["role"] == "assistant"
+        assert "Finished the task." in messages[-1]["content"]
+    assert not lost, f"tasks lost after kills at {[d for d, _ in lost]}: {lost[0][1][-300:]}"

