@@ -11,10 +11,19 @@ checkpoint's :class:`~whalebone.engine.vocab.VocabMap`, restore the longest cach
 disk, prefill the rest in chunks, then decode one token per forward pass. Every forward pass runs
 in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays free, and the engine
 checks for cancellation between passes. Snapshots are written when the request ends (so they
-never delay the first token): at the last 256-token boundary of the prompt (a shared prefix with
-a different ending hits it), at the end of the prompt (a retry or a different continuation hits
-it) and after the completion (the next turn of an append-only conversation hits it). Usage
-counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
+never delay the first token), at the points where a later request can continue:
+
+- the last 64-token boundary of the prompt (DeepSeek's cache unit): a shared prefix with a
+  different ending hits it;
+- the stable end of the prompt: just before the ``<think>``/``</think>`` that follows the last
+  ``<｜Assistant｜>``. With thinking on, the next turn re-renders this turn's assistant prefix
+  with ``</think>`` and without the reasoning, so everything before that token is all the next
+  turn can share; a retry restores it and prefills one token;
+- the end of the prompt, unless the stable end is one token before it;
+- after the completion, its last sampled token (the EOS) fed too: the next turn of an
+  append-only conversation (chat mode, or tools) hits every token it re-sends.
+
+Usage counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,7 +60,7 @@ if TYPE_CHECKING:
     from whalebone.engine.model import Transformer
     from whalebone.engine.state import SeqState
 
-SNAPSHOT_ALIGN = 256  # prompt snapshots sit on multiples of this, like DeepSeek's cache blocks
+SNAPSHOT_ALIGN = 64  # prompt snapshots sit on multiples of this, DeepSeek's cache unit
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
 
 
@@ -77,7 +86,9 @@ class RequestStats:
     snapshot_s: float = 0.0
     completion_tokens: int = 0
     completion_ids: list[int] = field(default_factory=list)  # V4 ids sampled, EOS included
+    prompt_ids: list[int] = field(default_factory=list)  # V4 ids of the prompt
     snapshots: list[int] = field(default_factory=list)  # prefix lengths written
+    snapshot_bytes: int = 0  # state bytes those snapshots hold
 
 
 @dataclass
@@ -115,6 +126,11 @@ class BundledEngine(Engine):
         self.progress = progress
         self.context_window = context_window
         self.eos_model_id = self.vocab.to_model([self.tokenizer.eos_id])[0]
+        from whalebone.dsml import tokens as T
+
+        self._assistant_id = self.tokenizer.token_id(T.ASSISTANT)
+        self._think_ids = frozenset((self.tokenizer.token_id(T.THINK_START),
+                                     self.tokenizer.token_id(T.THINK_END)))
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
@@ -226,6 +242,7 @@ class BundledEngine(Engine):
         generated = 0
         decode_start = time.perf_counter()
         unfed: tuple[int, int] | None = None  # the last sampled token (V4 id, model id)
+        last: tuple[int, int] | None = None
         while generated < request.max_tokens:
             token = await anyio.to_thread.run_sync(self._step, run, sampler, unfed)
             generated += 1
@@ -233,6 +250,7 @@ class BundledEngine(Engine):
                 stats.first_token_s = time.perf_counter() - started
             v4_id = self.vocab.to_v4([token])[0]
             stats.completion_ids.append(v4_id)
+            last = (v4_id, token)
             if token == self.eos_model_id:
                 finish = "stop"
                 break
@@ -250,8 +268,11 @@ class BundledEngine(Engine):
         stats.decode_s = time.perf_counter() - decode_start
         stats.completion_tokens = generated
 
-        # The state now holds the prompt and every completion token but the last sampled one.
-        run.pending.append((list(run.ids), {}, run.logits))
+        if self.cache is not None and last is not None:
+            # The state holds every completion token but the last sampled one (the EOS, as a
+            # rule), which the next turn re-sends: one more pass so that it hits too.
+            await anyio.to_thread.run_sync(self._advance, run, [last[0]], [last[1]])
+            run.pending.append((list(run.ids), {}, run.logits))
         await anyio.to_thread.run_sync(self._write_snapshots, run, stats)
         hit = stats.hit_tokens
         usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
@@ -273,7 +294,7 @@ class BundledEngine(Engine):
 
     async def _prepare(self, ids: list[int]) -> tuple[_Run, RequestStats]:
         """Restore the longest cached prefix of ``ids`` and prefill the rest."""
-        stats = RequestStats(prompt_tokens=len(ids))
+        stats = RequestStats(prompt_tokens=len(ids), prompt_ids=ids)
         self.last_stats = stats
         run = await anyio.to_thread.run_sync(self._restore, ids, stats)
         await self._prefill(run, ids, stats)
@@ -323,19 +344,42 @@ class BundledEngine(Engine):
             self._advance(run, [unfed[0]], [unfed[1]])
         return sampler(run.logits)
 
+    def snapshot_points(self, ids: list[int]) -> list[int]:
+        """Prefix lengths of the prompt ``ids`` worth a snapshot (see the module docstring)."""
+        n = len(ids)
+        points = {(n - 1) // SNAPSHOT_ALIGN * SNAPSHOT_ALIGN, n}
+        stable = self.stable_end(ids)
+        if stable is not None:
+            points.add(stable)
+            if stable == n - 1:
+                points.discard(n)  # a retry restores the stable end and prefills one token
+        return sorted(p for p in points if p > 0)
+
+    def stable_end(self, ids: list[int]) -> int | None:
+        """The length before the think marker that follows the prompt's last
+        ``<｜Assistant｜>``: the next turn renders that marker differently when thinking is on.
+        None when the prompt has no such marker."""
+        try:
+            at = len(ids) - 1 - ids[::-1].index(self._assistant_id)
+        except ValueError:
+            return None
+        if at + 1 < len(ids) and ids[at + 1] in self._think_ids:
+            return at + 1
+        return None
+
     async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
         """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the
-        cancellation points), keeping a snapshot of the last 256-aligned boundary."""
+        cancellation points), keeping the states at :meth:`snapshot_points`."""
         start = len(run.ids)
         if start == len(ids):
             return
         t0 = time.perf_counter()
         model_ids = self.vocab.to_model(ids)
-        snap_at = (len(ids) - 1) // SNAPSHOT_ALIGN * SNAPSHOT_ALIGN
+        points = self.snapshot_points(ids) if self.cache is not None else []
         with Progress(len(ids) - start, "prefill", unit="tok",
                       enabled=self.progress) as bar:
-            for lo, hi in chunks(start, len(ids), self.prefill_chunk, snap_at):
-                keep = self.cache is not None and hi in (snap_at, len(ids))
+            for lo, hi in chunks(start, len(ids), self.prefill_chunk, points):
+                keep = hi in points
                 await anyio.to_thread.run_sync(self._advance, run, ids[lo:hi],
                                                model_ids[lo:hi], keep)
                 bar.update(hi - lo)
@@ -351,6 +395,7 @@ class BundledEngine(Engine):
             state = tensors or run.state.to_tensors()
             if self.cache.store(ids, state, logits):
                 stats.snapshots.append(len(ids))
+                stats.snapshot_bytes += sum(t.numel() * t.element_size() for t in state.values())
         stats.snapshot_s = time.perf_counter() - t0
 
     # -- the rest of the interface --------------------------------------------------------
@@ -363,13 +408,15 @@ class BundledEngine(Engine):
             self.cache.close()
 
 
-def chunks(start: int, end: int, size: int, split: int | None = None) -> list[tuple[int, int]]:
+def chunks(start: int, end: int, size: int,
+           split: int | Iterable[int] | None = None) -> list[tuple[int, int]]:
     """``[start, end)`` cut into pieces of at most ``size`` tokens on absolute multiples of
-    ``size`` (so two prefills of one prompt cut it alike), also cut at ``split``."""
+    ``size`` (so two prefills of one prompt cut it alike), also cut at ``split`` (one length
+    or several)."""
     cuts = {end}
     cuts.update(range((start // size + 1) * size, end, size))
-    if split is not None and start < split < end:
-        cuts.add(split)
+    splits = [] if split is None else [split] if isinstance(split, int) else split
+    cuts.update(s for s in splits if start < s < end)
     out, lo = [], start
     for hi in sorted(cuts):
         out.append((lo, hi))

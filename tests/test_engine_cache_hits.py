@@ -1,0 +1,78 @@
+"""Every token a conversation re-sends comes from the prefix cache, through ``whalebone serve``.
+
+The limit of a turn is every token the engine has already seen, byte-identical: the longest
+common prefix of the new prompt's ids with an earlier prompt plus its sampled completion. With
+thinking on, the next turn re-renders the previous assistant turn without its reasoning
+(``<think>`` becomes ``</think>``), so the limit ends just before that marker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serving import serving
+
+from whalebone.dsml import tokens as T
+from whalebone.engine.bundled import BundledEngine
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("mode", ["chat", "thinking"])
+def test_each_turn_through_serve_hits_every_token_the_engine_has_seen(
+        tmp_path: Path, mode: str) -> None:
+    engine = BundledEngine.default(cache_dir=tmp_path / "cache", progress=False)
+    seen: list[list[int]] = []
+    system = "Answer briefly and plainly. " * 12  # past one 64-token unit
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    with serving(engine) as (base, _), httpx.Client(base_url=base, timeout=120) as client:
+        for turn, question in enumerate(["What is a cache?", "Why?", "Say it again."]):
+            messages.append({"role": "user", "content": question})
+            r = client.post("/v1/chat/completions", json={
+                "model": "m", "messages": messages, "max_tokens": 12,
+                "thinking": {"type": "enabled" if mode == "thinking" else "disabled"}})
+            assert r.status_code == 200, r.text
+            reply = r.json()
+            ids = engine.last_stats.prompt_ids
+            limit = max((common_prefix(ids, s) for s in seen), default=0)
+            seen.append(ids + engine.last_stats.completion_ids)
+            hit = reply["usage"]["prompt_cache_hit_tokens"]
+            if turn:
+                assert limit > 20  # the system prompt and the first question at least
+                assert limit - 1 <= hit <= limit, (turn, hit, limit)
+            msg = reply["choices"][0]["message"]
+            messages.append({k: v for k, v in msg.items()
+                             if k in ("role", "content", "reasoning_content") and v is not None})
+
+
+def test_snapshots_sit_before_the_think_marker_and_on_64_token_boundaries(
+        tmp_path: Path) -> None:
+    engine = BundledEngine.random("micro", seed=0, cache_dir=tmp_path / "cache")
+    tok = engine.tokenizer
+    body = tok.encode("hello " * 100)
+    assistant, think, unthink = (tok.token_id(t) for t in (T.ASSISTANT, T.THINK_START,
+                                                           T.THINK_END))
+    thinking = [tok.bos_id, *body, assistant, think]
+    assert engine.stable_end(thinking) == len(thinking) - 1
+    # the retry restores the stable end and prefills one token, so the prompt end is not kept
+    assert engine.snapshot_points(thinking) == [(len(thinking) - 1) // 64 * 64, len(thinking) - 1]
+    chat = [tok.bos_id, *body, assistant, unthink]
+    assert engine.snapshot_points(chat) == [(len(chat) - 1) // 64 * 64, len(chat) - 1]
+    # a prompt forced to start its answer (tool_choice) keeps its end and the stable point
+    forced = [*thinking, *tok.encode("Sure")]
+    assert {len(thinking) - 1, len(forced)} <= set(engine.snapshot_points(forced))
+    raw = [tok.bos_id, *body]
+    assert engine.stable_end(raw) is None
+    assert engine.snapshot_points(raw) == [(len(raw) - 1) // 64 * 64, len(raw)]
