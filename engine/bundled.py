@@ -15,10 +15,11 @@ never delay the first token), at the points where a later request can continue:
 
 - the last 64-token boundary of the prompt (DeepSeek's cache unit): a shared prefix with a
   different ending hits it;
-- the stable end of the prompt: just before the ``<think>``/``</think>`` that follows the last
+- the stable end of the prompt: just before the ``<think>`` that follows the last
   ``<｜Assistant｜>``. With thinking on, the next turn re-renders this turn's assistant prefix
   with ``</think>`` and without the reasoning, so everything before that token is all the next
-  turn can share; a retry restores it and prefills one token;
+  turn can share; a retry restores it and prefills one token (``</think>``, chat mode's
+  marker, stays in later turns: nothing to do there);
 - the end of the prompt, unless the stable end is one token before it;
 - after the completion, its last sampled token (the EOS) fed too: the next turn of an
   append-only conversation (chat mode, or tools) hits every token it re-sends.
@@ -129,8 +130,7 @@ class BundledEngine(Engine):
         from whalebone.dsml import tokens as T
 
         self._assistant_id = self.tokenizer.token_id(T.ASSISTANT)
-        self._think_ids = frozenset((self.tokenizer.token_id(T.THINK_START),
-                                     self.tokenizer.token_id(T.THINK_END)))
+        self._think_id = self.tokenizer.token_id(T.THINK_START)
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
@@ -356,14 +356,14 @@ class BundledEngine(Engine):
         return sorted(p for p in points if p > 0)
 
     def stable_end(self, ids: list[int]) -> int | None:
-        """The length before the think marker that follows the prompt's last
-        ``<｜Assistant｜>``: the next turn renders that marker differently when thinking is on.
-        None when the prompt has no such marker."""
+        """The length before the ``<think>`` that follows the prompt's last
+        ``<｜Assistant｜>``: the next turn renders it as ``</think>``. None when the prompt has
+        no such marker."""
         try:
             at = len(ids) - 1 - ids[::-1].index(self._assistant_id)
         except ValueError:
             return None
-        if at + 1 < len(ids) and ids[at + 1] in self._think_ids:
+        if at + 1 < len(ids) and ids[at + 1] == self._think_id:
             return at + 1
         return None
 

@@ -69,7 +69,9 @@ def test_snapshots_sit_before_the_think_marker_and_on_64_token_boundaries(
     # the retry restores the stable end and prefills one token, so the prompt end is not kept
     assert engine.snapshot_points(thinking) == [(len(thinking) - 1) // 64 * 64, len(thinking) - 1]
     chat = [tok.bos_id, *body, assistant, unthink]
-    assert engine.snapshot_points(chat) == [(len(chat) - 1) // 64 * 64, len(chat) - 1]
+    # chat mode's marker stays in later turns: the prompt end is the point to keep
+    assert engine.stable_end(chat) is None
+    assert engine.snapshot_points(chat) == [(len(chat) - 1) // 64 * 64, len(chat)]
     # a prompt forced to start its answer (tool_choice) keeps its end and the stable point
     forced = [*thinking, *tok.encode("Sure")]
     assert {len(thinking) - 1, len(forced)} <= set(engine.snapshot_points(forced))

@@ -1,0 +1,42 @@
+"""A prefill holds memory linear in its length: nothing builds a (tokens x entries) matrix, the
+indexer's scores included (bench/engine_long_bench.py runs the same engine to 1M tokens)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+CHILD = textwrap.dedent("""
+    import resource, sys, torch
+    import whalebone.engine.attention as attention
+    from whalebone.engine.config import ModelConfig
+    from whalebone.engine.model import Transformer
+    torch.set_num_threads(1)
+    if sys.argv[2] == "unblocked":
+        attention.QUERY_BLOCK = 1 << 30  # every query of the prefill in one block: quadratic
+    model = Transformer(ModelConfig.preset("micro"))
+    gen = torch.Generator().manual_seed(0)
+    model.forward(torch.randint(3, 512, (256,), generator=gen), model.new_state())  # warm
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    n = int(sys.argv[1])
+    model.forward(torch.randint(3, 512, (n,), generator=gen), model.new_state(), last_only=True)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+""")
+
+
+def peak_growth(n: int, mode: str = "blocked") -> int:
+    """KiB the peak RSS of a fresh process grew by during one ``n``-token prefill."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", CHILD, str(n), mode], capture_output=True,
+                         text=True, check=True, env=env)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_one_shot_prefill_peak_memory_grows_linearly_with_its_length() -> None:
+    short, long = peak_growth(1024), peak_growth(4096)
+    # 4x the tokens: ~4x the memory (measured 3.8x). With the query blocks switched off (the
+    # child's "unblocked" mode: a (tokens x entries) score matrix) it measured 10x.
+    assert long < 6 * short, (short, long)
+
