@@ -187,13 +187,13 @@ def main() -> None:
 
 
 def decode_before_after(rounds: int = 5, steps: int = 64) -> dict[str, float]:
-    """Nano decode steps at 512 tokens of context with ``hyper.FAST_DECODE`` off and on in
+    """Nano decode steps at 512 tokens of context with ``layers.FAST_DECODE`` off and on in
     alternating rounds, timed in CPU seconds of this process (wall time on a shared machine
     is mostly waiting for a core): tok/s of the best round of each, and the median of the
     rounds' after/before ratios."""
     import statistics
 
-    from whalebone.engine import hyper
+    from whalebone.engine import layers
 
     model = Transformer(ModelConfig.preset("nano"))
     prefix = prefill_state(model, 512)
@@ -203,14 +203,14 @@ def decode_before_after(rounds: int = 5, steps: int = 64) -> dict[str, float]:
     try:
         for _ in range(rounds):
             for fast, out in ((False, before), (True, after)):
-                hyper.FAST_DECODE = fast
+                layers.FAST_DECODE = fast
                 state = prefix.clone()
                 t0 = time.process_time()
                 for _ in range(steps):
                     model.forward(token, state)
                 out.append(steps / (time.process_time() - t0))
     finally:
-        hyper.FAST_DECODE = True
+        layers.FAST_DECODE = True
     return {"before": max(before), "after": max(after),
             "median_ratio": statistics.median(a / b for a, b in zip(after, before, strict=True))}
 

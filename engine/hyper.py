@@ -16,9 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# One-token steps take NumPy fast paths (bench/engine_bench.py switches this off to measure
-# the torch path side by side).
-FAST_DECODE = True
+from whalebone.engine import layers
 
 
 def _mixes(h: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
@@ -33,7 +31,7 @@ def sinkhorn_split(
     mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, hc: int, iters: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mixes (T, (2+hc)*hc) -> pre (T, hc), post (T, hc), comb (T, hc, hc)."""
-    if FAST_DECODE and mixes.size(0) == 1 and not mixes.requires_grad:
+    if layers.FAST_DECODE and mixes.size(0) == 1 and not mixes.requires_grad:
         return _split_one(mixes, scale, base, hc, iters, eps)
     pre = torch.sigmoid(mixes[:, :hc] * scale[0] + base[:hc]) + eps
     post = 2 * torch.sigmoid(mixes[:, hc : 2 * hc] * scale[1] + base[hc : 2 * hc])

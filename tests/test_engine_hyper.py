@@ -51,14 +51,14 @@ def test_hc_pre_and_head_weigh_streams_by_sigmoid_of_normalised_mixes() -> None:
 
 def test_the_one_token_fast_path_agrees_with_the_torch_path(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from whalebone.engine import hyper
+    from whalebone.engine import layers
 
     g = torch.Generator().manual_seed(1)
     hc = 4
     mixes = torch.randn(1, (2 + hc) * hc, generator=g) * 3
     scale, base = torch.rand(3, generator=g) + 0.5, torch.randn((2 + hc) * hc, generator=g)
     fast = sinkhorn_split(mixes, scale, base, hc, 20, 1e-6)
-    monkeypatch.setattr(hyper, "FAST_DECODE", False)
+    monkeypatch.setattr(layers, "FAST_DECODE", False)
     slow = sinkhorn_split(mixes, scale, base, hc, 20, 1e-6)
     for a, b in zip(fast, slow, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype == torch.float32
