@@ -14,8 +14,9 @@ same process restores the prompt from the snapshot and decodes again. Reported p
 - growth factors between neighbouring lengths, divided by the length ratio: 1.0 is linear,
   the length ratio itself would be quadratic.
 
-The restored state's next token must equal the cold one's (checked). Each length runs niced in
-its own process, so peak RSS is that length's alone.
+The restored engine's tokens must equal the cold one's (checked). Each length runs in its own
+process (with this one's niceness: run it under ``nice`` on a shared machine), so peak RSS is
+that length's alone.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _state_bytes(eng: BundledEngine, stats: Any) -> int:
 
 def spawn(n: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wb-long-") as cache:
-        cmd = ["nice", sys.executable, __file__, "--child", str(n), "--cache", cache,
+        cmd = [sys.executable, __file__, "--child", str(n), "--cache", cache,
                "--decode", str(args.decode), "--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
