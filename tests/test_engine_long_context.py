@@ -35,8 +35,7 @@ def peak_growth(n: int, mode: str = "blocked") -> int:
 
 
 def test_one_shot_prefill_peak_memory_grows_linearly_with_its_length() -> None:
-    short, long = peak_growth(1024), peak_growth(4096)
-    # 4x the tokens: ~4x the memory (measured 3.8x). With the query blocks switched off (the
-    # child's "unblocked" mode: a (tokens x entries) score matrix) it measured 10x.
-    assert long < 6 * short, (short, long)
-
+    short, long = peak_growth(2048), peak_growth(8192)
+    # 4x the tokens: ~4x the memory (measured 4.3x). With the query blocks switched off (the
+    # child's "unblocked" mode: a (tokens x entries) score matrix) it measured 13x.
+    assert long < 8 * short, (short, long)
