@@ -4,8 +4,9 @@
 
 ``whalebone serve``'s app runs the shipped nano checkpoint on a free 127.0.0.1 port with a cold
 cache folder; a client holds a ``--turns``-turn conversation per mode through
-``/v1/chat/completions`` (thinking on, as DeepSeek's API defaults, and off), sending back what
-the server answered, as any OpenAI-style client does. Per turn it prints:
+``/v1/chat/completions`` (thinking off; on, as DeepSeek's API defaults, where each turn drops
+the previous reasoning; on with a tool list, where reasoning is kept), sending back what the
+server answered, as any OpenAI-style client does. Per turn it prints:
 
 - ``hit``: ``prompt_cache_hit_tokens`` the server reported;
 - ``limit``: every token the engine had already seen, byte-identical: the longest common prefix
@@ -37,6 +38,10 @@ from whalebone.engine.bundled import BundledEngine
 QUESTIONS = ["What is a prefix cache?", "Why does it save money?", "Give me an example.",
              "How long do entries live?", "What about tools?", "Summarise that.",
              "Is it the same on a laptop?", "And with a million tokens?"]
+TOOLS = [{"type": "function", "function": {
+    "name": "read_file", "description": "Read a file.",
+    "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
+                   "required": ["path"]}}}]
 SYSTEM = "You are whalebone, a concise assistant. Answer in one or two sentences."
 
 
@@ -63,8 +68,11 @@ def conversation(engine: BundledEngine, base: str, mode: str, turns: int,
         for turn in range(turns):
             messages.append({"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]
                              + f" (turn {turn + 1})"})
-            body = {"model": "m", "messages": messages, "max_tokens": max_tokens,
-                    "thinking": {"type": "enabled" if mode == "thinking" else "disabled"}}
+            body: dict[str, Any] = {
+                "model": "m", "messages": messages, "max_tokens": max_tokens,
+                "thinking": {"type": "disabled" if mode == "chat" else "enabled"}}
+            if mode == "thinking+tools":  # tools keep the reasoning: the prompt only grows
+                body["tools"] = TOOLS
             t0 = time.perf_counter()
             r = client.post("/v1/chat/completions", json=body)
             wall = time.perf_counter() - t0
@@ -89,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--turns", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=48)
-    ap.add_argument("--modes", default="chat,thinking")
+    ap.add_argument("--modes", default="chat,thinking,thinking+tools")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -20,9 +20,14 @@ never delay the first token), at the points where a later request can continue:
   with ``</think>`` and without the reasoning, so everything before that token is all the next
   turn can share; a retry restores it and prefills one token (``</think>``, chat mode's
   marker, stays in later turns: nothing to do there);
-- the end of the prompt, unless the stable end is one token before it;
+- the end of the prompt: a retry, or thinking with tools (the reasoning is kept, ``<think>``
+  stays);
+- where the next turn's rendering of the completion will first differ from the sampled ids
+  (a model may spell a word with other tokens than the tokenizer does);
 - after the completion, its last sampled token (the EOS) fed too: the next turn of an
-  append-only conversation (chat mode, or tools) hits every token it re-sends.
+  append-only conversation (chat mode, or tools) hits every token it re-sends. When the model
+  stopped inside its reasoning, the next turn renders ``</think>`` before that EOS, so the
+  state before the EOS is kept instead.
 
 Usage counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
 """
@@ -131,6 +136,7 @@ class BundledEngine(Engine):
 
         self._assistant_id = self.tokenizer.token_id(T.ASSISTANT)
         self._think_id = self.tokenizer.token_id(T.THINK_START)
+        self._think_end_id = self.tokenizer.token_id(T.THINK_END)
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
@@ -268,12 +274,15 @@ class BundledEngine(Engine):
         stats.decode_s = time.perf_counter() - decode_start
         stats.completion_tokens = generated
 
-        if self.cache is not None and last is not None:
+        if self.cache is not None and last is not None and not self._closes_reasoning(
+                ids, stats.completion_ids):
             # The state holds every completion token but the last sampled one (the EOS, as a
             # rule), which the next turn re-sends: one more pass so that it hits too.
             await anyio.to_thread.run_sync(self._advance, run, [last[0]], [last[1]])
-            run.pending.append((list(run.ids), {}, run.logits))
+        run.pending.append((list(run.ids), {}, run.logits))
         await anyio.to_thread.run_sync(self._write_snapshots, run, stats)
+        if self.cache is not None:
+            await anyio.to_thread.run_sync(self._snapshot_retokenized, ids, stats)
         hit = stats.hit_tokens
         usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
                       prompt_cache_miss_tokens=len(ids) - hit, completion_tokens=generated)
@@ -351,9 +360,14 @@ class BundledEngine(Engine):
         stable = self.stable_end(ids)
         if stable is not None:
             points.add(stable)
-            if stable == n - 1:
-                points.discard(n)  # a retry restores the stable end and prefills one token
         return sorted(p for p in points if p > 0)
+
+    def _closes_reasoning(self, prompt: list[int], completion: list[int]) -> bool:
+        """Whether the next turn renders ``</think>`` before this completion's final EOS: the
+        model stopped while still reasoning (the prompt opened ``<think>``, the completion
+        never closed it), so the state before the EOS is the one to keep."""
+        return (completion[-1:] == [self.tokenizer.eos_id] and self._think_end_id not in
+                completion and self.stable_end(prompt) is not None)
 
     def stable_end(self, ids: list[int]) -> int | None:
         """The length before the ``<think>`` that follows the prompt's last
@@ -397,6 +411,40 @@ class BundledEngine(Engine):
                 stats.snapshots.append(len(ids))
                 stats.snapshot_bytes += sum(t.numel() * t.element_size() for t in state.values())
         stats.snapshot_s = time.perf_counter() - t0
+
+    def retokenized_from(self, completion: list[int]) -> int | None:
+        """Where the next turn's rendering of ``completion`` will first differ from the ids
+        sampled: the first id that differs from the canonical tokenization of the same text
+        (a model may spell a word with other tokens than the tokenizer would). None when
+        they agree; the final EOS is not compared."""
+        body = completion[:-1] if completion[-1:] == [self.tokenizer.eos_id] else completion
+        canonical = self.tokenizer.encode(self.tokenizer.decode(body))
+        for i, (a, b) in enumerate(zip(body, canonical, strict=False)):
+            if a != b:
+                return i
+        return None if len(body) == len(canonical) else min(len(body), len(canonical))
+
+    def _snapshot_retokenized(self, prompt: list[int], stats: RequestStats) -> None:
+        """Snapshot the state where the re-rendered completion will part from the sampled
+        one, so that the next turn hits up to there (restored from the prompt's snapshot,
+        then the completion's first ids prefilled: at most the completion's length)."""
+        assert self.cache is not None
+        cut = self.retokenized_from(stats.completion_ids)
+        if not cut:
+            return
+        t0 = time.perf_counter()
+        seq = prompt + stats.completion_ids[:cut]
+        if self.cache.contains(seq):
+            return
+        run = self._restore(seq, RequestStats())
+        if len(run.ids) < len(prompt):
+            return  # the prompt's snapshots were not written (budget, disk): nothing to save
+        self._advance(run, seq[len(run.ids):], self.vocab.to_model(seq[len(run.ids):]))
+        state = run.state.to_tensors()
+        if self.cache.store(seq, state, run.logits):
+            stats.snapshots.append(len(seq))
+            stats.snapshot_bytes += sum(t.numel() * t.element_size() for t in state.values())
+        stats.snapshot_s += time.perf_counter() - t0
 
     # -- the rest of the interface --------------------------------------------------------
 

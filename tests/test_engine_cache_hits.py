@@ -3,7 +3,8 @@
 The limit of a turn is every token the engine has already seen, byte-identical: the longest
 common prefix of the new prompt's ids with an earlier prompt plus its sampled completion. With
 thinking on, the next turn re-renders the previous assistant turn without its reasoning
-(``<think>`` becomes ``</think>``), so the limit ends just before that marker.
+(``<think>`` becomes ``</think>``), so the limit ends just before that marker; with tools the
+reasoning is kept and the limit runs into the completion.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+TOOLS = [{"type": "function", "function": {
+    "name": "read_file", "description": "Read a file.",
+    "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
+                   "required": ["path"]}}}]
+
+
 @pytest.mark.parametrize("mode", ["chat", "thinking"])
 def test_each_turn_through_serve_hits_every_token_the_engine_has_seen(
         tmp_path: Path, mode: str) -> None:
@@ -42,7 +49,8 @@ def test_each_turn_through_serve_hits_every_token_the_engine_has_seen(
             messages.append({"role": "user", "content": question})
             r = client.post("/v1/chat/completions", json={
                 "model": "m", "messages": messages, "max_tokens": 12,
-                "thinking": {"type": "enabled" if mode == "thinking" else "disabled"}})
+                "thinking": {"type": "disabled" if mode == "chat" else "enabled"},
+                **({"tools": TOOLS} if mode == "thinking+tools" else {})})
             assert r.status_code == 200, r.text
             reply = r.json()
             ids = engine.last_stats.prompt_ids
@@ -66,8 +74,9 @@ def test_snapshots_sit_before_the_think_marker_and_on_64_token_boundaries(
                                                            T.THINK_END))
     thinking = [tok.bos_id, *body, assistant, think]
     assert engine.stable_end(thinking) == len(thinking) - 1
-    # the retry restores the stable end and prefills one token, so the prompt end is not kept
-    assert engine.snapshot_points(thinking) == [(len(thinking) - 1) // 64 * 64, len(thinking) - 1]
+    # with tools the reasoning is kept and <think> stays: the prompt end is kept too
+    assert engine.snapshot_points(thinking) == [(len(thinking) - 1) // 64 * 64,
+                                                len(thinking) - 1, len(thinking)]
     chat = [tok.bos_id, *body, assistant, unthink]
     # chat mode's marker stays in later turns: the prompt end is the point to keep
     assert engine.stable_end(chat) is None
@@ -78,3 +87,36 @@ def test_snapshots_sit_before_the_think_marker_and_on_64_token_boundaries(
     raw = [tok.bos_id, *body]
     assert engine.stable_end(raw) is None
     assert engine.snapshot_points(raw) == [(len(raw) - 1) // 64 * 64, len(raw)]
+
+
+def test_a_completion_spelled_with_other_tokens_is_snapshotted_where_it_parts(
+        tmp_path: Path) -> None:
+    import anyio
+    import torch
+
+    from whalebone.engine.base import GenerationRequest
+    from whalebone.engine.bundled import RequestStats
+
+    engine = BundledEngine.default(cache_dir=tmp_path / "cache", progress=False)
+    tok = engine.tokenizer
+    words = tok.encode(" the cache")
+    odd = tok.encode(" th") + tok.encode("e") + tok.encode(" cache")  # " the" spelled in two
+    assert odd != words and tok.decode(odd) == tok.decode(words)
+    completion = [*tok.encode(" Yes,"), *odd, tok.eos_id]
+    cut = len(tok.encode(" Yes,"))  # " th" is where the canonical spelling parts
+    assert engine.retokenized_from(completion) == cut
+    assert engine.retokenized_from([*tok.encode(" Yes,"), *words, tok.eos_id]) is None
+
+    prompt = tok.encode("<｜begin▁of▁sentence｜>Is a cache fast?")
+    anyio.run(engine.generate, GenerationRequest(prompt_ids=prompt, max_tokens=1))
+    stats = RequestStats(completion_ids=completion)
+    engine._snapshot_retokenized(prompt, stats)
+    seq = prompt + completion[:cut]
+    assert stats.snapshots == [len(seq)]
+    # the next turn's prompt, spelled canonically, hits up to where the spellings part
+    following = [*prompt, *tok.encode(" Yes,"), *words, tok.eos_id]
+    warm, hit = anyio.run(engine.next_logits, following)
+    assert hit == len(seq)
+    cold = BundledEngine.default(use_cache=False, progress=False)
+    expected, _ = anyio.run(cold.next_logits, following)
+    torch.testing.assert_close(warm, expected, rtol=1e-4, atol=1e-4)
