@@ -18,7 +18,7 @@ CHILD = textwrap.dedent("""
         attention.QUERY_BLOCK = 1 << 30  # every query of the prefill in one block: quadratic
     model = Transformer(ModelConfig.preset("micro"))
     gen = torch.Generator().manual_seed(0)
-    model.forward(torch.randint(3, 512, (256,), generator=gen), model.new_state())  # warm
+    # no warm-up pass: memory it freed would be reused unseen by the peak (flaky deltas)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     n = int(sys.argv[1])
     model.forward(torch.randint(3, 512, (n,), generator=gen), model.new_state(), last_only=True)
@@ -36,6 +36,6 @@ def peak_growth(n: int, mode: str = "blocked") -> int:
 
 def test_one_shot_prefill_peak_memory_grows_linearly_with_its_length() -> None:
     short, long = peak_growth(2048), peak_growth(8192)
-    # 4x the tokens: ~4x the memory (measured 4.3x). With the query blocks switched off (the
-    # child's "unblocked" mode: a (tokens x entries) score matrix) it measured 13x.
+    # 4x the tokens: at most ~4x the memory (measured 3x). With the query blocks switched off (the
+    # child's "unblocked" mode: a (tokens x entries) score matrix) it measured 12x.
     assert long < 8 * short, (short, long)
