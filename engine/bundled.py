@@ -11,7 +11,8 @@ checkpoint's :class:`~whalebone.engine.vocab.VocabMap`, restore the longest cach
 disk, prefill the rest in chunks, then decode one token per forward pass. Every forward pass runs
 in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays free, and the engine
 checks for cancellation between passes. Snapshots are written when the request ends (so they
-never delay the first token), at the points where a later request can continue:
+never delay the first token), at the points where a later request can continue (chosen by
+:class:`~whalebone.engine.snapshot_plan.SnapshotPlan`):
 
 - the last 64-token boundary of the prompt (DeepSeek's cache unit): a shared prefix with a
   different ending hits it;
@@ -59,6 +60,7 @@ from whalebone.engine.base import (
 from whalebone.engine.prefix_cache import DEFAULT_BUDGET, PrefixCache, SnapshotIgnored
 from whalebone.engine.progress import Progress
 from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner
+from whalebone.engine.snapshot_plan import SnapshotPlan
 from whalebone.engine.vocab import FILENAME as VOCAB_FILE
 from whalebone.engine.vocab import V4_VOCAB_SIZE, VocabMap
 
@@ -66,7 +68,6 @@ if TYPE_CHECKING:
     from whalebone.engine.model import Transformer
     from whalebone.engine.state import SeqState
 
-SNAPSHOT_ALIGN = 64  # prompt snapshots sit on multiples of this, DeepSeek's cache unit
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
 
 
@@ -132,11 +133,7 @@ class BundledEngine(Engine):
         self.progress = progress
         self.context_window = context_window
         self.eos_model_id = self.vocab.to_model([self.tokenizer.eos_id])[0]
-        from whalebone.dsml import tokens as T
-
-        self._assistant_id = self.tokenizer.token_id(T.ASSISTANT)
-        self._think_id = self.tokenizer.token_id(T.THINK_START)
-        self._think_end_id = self.tokenizer.token_id(T.THINK_END)
+        self.plan = SnapshotPlan(self.tokenizer)
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
@@ -274,7 +271,7 @@ class BundledEngine(Engine):
         stats.decode_s = time.perf_counter() - decode_start
         stats.completion_tokens = generated
 
-        if self.cache is not None and last is not None and not self._closes_reasoning(
+        if self.cache is not None and last is not None and not self.plan.closes_reasoning(
                 ids, stats.completion_ids):
             # The state holds every completion token but the last sampled one (the EOS, as a
             # rule), which the next turn re-sends: one more pass so that it hits too.
@@ -353,43 +350,15 @@ class BundledEngine(Engine):
             self._advance(run, [unfed[0]], [unfed[1]])
         return sampler(run.logits)
 
-    def snapshot_points(self, ids: list[int]) -> list[int]:
-        """Prefix lengths of the prompt ``ids`` worth a snapshot (see the module docstring)."""
-        n = len(ids)
-        points = {(n - 1) // SNAPSHOT_ALIGN * SNAPSHOT_ALIGN, n}
-        stable = self.stable_end(ids)
-        if stable is not None:
-            points.add(stable)
-        return sorted(p for p in points if p > 0)
-
-    def _closes_reasoning(self, prompt: list[int], completion: list[int]) -> bool:
-        """Whether the next turn renders ``</think>`` before this completion's final EOS: the
-        model stopped while still reasoning (the prompt opened ``<think>``, the completion
-        never closed it), so the state before the EOS is the one to keep."""
-        return (completion[-1:] == [self.tokenizer.eos_id] and self._think_end_id not in
-                completion and self.stable_end(prompt) is not None)
-
-    def stable_end(self, ids: list[int]) -> int | None:
-        """The length before the ``<think>`` that follows the prompt's last
-        ``<｜Assistant｜>``: the next turn renders it as ``</think>``. None when the prompt has
-        no such marker."""
-        try:
-            at = len(ids) - 1 - ids[::-1].index(self._assistant_id)
-        except ValueError:
-            return None
-        if at + 1 < len(ids) and ids[at + 1] == self._think_id:
-            return at + 1
-        return None
-
     async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
         """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the
-        cancellation points), keeping the states at :meth:`snapshot_points`."""
+        cancellation points), keeping the states at the plan's snapshot points."""
         start = len(run.ids)
         if start == len(ids):
             return
         t0 = time.perf_counter()
         model_ids = self.vocab.to_model(ids)
-        points = self.snapshot_points(ids) if self.cache is not None else []
+        points = self.plan.points(ids) if self.cache is not None else []
         with Progress(len(ids) - start, "prefill", unit="tok",
                       enabled=self.progress) as bar:
             for lo, hi in chunks(start, len(ids), self.prefill_chunk, points):
@@ -412,24 +381,12 @@ class BundledEngine(Engine):
                 stats.snapshot_bytes += sum(t.numel() * t.element_size() for t in state.values())
         stats.snapshot_s = time.perf_counter() - t0
 
-    def retokenized_from(self, completion: list[int]) -> int | None:
-        """Where the next turn's rendering of ``completion`` will first differ from the ids
-        sampled: the first id that differs from the canonical tokenization of the same text
-        (a model may spell a word with other tokens than the tokenizer would). None when
-        they agree; the final EOS is not compared."""
-        body = completion[:-1] if completion[-1:] == [self.tokenizer.eos_id] else completion
-        canonical = self.tokenizer.encode(self.tokenizer.decode(body))
-        for i, (a, b) in enumerate(zip(body, canonical, strict=False)):
-            if a != b:
-                return i
-        return None if len(body) == len(canonical) else min(len(body), len(canonical))
-
     def _snapshot_retokenized(self, prompt: list[int], stats: RequestStats) -> None:
         """Snapshot the state where the re-rendered completion will part from the sampled
         one, so that the next turn hits up to there (restored from the prompt's snapshot,
         then the completion's first ids prefilled: at most the completion's length)."""
         assert self.cache is not None
-        cut = self.retokenized_from(stats.completion_ids)
+        cut = self.plan.retokenized_from(stats.completion_ids)
         if not cut:
             return
         t0 = time.perf_counter()

@@ -73,20 +73,20 @@ def test_snapshots_sit_before_the_think_marker_and_on_64_token_boundaries(
     assistant, think, unthink = (tok.token_id(t) for t in (T.ASSISTANT, T.THINK_START,
                                                            T.THINK_END))
     thinking = [tok.bos_id, *body, assistant, think]
-    assert engine.stable_end(thinking) == len(thinking) - 1
+    assert engine.plan.stable_end(thinking) == len(thinking) - 1
     # with tools the reasoning is kept and <think> stays: the prompt end is kept too
-    assert engine.snapshot_points(thinking) == [(len(thinking) - 1) // 64 * 64,
+    assert engine.plan.points(thinking) == [(len(thinking) - 1) // 64 * 64,
                                                 len(thinking) - 1, len(thinking)]
     chat = [tok.bos_id, *body, assistant, unthink]
     # chat mode's marker stays in later turns: the prompt end is the point to keep
-    assert engine.stable_end(chat) is None
-    assert engine.snapshot_points(chat) == [(len(chat) - 1) // 64 * 64, len(chat)]
+    assert engine.plan.stable_end(chat) is None
+    assert engine.plan.points(chat) == [(len(chat) - 1) // 64 * 64, len(chat)]
     # a prompt forced to start its answer (tool_choice) keeps its end and the stable point
     forced = [*thinking, *tok.encode("Sure")]
-    assert {len(thinking) - 1, len(forced)} <= set(engine.snapshot_points(forced))
+    assert {len(thinking) - 1, len(forced)} <= set(engine.plan.points(forced))
     raw = [tok.bos_id, *body]
-    assert engine.stable_end(raw) is None
-    assert engine.snapshot_points(raw) == [(len(raw) - 1) // 64 * 64, len(raw)]
+    assert engine.plan.stable_end(raw) is None
+    assert engine.plan.points(raw) == [(len(raw) - 1) // 64 * 64, len(raw)]
 
 
 def test_a_completion_spelled_with_other_tokens_is_snapshotted_where_it_parts(
@@ -104,8 +104,8 @@ def test_a_completion_spelled_with_other_tokens_is_snapshotted_where_it_parts(
     assert odd != words and tok.decode(odd) == tok.decode(words)
     completion = [*tok.encode(" Yes,"), *odd, tok.eos_id]
     cut = len(tok.encode(" Yes,"))  # " th" is where the canonical spelling parts
-    assert engine.retokenized_from(completion) == cut
-    assert engine.retokenized_from([*tok.encode(" Yes,"), *words, tok.eos_id]) is None
+    assert engine.plan.retokenized_from(completion) == cut
+    assert engine.plan.retokenized_from([*tok.encode(" Yes,"), *words, tok.eos_id]) is None
 
     prompt = tok.encode("<｜begin▁of▁sentence｜>Is a cache fast?")
     anyio.run(engine.generate, GenerationRequest(prompt_ids=prompt, max_tokens=1))
