@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from serving import serving  # the tests' real-server helper
 
+from whalebone.dsml.transcript import common_prefix_len
 from whalebone.engine.bundled import BundledEngine
 
 QUESTIONS = ["What is a prefix cache?", "Why does it save money?", "Give me an example.",
@@ -43,15 +44,6 @@ TOOLS = [{"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
                    "required": ["path"]}}}]
 SYSTEM = "You are whalebone, a concise assistant. Answer in one or two sentences."
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def folder_bytes(root: Path) -> int:
@@ -80,7 +72,7 @@ def conversation(engine: BundledEngine, base: str, mode: str, turns: int,
             reply = r.json()
             stats = engine.last_stats
             ids = stats.prompt_ids
-            limit = max((common_prefix(ids, s) for s in seen), default=0)
+            limit = max((common_prefix_len(ids, s) for s in seen), default=0)
             seen.append(ids + stats.completion_ids)
             msg = reply["choices"][0]["message"]
             messages.append({k: v for k, v in msg.items()

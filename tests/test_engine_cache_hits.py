@@ -17,18 +17,10 @@ import pytest
 from serving import serving
 
 from whalebone.dsml import tokens as T
+from whalebone.dsml.transcript import common_prefix_len
 from whalebone.engine.bundled import BundledEngine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 TOOLS = [{"type": "function", "function": {
@@ -54,7 +46,7 @@ def test_each_turn_through_serve_hits_every_token_the_engine_has_seen(
             assert r.status_code == 200, r.text
             reply = r.json()
             ids = engine.last_stats.prompt_ids
-            limit = max((common_prefix(ids, s) for s in seen), default=0)
+            limit = max((common_prefix_len(ids, s) for s in seen), default=0)
             seen.append(ids + engine.last_stats.completion_ids)
             hit = reply["usage"]["prompt_cache_hit_tokens"]
             if turn:
