@@ -68,6 +68,11 @@ if TYPE_CHECKING:
     from whalebone.engine.model import Transformer
     from whalebone.engine.state import SeqState
 
+# A retokenized completion is re-prefilled from the prompt's snapshot only this far, and only
+# at contexts where that prefill is quick (each token scores every indexer key before it:
+# ~130 tok/s at 128K on the loaded 2-core machine, 8 at 1M).
+RETOKENIZED_MAX = 256
+RETOKENIZED_CONTEXT_MAX = 131_072
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
 
 
@@ -387,8 +392,8 @@ class BundledEngine(Engine):
         then the completion's first ids prefilled: at most the completion's length)."""
         assert self.cache is not None
         cut = self.plan.retokenized_from(stats.completion_ids)
-        if not cut:
-            return
+        if not cut or cut > RETOKENIZED_MAX or len(prompt) + cut > RETOKENIZED_CONTEXT_MAX:
+            return  # the re-prefill would cost more than the next turn's miss saves
         t0 = time.perf_counter()
         seq = prompt + stats.completion_ids[:cut]
         if self.cache.contains(seq):
