@@ -12,6 +12,9 @@
    Goal: >= 20x faster.
 3. The nano's prefill and decode tokens/s on this CPU (decode at a short and at the long
    context).
+4. Decode tokens/s (forward passes per CPU second) at 512 tokens of context with the one-token
+   fast paths off (the torch path every token took before issue 21) and on, alternating
+   rounds in one process.
 
 Random weights: speed and memory do not depend on what the weights say. ``--threads`` sets
 torch's intra-op threads in every process (1 by default: on a shared, busy machine two OpenMP
@@ -153,6 +156,7 @@ def main() -> None:
                             "decode_tok_s_at_long_context": warm["decode_tok_s"]}
     report["nano_speed"]["decode_tok_s_at_short_context"] = short_decode(args.threads)
     report["kv_bytes"] = kv_bytes(args.tokens)
+    report["decode_before_after"] = decode_before_after()
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -175,6 +179,40 @@ def main() -> None:
     print(f"   prefill: {sp['prefill_tok_s']:.0f} tok/s ({args.tokens} tokens)")
     print(f"   decode:  {sp['decode_tok_s_at_short_context']:.1f} tok/s at 512 tokens of "
           f"context, {sp['decode_tok_s_at_long_context']:.1f} tok/s at {args.tokens}")
+    ba = report["decode_before_after"]
+    print("\n4. nano decode steps per CPU second at 512 tokens of context, fast paths off vs on")
+    print(f"   before: {ba['before']:.1f} tok/s   after: {ba['after']:.1f} tok/s   "
+          f"(best of each {ba['after'] / ba['before']:.2f}x, median paired round "
+          f"{ba['median_ratio']:.2f}x)")
+
+
+def decode_before_after(rounds: int = 5, steps: int = 64) -> dict[str, float]:
+    """Nano decode steps at 512 tokens of context with ``layers.FAST_DECODE`` off and on in
+    alternating rounds, timed in CPU seconds of this process (wall time on a shared machine
+    is mostly waiting for a core): tok/s of the best round of each, and the median of the
+    rounds' after/before ratios."""
+    import statistics
+
+    from whalebone.engine import layers
+
+    model = Transformer(ModelConfig.preset("nano"))
+    prefix = prefill_state(model, 512)
+    token = torch.tensor([5])
+    before: list[float] = []
+    after: list[float] = []
+    try:
+        for _ in range(rounds):
+            for fast, out in ((False, before), (True, after)):
+                layers.FAST_DECODE = fast
+                state = prefix.clone()
+                t0 = time.process_time()
+                for _ in range(steps):
+                    model.forward(token, state)
+                out.append(steps / (time.process_time() - t0))
+    finally:
+        layers.FAST_DECODE = True
+    return {"before": max(before), "after": max(after),
+            "median_ratio": statistics.median(a / b for a, b in zip(after, before, strict=True))}
 
 
 def short_decode(threads: int) -> float:

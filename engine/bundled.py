@@ -11,17 +11,33 @@ checkpoint's :class:`~whalebone.engine.vocab.VocabMap`, restore the longest cach
 disk, prefill the rest in chunks, then decode one token per forward pass. Every forward pass runs
 in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays free, and the engine
 checks for cancellation between passes. Snapshots are written when the request ends (so they
-never delay the first token): at the last 256-token boundary of the prompt (a shared prefix with
-a different ending hits it), at the end of the prompt (a retry or a different continuation hits
-it) and after the completion (the next turn of an append-only conversation hits it). Usage
-counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
+never delay the first token), at the points where a later request can continue (chosen by
+:class:`~whalebone.engine.snapshot_plan.SnapshotPlan`):
+
+- the last 64-token boundary of the prompt (DeepSeek's cache unit): a shared prefix with a
+  different ending hits it;
+- the stable end of the prompt: just before the ``<think>`` that follows the last
+  ``<｜Assistant｜>``. With thinking on, the next turn re-renders this turn's assistant prefix
+  with ``</think>`` and without the reasoning, so everything before that token is all the next
+  turn can share; a retry restores it and prefills one token (``</think>``, chat mode's
+  marker, stays in later turns: nothing to do there);
+- the end of the prompt: a retry, or thinking with tools (the reasoning is kept, ``<think>``
+  stays);
+- where the next turn's rendering of the completion will first differ from the sampled ids
+  (a model may spell a word with other tokens than the tokenizer does);
+- after the completion, its last sampled token (the EOS) fed too: the next turn of an
+  append-only conversation (chat mode, or tools) hits every token it re-sends. When the model
+  stopped inside its reasoning, the next turn renders ``</think>`` before that EOS, so the
+  state before the EOS is kept instead.
+
+Usage counts restored tokens as ``prompt_cache_hit_tokens``, like DeepSeek's API.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +60,7 @@ from whalebone.engine.base import (
 from whalebone.engine.prefix_cache import DEFAULT_BUDGET, PrefixCache, SnapshotIgnored
 from whalebone.engine.progress import Progress
 from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner
+from whalebone.engine.snapshot_plan import SnapshotPlan
 from whalebone.engine.vocab import FILENAME as VOCAB_FILE
 from whalebone.engine.vocab import V4_VOCAB_SIZE, VocabMap
 
@@ -51,7 +68,11 @@ if TYPE_CHECKING:
     from whalebone.engine.model import Transformer
     from whalebone.engine.state import SeqState
 
-SNAPSHOT_ALIGN = 256  # prompt snapshots sit on multiples of this, like DeepSeek's cache blocks
+# A retokenized completion is re-prefilled from the prompt's snapshot only this far, and only
+# at contexts where that prefill is quick (each token scores every indexer key before it:
+# ~130 tok/s at 128K on the loaded 2-core machine, 8 at 1M).
+RETOKENIZED_MAX = 256
+RETOKENIZED_CONTEXT_MAX = 131_072
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
 
 
@@ -73,7 +94,9 @@ class RequestStats:
     snapshot_s: float = 0.0
     completion_tokens: int = 0
     completion_ids: list[int] = field(default_factory=list)  # V4 ids sampled, EOS included
+    prompt_ids: list[int] = field(default_factory=list)  # V4 ids of the prompt
     snapshots: list[int] = field(default_factory=list)  # prefix lengths written
+    snapshot_bytes: int = 0  # state bytes those snapshots hold
 
 
 @dataclass
@@ -112,6 +135,7 @@ class BundledEngine(Engine):
         self.progress = progress
         self.context_window = context_window
         self.eos_model_id = self.vocab.to_model([self.tokenizer.eos_id])[0]
+        self.plan = SnapshotPlan(self.tokenizer)
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
@@ -225,6 +249,7 @@ class BundledEngine(Engine):
         generated = 0
         decode_start = time.perf_counter()
         unfed: tuple[int, int] | None = None  # the last sampled token (V4 id, model id)
+        last: tuple[int, int] | None = None
         while generated < request.max_tokens:
             token = await anyio.to_thread.run_sync(self._step, run, sampler, unfed)
             generated += 1
@@ -232,6 +257,7 @@ class BundledEngine(Engine):
                 stats.first_token_s = time.perf_counter() - started
             v4_id = self.vocab.to_v4([token])[0]
             stats.completion_ids.append(v4_id)
+            last = (v4_id, token)
             if token == self.eos_model_id:
                 finish = "stop"
                 break
@@ -249,9 +275,15 @@ class BundledEngine(Engine):
         stats.decode_s = time.perf_counter() - decode_start
         stats.completion_tokens = generated
 
-        # The state now holds the prompt and every completion token but the last sampled one.
+        if self.cache is not None and last is not None and not self.plan.closes_reasoning(
+                ids, stats.completion_ids):
+            # The state holds every completion token but the last sampled one (the EOS, as a
+            # rule), which the next turn re-sends: one more pass so that it hits too.
+            await anyio.to_thread.run_sync(self._advance, run, [last[0]], [last[1]])
         run.pending.append((list(run.ids), {}, run.logits))
         await anyio.to_thread.run_sync(self._write_snapshots, run, stats)
+        if self.cache is not None:
+            await anyio.to_thread.run_sync(self._snapshot_retokenized, ids, stats)
         hit = stats.hit_tokens
         usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
                       prompt_cache_miss_tokens=len(ids) - hit, completion_tokens=generated)
@@ -272,7 +304,7 @@ class BundledEngine(Engine):
 
     async def _prepare(self, ids: list[int]) -> tuple[_Run, RequestStats]:
         """Restore the longest cached prefix of ``ids`` and prefill the rest."""
-        stats = RequestStats(prompt_tokens=len(ids))
+        stats = RequestStats(prompt_tokens=len(ids), prompt_ids=ids)
         self.last_stats = stats
         run = await anyio.to_thread.run_sync(self._restore, ids, stats)
         await self._prefill(run, ids, stats)
@@ -328,17 +360,17 @@ class BundledEngine(Engine):
 
     async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
         """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the
-        cancellation points), keeping a snapshot of the last 256-aligned boundary."""
+        cancellation points), keeping the states at the plan's snapshot points."""
         start = len(run.ids)
         if start == len(ids):
             return
         t0 = time.perf_counter()
         model_ids = self.vocab.to_model(ids)
-        snap_at = (len(ids) - 1) // SNAPSHOT_ALIGN * SNAPSHOT_ALIGN
+        points = self.plan.points(ids) if self.cache is not None else []
         with Progress(len(ids) - start, "prefill", unit="tok",
                       enabled=self.progress) as bar:
-            for lo, hi in chunks(start, len(ids), self.prefill_chunk, snap_at):
-                keep = self.cache is not None and hi in (snap_at, len(ids))
+            for lo, hi in chunks(start, len(ids), self.prefill_chunk, points):
+                keep = hi in points
                 await anyio.to_thread.run_sync(self._advance, run, ids[lo:hi],
                                                model_ids[lo:hi], keep)
                 bar.update(hi - lo)
@@ -354,7 +386,30 @@ class BundledEngine(Engine):
             state = tensors or run.state.to_tensors()
             if self.cache.store(ids, state, logits):
                 stats.snapshots.append(len(ids))
+                stats.snapshot_bytes += sum(t.numel() * t.element_size() for t in state.values())
         stats.snapshot_s = time.perf_counter() - t0
+
+    def _snapshot_retokenized(self, prompt: list[int], stats: RequestStats) -> None:
+        """Snapshot the state where the re-rendered completion will part from the sampled
+        one, so that the next turn hits up to there (restored from the prompt's snapshot,
+        then the completion's first ids prefilled: at most the completion's length)."""
+        assert self.cache is not None
+        cut = self.plan.retokenized_from(stats.completion_ids)
+        if not cut or cut > RETOKENIZED_MAX or len(prompt) + cut > RETOKENIZED_CONTEXT_MAX:
+            return  # the re-prefill would cost more than the next turn's miss saves
+        t0 = time.perf_counter()
+        seq = prompt + stats.completion_ids[:cut]
+        if self.cache.contains(seq):
+            return
+        run = self._restore(seq, RequestStats())
+        if len(run.ids) < len(prompt):
+            return  # the prompt's snapshots were not written (budget, disk): nothing to save
+        self._advance(run, seq[len(run.ids):], self.vocab.to_model(seq[len(run.ids):]))
+        state = run.state.to_tensors()
+        if self.cache.store(seq, state, run.logits):
+            stats.snapshots.append(len(seq))
+            stats.snapshot_bytes += sum(t.numel() * t.element_size() for t in state.values())
+        stats.snapshot_s += time.perf_counter() - t0
 
     # -- the rest of the interface --------------------------------------------------------
 
@@ -366,13 +421,15 @@ class BundledEngine(Engine):
             self.cache.close()
 
 
-def chunks(start: int, end: int, size: int, split: int | None = None) -> list[tuple[int, int]]:
+def chunks(start: int, end: int, size: int,
+           split: int | Iterable[int] | None = None) -> list[tuple[int, int]]:
     """``[start, end)`` cut into pieces of at most ``size`` tokens on absolute multiples of
-    ``size`` (so two prefills of one prompt cut it alike), also cut at ``split``."""
+    ``size`` (so two prefills of one prompt cut it alike), also cut at ``split`` (one length
+    or several)."""
     cuts = {end}
     cuts.update(range((start // size + 1) * size, end, size))
-    if split is not None and start < split < end:
-        cuts.add(split)
+    splits = [] if split is None else [split] if isinstance(split, int) else split
+    cuts.update(s for s in splits if start < s < end)
     out, lo = [], start
     for hi in sorted(cuts):
         out.append((lo, hi))

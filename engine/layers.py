@@ -16,6 +16,11 @@ from torch import nn
 
 from whalebone.engine.config import ModelConfig
 
+# The decode path's fast paths (the one-token Sinkhorn split in NumPy, window-ring slices
+# instead of gathers): bench/engine_bench.py switches them off to time the old path beside
+# them in one run. Results agree to float32 rounding (the ring's are identical).
+FAST_DECODE = True
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from whalebone.core.errors import WhaleboneError
+from whalebone.engine import layers
 from whalebone.engine.config import ModelConfig
 
 
@@ -101,15 +102,27 @@ class LayerState:
 
     def recent(self, pos: int, count: int) -> torch.Tensor:
         """The window vectors of positions pos-count … pos-1, oldest first: (count, head_dim)."""
-        slots = torch.arange(pos - count, pos) % self.window.size(0)
-        return self.window[slots]
+        w = self.window.size(0)
+        if not layers.FAST_DECODE:
+            return self.window[torch.arange(pos - count, pos) % w]
+        # at most two slices of the ring: a gather costs ~10x a slice copy per decode step
+        lo = (pos - count) % w
+        if count == 0 or lo + count <= w:
+            return self.window[lo : lo + count]
+        return torch.cat((self.window[lo:], self.window[: lo + count - w]))
 
     def remember(self, pos: int, kv: torch.Tensor) -> None:
         """Write the KV of positions pos … pos+T-1 into the ring (only the last W survive)."""
         w, t = self.window.size(0), kv.size(0)
         keep = min(t, w)
-        slots = torch.arange(pos + t - keep, pos + t) % w
-        self.window[slots] = kv[t - keep :]
+        if not layers.FAST_DECODE:
+            self.window[torch.arange(pos + t - keep, pos + t) % w] = kv[t - keep :]
+            return
+        start = (pos + t - keep) % w
+        first = min(keep, w - start)
+        self.window[start : start + first] = kv[t - keep : t - keep + first]
+        if keep > first:
+            self.window[: keep - first] = kv[t - keep + first :]
 
     def clone(self) -> LayerState:
         return LayerState(

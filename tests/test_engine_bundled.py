@@ -153,8 +153,8 @@ def test_the_next_turn_of_an_append_only_conversation_hits_the_cache(
     assert one.usage.prompt_cache_hit_tokens == 0
     turn2 = turn1 + completion + prompt(40, salt=3)[1:]
     _, two = stream_sync(engine, req(turn2, max_tokens=4))
-    # The state after the completion holds every completion token but the last sampled one.
-    assert two.usage.prompt_cache_hit_tokens == len(turn1) + len(completion) - 1
+    # The last sampled token is fed before the completion's snapshot: all of it hits.
+    assert two.usage.prompt_cache_hit_tokens == len(turn1) + len(completion)
     assert two.usage.prompt_cache_miss_tokens == len(turn2) - two.usage.prompt_cache_hit_tokens
     assert two.usage.prompt_tokens == len(turn2)
     assert any("restored" in n for n in two.notes)
@@ -164,14 +164,14 @@ def test_logits_after_restore_equal_logits_without_cache_bit_exactly(
         engine: BundledEngine) -> None:
     ids = prompt(600)
     _, hit0 = anyio.run(engine.next_logits, ids[:400])
-    assert hit0 == 0 and engine.last_stats.snapshots == [256, 400]
+    assert hit0 == 0 and engine.last_stats.snapshots == [384, 400]
     warm, hit = anyio.run(engine.next_logits, ids)
     assert hit == 400
     # The same forward passes with no cache at all: the chunks the two calls cut.
     model, vocab = engine.transformer, engine.vocab
     state = model.new_state()
-    for lo, hi in [*chunks(0, 400, engine.prefill_chunk, 256),
-                   *chunks(400, 600, engine.prefill_chunk, 512)]:
+    for lo, hi in [*chunks(0, 400, engine.prefill_chunk, 384),
+                   *chunks(400, 600, engine.prefill_chunk, 576)]:
         cold = model.forward(torch.tensor(vocab.to_model(ids[lo:hi])), state, last_only=True)[-1]
     assert torch.equal(warm, cold)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from whalebone.engine.hyper import hc_head, hc_post, hc_pre, sinkhorn_split
@@ -46,3 +47,19 @@ def test_hc_pre_and_head_weigh_streams_by_sigmoid_of_normalised_mixes() -> None:
     torch.testing.assert_close(x2, 2 * x, atol=1e-5, rtol=1e-5)
     head = hc_head(h, fn[:4], torch.ones(1), torch.zeros(4), 1e-6, 1e-6)
     torch.testing.assert_close(head, x)
+
+
+def test_the_one_token_fast_path_agrees_with_the_torch_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from whalebone.engine import layers
+
+    g = torch.Generator().manual_seed(1)
+    hc = 4
+    mixes = torch.randn(1, (2 + hc) * hc, generator=g) * 3
+    scale, base = torch.rand(3, generator=g) + 0.5, torch.randn((2 + hc) * hc, generator=g)
+    fast = sinkhorn_split(mixes, scale, base, hc, 20, 1e-6)
+    monkeypatch.setattr(layers, "FAST_DECODE", False)
+    slow = sinkhorn_split(mixes, scale, base, hc, 20, 1e-6)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

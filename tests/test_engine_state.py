@@ -144,3 +144,26 @@ def test_restore_rejects_states_that_do_not_fit(model: Transformer) -> None:
             SeqState.from_tensors(model.cfg, tensors)
     with pytest.raises(StateError):
         SeqState.from_tensors(model.cfg.replace(compress_ratios=(0, 4, 4)), good)
+
+
+def test_the_window_ring_by_slices_equals_the_ring_by_gathers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from whalebone.engine import layers
+
+    cfg = ModelConfig.preset("micro")
+    w = cfg.window_size
+    gen = torch.Generator().manual_seed(0)
+    rings = {True: SeqState.new(cfg).layers[0], False: SeqState.new(cfg).layers[0]}
+    pos = 0
+    for t in [1, 3, w - 1, 1, w + 5, 2 * w + 1, 1, 7, w, 1]:  # wraps, whole-ring overwrites
+        kv = torch.randn(t, cfg.head_dim, generator=gen)
+        seen = {}
+        for fast, ring in rings.items():
+            monkeypatch.setattr(layers, "FAST_DECODE", fast)
+            ring.remember(pos, kv)
+            seen[fast] = [ring.recent(pos + t, n) for n in (0, 1, min(pos + t, w - 1),
+                                                             min(pos + t, w))]
+        pos += t
+        assert torch.equal(rings[True].window, rings[False].window)
+        for a, b in zip(seen[True], seen[False], strict=True):
+            assert torch.equal(a, b)
