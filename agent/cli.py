@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 # In the order `whalebone --help` lists them.
 COMMAND_MODULES = [

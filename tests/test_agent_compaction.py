@@ -21,8 +21,8 @@ from whalebone.agent.compaction import (
 )
 from whalebone.agent.events import Compacted, Done, RunWarning, UsageReport
 from whalebone.budget.guard import BudgetStop
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml import tokens as T
-from whalebone.dsml.errors import WhaleboneError
 from whalebone.engine.base import GenerationRequest
 from whalebone.engine.scripted import ScriptedEngine
 

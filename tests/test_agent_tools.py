@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from whalebone.agent.tools import default_tools
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.tools.shell import ShellPolicy
 
 

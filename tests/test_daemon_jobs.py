@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from whalebone.agent.daemon.jobs import JobError, JobQueue
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 
 @pytest.fixture

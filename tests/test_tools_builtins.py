@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
+from whalebone.core.errors import WhaleboneError
 from whalebone.dsml import encode_messages
-from whalebone.dsml.errors import WhaleboneError
 from whalebone.tools import ShellPolicy, ToolRegistry, builtin_tools
 
 

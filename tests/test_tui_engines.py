@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import stream_sync
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.engine.base import GenerationRequest
 from whalebone.tui.engines import ChatEngineError, open_chat_engine
 

@@ -12,7 +12,7 @@ from tui_support import answer, make_runner
 
 from whalebone.agent import AgentConfig
 from whalebone.budget.ledger import Actual, Ledger, Limit, day_scope
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 from whalebone.memory import MemoryHome
 from whalebone.tools.registry import ToolError
 from whalebone.tui.approvals import Decision

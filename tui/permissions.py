@@ -13,7 +13,7 @@ import os
 import shlex
 from pathlib import Path
 
-from whalebone.dsml.errors import WhaleboneError
+from whalebone.core.errors import WhaleboneError
 
 
 class PermissionsError(WhaleboneError):

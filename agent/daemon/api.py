@@ -213,7 +213,7 @@ class ControlApi:
         reason = body.get("reason") or "set through the daemon's API"
         if not isinstance(reason, str):
             raise ApiError(400, "reason must be text", param="reason")
-        from whalebone.dsml.errors import WhaleboneError
+        from whalebone.core.errors import WhaleboneError
 
         try:
             written, limit, family = self._decisions().set_limit(
