@@ -61,7 +61,7 @@ def conversation(engine: BundledEngine, base: str, mode: str, turns: int,
             messages.append({"role": "user", "content": QUESTIONS[turn % len(QUESTIONS)]
                              + f" (turn {turn + 1})"})
             body: dict[str, Any] = {
-                "model": "m", "messages": messages, "max_tokens": max_tokens,
+                "model": engine.served_name, "messages": messages, "max_tokens": max_tokens,
                 "thinking": {"type": "disabled" if mode == "chat" else "enabled"}}
             if mode == "thinking+tools":  # tools keep the reasoning: the prompt only grows
                 body["tools"] = TOOLS

@@ -40,7 +40,7 @@ def test_each_turn_through_serve_hits_every_token_the_engine_has_seen(
         for turn, question in enumerate(["What is a cache?", "Why?", "Say it again."]):
             messages.append({"role": "user", "content": question})
             r = client.post("/v1/chat/completions", json={
-                "model": "m", "messages": messages, "max_tokens": 12,
+                "model": "whalebone-nano", "messages": messages, "max_tokens": 12,
                 "thinking": {"type": "disabled" if mode == "chat" else "enabled"},
                 **({"tools": TOOLS} if mode == "thinking+tools" else {})})
             assert r.status_code == 200, r.text
