@@ -26,7 +26,7 @@ from whalebone.core.errors import WhaleboneError
 COMMAND_MODULES = [
     "whalebone.agent.commands",  # run, sessions
     "whalebone.tui.cli",  # chat
-    "whalebone.engine.cli",  # serve, engine checks
+    "whalebone.engine.serve.cli",  # serve, engine checks
     "whalebone.memory.cli",  # memory
     "whalebone.agent.mcp_command",  # mcp
     "whalebone.budget.cli",  # budget

@@ -129,7 +129,7 @@ def hit_rate_session(root: Path, *, warm: bool, turns: int = 50) -> tuple[float,
 
 
 def bundled_hit_rate(prompts: list[str], root: Path) -> float:
-    from whalebone.engine.bundled import BundledEngine
+    from whalebone.engine.runtime.bundled import BundledEngine
 
     engine = BundledEngine.random("nano", cache_dir=root / "prefix-cache")
     prompt = hits = 0

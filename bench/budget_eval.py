@@ -202,7 +202,7 @@ def open_model(spec: str | None) -> tuple[Engine | None, str]:
     """The engine for a spec, or the bundled engine by default; (None, why) if unavailable."""
     try:
         if spec is None:
-            from whalebone.engine.bundled import BundledEngine
+            from whalebone.engine.runtime.bundled import BundledEngine
 
             return BundledEngine.default(), "bundled"
         from whalebone.engine.factory import open_engine

@@ -36,9 +36,9 @@ import anyio
 import torch
 
 from whalebone.engine.base import GenerationRequest
-from whalebone.engine.bundled import BundledEngine
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.model import Transformer
+from whalebone.engine.runtime.bundled import BundledEngine
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.model import Transformer
 
 DENSE_VALUES = 2 * 8 * 128  # K and V, 8 KV heads x 128 dims, per token per layer
 FLASH = ModelConfig.preset("flash")
@@ -193,8 +193,7 @@ def decode_before_after(rounds: int = 5, steps: int = 64) -> dict[str, float]:
     rounds' after/before ratios."""
     import statistics
 
-    from whalebone.engine import layers
-
+    from whalebone.engine.v4 import layers
     model = Transformer(ModelConfig.preset("nano"))
     prefix = prefill_state(model, 512)
     token = torch.tensor([5])

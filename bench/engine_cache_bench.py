@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from serving import serving  # the tests' real-server helper
 
 from whalebone.dsml.transcript import common_prefix_len
-from whalebone.engine.bundled import BundledEngine
+from whalebone.engine.runtime.bundled import BundledEngine
 
 QUESTIONS = ["What is a prefix cache?", "Why does it save money?", "Give me an example.",
              "How long do entries live?", "What about tools?", "Summarise that.",

@@ -39,7 +39,7 @@ import anyio
 import torch
 
 from whalebone.engine.base import GenerationRequest
-from whalebone.engine.bundled import BundledEngine
+from whalebone.engine.runtime.bundled import BundledEngine
 
 LENGTHS = (8192, 32768, 131072, 524288, 1048576)
 TAIL = 1024  # prompt tokens prefilled after the restored context
@@ -58,7 +58,7 @@ def engine_and_ids(n: int, decode: int, cache: str) -> tuple[BundledEngine, list
 
 def synthetic_state(eng: BundledEngine, pos: int) -> dict[str, torch.Tensor]:
     """A state of ``pos`` tokens with random values in every tensor a real one holds."""
-    from whalebone.engine.state import SeqState, _expected_shapes
+    from whalebone.engine.v4.state import SeqState, _expected_shapes
 
     gen = torch.Generator().manual_seed(pos)
     tensors = {name: torch.randn(shape, generator=gen)
@@ -105,7 +105,7 @@ def full_child(n: int, decode: int, cache: str) -> dict[str, Any]:
 def _state_bytes(eng: BundledEngine, ids: list[int]) -> int:
     """The state after the prompt, as restored from its snapshot (nbytes of the real
     SeqState)."""
-    from whalebone.engine.state import SeqState
+    from whalebone.engine.v4.state import SeqState
 
     assert eng.cache is not None
     hit = eng.cache.lookup(ids)

@@ -30,7 +30,7 @@ from whalebone.dsml import tokens as T
 from whalebone.engine.base import GenerationRequest
 from whalebone.engine.clients import ChatEngine, RawCompletionEngine
 from whalebone.engine.scripted import ScriptedEngine
-from whalebone.engine.server import create_app
+from whalebone.engine.serve.server import create_app
 
 TOOLS = [{"type": "function", "function": {
     "name": "read_file", "description": "Read a file.",

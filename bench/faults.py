@@ -103,8 +103,8 @@ def bench_cache(quick: bool, work: Path) -> Tally:
     import torch
 
     from whalebone.engine.base import GenerationRequest
-    from whalebone.engine.bundled import BundledEngine
-    from whalebone.engine.prefix_cache import PrefixCache, PrefixCacheWarning
+    from whalebone.engine.runtime.bundled import BundledEngine
+    from whalebone.engine.runtime.prefix_cache import PrefixCache, PrefixCacheWarning
 
     torch.set_num_threads(1)
     tally = Tally("cache")

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.model import Transformer
-from whalebone.engine.state import SeqState
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.state import SeqState
 
 
 def main() -> None:

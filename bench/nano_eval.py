@@ -127,7 +127,7 @@ def summarise(family: str, results: list[dict[str, Any]], seconds: float) -> dic
 
 async def evaluate(checkpoint: Path | None, families: list[str], per_family: int,
                    verbose: bool, auditor_cases: int) -> list[dict[str, Any]]:
-    from whalebone.engine.bundled import CHECKPOINT_DIR, BundledEngine
+    from whalebone.engine.runtime.bundled import CHECKPOINT_DIR, BundledEngine
 
     summaries = []
     with tempfile.TemporaryDirectory(prefix="nano-eval-") as tmp:

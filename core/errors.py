@@ -14,7 +14,7 @@ them and roots them here; ``whalebone`` re-exports the names programs catch most
     ├── ModelConfigError, CheckpointError, StateError,   engine/…        (also ValueError)
     │   ModelInputError, FidelityError
     ├── UnknownPrice                                     engine/prices.py (also KeyError)
-    ├── ApiError ── QueueFull                            engine/http.py
+    ├── ApiError ── QueueFull                            engine/serve/http.py
     ├── ToolError ── PathError ── PathRefused;           tools/
     │   CalculatorError; McpUnavailable, McpConfigError
     ├── BudgetStop (a run stops: no extension granted;   budget/

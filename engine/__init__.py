@@ -6,23 +6,20 @@ use, so ``import whalebone.engine`` imports neither torch nor httpx nor starlett
     from whalebone.engine import open_engine
     engine = open_engine("deepseek:deepseek-v4-flash")   # or "vllm:http://gpu1:8000", …
 
-The modules, by job:
+The rooms inside, by job:
 
-- the interface: ``base`` (requests, streamed deltas, DeepSeek-shaped usage, errors),
-  ``factory`` (engine specs), ``router`` (tiers, failover, sticky sessions), ``prices``,
-  ``scripted`` (replays fixed completions: tests, demos, evaluations);
-- the V4 model, readable module by module: ``config`` (V4's inference-config keys, presets),
-  ``layers`` (RMSNorm, RoPE/YaRN), ``attention`` (window, compressors, lightning indexer, sink),
-  ``moe``, ``hyper`` (hyper-connections), ``model``, ``state`` (what a sequence carries),
-  ``weights`` and ``quant`` (V4 checkpoints, FP8/FP4), ``fidelity`` (logits to hold against
-  V4's own inference code);
-- the bundled engine's runtime: ``bundled``, ``prefix_cache`` (snapshots on disk),
-  ``sampling``, ``vocab`` (a small model's ids mapped to V4's), ``progress``; the shipped
-  checkpoint in ``checkpoints/`` (trained by the top-level ``whalebone.training`` room);
-- engines elsewhere: ``clients/`` (DeepSeek/OpenAI chat, raw completions for vLLM/SGLang,
-  retries);
-- serving: ``server`` (``whalebone serve``), ``chat_request``/``chat_response`` (OpenAI shapes),
-  ``http`` (auth, errors, SSE, the bounded queue; shared with the daemon), ``openapi``, ``cli``.
+- the interface, here: ``base`` (requests, streamed deltas, DeepSeek-shaped usage, errors),
+  ``factory`` (engine specs: the one way to open any engine), ``prices``, ``scripted``
+  (replays fixed completions: tests, demos, evaluations);
+- ``v4/`` — the V4 model, module by module (config, layers, attention, moe, hyper, model,
+  state, weights, quant, fidelity);
+- ``runtime/`` — the bundled engine around it (bundled, prefix_cache, cache_files,
+  snapshot_plan, sampling, vocab, progress); the shipped checkpoint in ``checkpoints/``
+  (trained by the top-level ``whalebone.training`` room);
+- ``clients/`` — engines elsewhere (DeepSeek/OpenAI chat, raw completions for vLLM/SGLang,
+  retries) and the ``router`` over them;
+- ``serve/`` — ``whalebone serve`` (server, chat_request/chat_response, http, guard,
+  accesslog, openapi, cli).
 """
 
 from __future__ import annotations
@@ -43,14 +40,14 @@ _EXPORTS = {
     "EngineAuthError": "whalebone.engine.base",
     "open_engine": "whalebone.engine.factory",
     "EngineSpecError": "whalebone.engine.factory",
-    "Router": "whalebone.engine.router",
+    "Router": "whalebone.engine.clients.router",
     "ChatEngine": "whalebone.engine.clients.deepseek",
     "DeepSeekEngine": "whalebone.engine.clients.deepseek",
     "RawCompletionEngine": "whalebone.engine.clients.raw",
     "RetryPolicy": "whalebone.engine.clients.retry",
     "ScriptedEngine": "whalebone.engine.scripted",
-    "BundledEngine": "whalebone.engine.bundled",
-    "create_app": "whalebone.engine.server",
+    "BundledEngine": "whalebone.engine.runtime.bundled",
+    "create_app": "whalebone.engine.serve.server",
     "PriceTable": "whalebone.engine.prices",
 }
 

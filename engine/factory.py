@@ -108,13 +108,13 @@ def _url(arg: str | None, spec: str) -> str:
 
 def _open(kind: str, arg: str | None, spec: str, options: dict[str, Any]) -> Engine:
     if kind == "bundled":
-        from whalebone.engine.bundled import BundledEngine
+        from whalebone.engine.runtime.bundled import BundledEngine
 
         if arg is None:
             return BundledEngine.default(**options)
         return BundledEngine.from_checkpoint(arg, **options)
     if kind == "random":
-        from whalebone.engine.bundled import BundledEngine
+        from whalebone.engine.runtime.bundled import BundledEngine
 
         return BundledEngine.random(arg or "micro", **options)
     if kind in ("scripted", "replay"):
@@ -186,7 +186,7 @@ def _entry(raw: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 def open_router(path: str | Path, **options: Any) -> Engine:
     """A :class:`Router` from a TOML file (format in the module docstring)."""
-    from whalebone.engine.router import Router
+    from whalebone.engine.clients.router import Router
 
     file = Path(path).expanduser()
     try:

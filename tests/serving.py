@@ -15,7 +15,7 @@ import uvicorn
 from whalebone.dsml import emit_completion
 from whalebone.engine.base import GenerationRequest, StreamEvent
 from whalebone.engine.scripted import ScriptedEngine
-from whalebone.engine.server import Server
+from whalebone.engine.serve.server import Server
 
 WEATHER_TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",

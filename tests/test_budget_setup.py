@@ -13,7 +13,7 @@ from whalebone.budget.ledger import day_scope
 from whalebone.budget.rule import RuleDecider
 from whalebone.budget.setup import DEFAULT_DAY_USD, BudgetSettingsError, open_guard
 from whalebone.engine.base import Usage
-from whalebone.engine.router import Router
+from whalebone.engine.clients.router import Router
 from whalebone.engine.scripted import ScriptedEngine
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whalebone.engine import attention as attention_module
-from whalebone.engine.attention import Attention, Compressor
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.layers import apply_rope, rope_table
-from whalebone.engine.model import Transformer
-from whalebone.engine.state import CompressorState, SeqState
+from whalebone.engine.v4 import attention as attention_module
+from whalebone.engine.v4.attention import Attention, Compressor
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.layers import apply_rope, rope_table
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.state import CompressorState, SeqState
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,7 +17,6 @@ import torch
 from conftest import stream_sync
 
 from whalebone.dsml.tokenizer import load_tokenizer
-from whalebone.engine import bundled as bundled_mod
 from whalebone.engine.base import (
     EngineError,
     EngineRequestError,
@@ -25,10 +24,11 @@ from whalebone.engine.base import (
     SamplingParams,
     TextDelta,
 )
-from whalebone.engine.bundled import BundledEngine, chunks
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.prefix_cache import PrefixCacheWarning, SnapshotIgnored
-from whalebone.engine.vocab import VocabMap
+from whalebone.engine.runtime import bundled as bundled_mod
+from whalebone.engine.runtime.bundled import BundledEngine, chunks
+from whalebone.engine.runtime.prefix_cache import PrefixCacheWarning, SnapshotIgnored
+from whalebone.engine.runtime.vocab import VocabMap
+from whalebone.engine.v4.config import ModelConfig
 
 
 def prompt(n: int, salt: int = 0) -> list[int]:
@@ -180,7 +180,7 @@ def test_a_snapshot_written_by_one_process_is_used_by_another(tmp_path: Path) ->
     ids = prompt(300, salt=5)
     child = textwrap.dedent("""
         import json, sys, anyio
-        from whalebone.engine.bundled import BundledEngine
+        from whalebone.engine.runtime.bundled import BundledEngine
         from whalebone.engine.base import GenerationRequest
         eng = BundledEngine.random("micro", seed=0, cache_dir=sys.argv[1])
         ids = json.loads(sys.argv[2])
@@ -313,7 +313,7 @@ def test_prefill_chunks_sit_on_absolute_multiples_and_the_snapshot_boundary() ->
 
 
 def test_a_saved_checkpoint_loads_into_the_same_engine(tmp_path: Path) -> None:
-    from whalebone.engine.weights import save_checkpoint
+    from whalebone.engine.v4.weights import save_checkpoint
 
     made = BundledEngine.random("micro", seed=3, use_cache=False)
     folder = tmp_path / "ckpt"

@@ -20,10 +20,10 @@ from conftest import stream_sync
 from fault_kit import FOLDER_FAULTS, SNAPSHOT_FAULTS, fill, remount_read_only, small_disk
 
 from whalebone.engine.base import GenerationRequest
-from whalebone.engine.bundled import BundledEngine
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.prefix_cache import PrefixCache, PrefixCacheWarning, SnapshotIgnored
-from whalebone.engine.vocab import VocabMap
+from whalebone.engine.runtime.bundled import BundledEngine
+from whalebone.engine.runtime.prefix_cache import PrefixCache, PrefixCacheWarning, SnapshotIgnored
+from whalebone.engine.runtime.vocab import VocabMap
+from whalebone.engine.v4.config import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOKENS = 5

@@ -18,7 +18,7 @@ from serving import serving
 
 from whalebone.dsml import tokens as T
 from whalebone.dsml.transcript import common_prefix_len
-from whalebone.engine.bundled import BundledEngine
+from whalebone.engine.runtime.bundled import BundledEngine
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,7 +87,7 @@ def test_a_completion_spelled_with_other_tokens_is_snapshotted_where_it_parts(
     import torch
 
     from whalebone.engine.base import GenerationRequest
-    from whalebone.engine.bundled import RequestStats
+    from whalebone.engine.runtime.bundled import RequestStats
 
     engine = BundledEngine.default(cache_dir=tmp_path / "cache", progress=False)
     tok = engine.tokenizer

@@ -8,8 +8,8 @@ import pytest
 
 from whalebone.dsml import encode_messages
 from whalebone.dsml import tokens as T
-from whalebone.engine.chat_request import read_chat, read_completion
-from whalebone.engine.http import ApiError
+from whalebone.engine.serve.chat_request import read_chat, read_completion
+from whalebone.engine.serve.http import ApiError
 
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {
     "type": "object", "properties": {"q": {"type": "string"}}}}}]

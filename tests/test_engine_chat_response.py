@@ -6,7 +6,7 @@ from typing import Any
 
 from whalebone.dsml import emit_completion
 from whalebone.engine.base import Finished, Usage
-from whalebone.engine.chat_response import ChatShaper, TextShaper, usage_json
+from whalebone.engine.serve.chat_response import ChatShaper, TextShaper, usage_json
 
 USAGE = Usage(prompt_tokens=100, prompt_cache_hit_tokens=60, prompt_cache_miss_tokens=40,
               completion_tokens=9)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from whalebone.engine.config import ModelConfig, ModelConfigError
+from whalebone.engine.v4.config import ModelConfig, ModelConfigError
 
 # V4-Flash's inference config.json as published with the release's inference code
 FLASH_INFERENCE_CONFIG = {

@@ -9,8 +9,8 @@ import pytest
 
 from whalebone.engine.base import EngineAuthError, EngineError, GenerationRequest
 from whalebone.engine.clients import ChatEngine, DeepSeekEngine, RawCompletionEngine
+from whalebone.engine.clients.router import Router
 from whalebone.engine.factory import EngineSpecError, open_engine
-from whalebone.engine.router import Router
 
 
 def test_remote_specs_build_the_right_clients(monkeypatch: pytest.MonkeyPatch) -> None:

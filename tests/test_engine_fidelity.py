@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.fidelity import FidelityError, reference_logits
-from whalebone.engine.model import Transformer
-from whalebone.engine.weights import CheckpointError, save_checkpoint
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.fidelity import FidelityError, reference_logits
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.weights import CheckpointError, save_checkpoint
 
 TOKENS = [0, 5, 7, 9, 11, 13, 2, 4, 8, 16]
 
@@ -54,7 +54,7 @@ def test_command_line_writes_the_logits_file(
     model, folder = checkpoint
     out = tmp_path / "logits.safetensors"
     tokens = ",".join(map(str, TOKENS))
-    cmd = [sys.executable, "-m", "whalebone.engine.fidelity", str(folder),
+    cmd = [sys.executable, "-m", "whalebone.engine.v4.fidelity", str(folder),
            "--tokens", tokens, "--prefill", "6", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -6,7 +6,7 @@ import anyio
 import pytest
 from starlette.requests import Request
 
-from whalebone.engine.http import Admission, ApiError, QueueFull, check_bearer, sse
+from whalebone.engine.serve.http import Admission, ApiError, QueueFull, check_bearer, sse
 
 
 def _request(headers: dict[str, str]) -> Request:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whalebone.engine.hyper import hc_head, hc_post, hc_pre, sinkhorn_split
+from whalebone.engine.v4.hyper import hc_head, hc_post, hc_pre, sinkhorn_split
 
 
 def _g(seed: int) -> torch.Generator:
@@ -51,8 +51,7 @@ def test_hc_pre_and_head_weigh_streams_by_sigmoid_of_normalised_mixes() -> None:
 
 def test_the_one_token_fast_path_agrees_with_the_torch_path(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from whalebone.engine import layers
-
+    from whalebone.engine.v4 import layers
     g = torch.Generator().manual_seed(1)
     hc = 4
     mixes = torch.randn(1, (2 + hc) * hc, generator=g) * 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.layers import RMSNorm, apply_rope, rope_freqs, rope_table
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.layers import RMSNorm, apply_rope, rope_freqs, rope_table
 
 
 def test_rmsnorm_gives_unit_rms_times_weight() -> None:

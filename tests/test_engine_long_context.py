@@ -10,9 +10,9 @@ import textwrap
 
 CHILD = textwrap.dedent("""
     import ctypes, sys, torch
-    import whalebone.engine.attention as attention
-    from whalebone.engine.config import ModelConfig
-    from whalebone.engine.model import Transformer
+    import whalebone.engine.v4.attention as attention
+    from whalebone.engine.v4.config import ModelConfig
+    from whalebone.engine.v4.model import Transformer
 
     def kib(field):
         for line in open("/proc/self/status"):

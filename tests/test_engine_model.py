@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.model import ModelInputError, Transformer
-from whalebone.engine.state import StateError
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.model import ModelInputError, Transformer
+from whalebone.engine.v4.state import StateError
 
 ATOL = 1e-4
 
@@ -185,14 +185,14 @@ def test_bad_token_ids_raise_before_touching_the_state(micro: Transformer, bad: 
 
 def test_a_state_of_another_config_is_refused(micro: Transformer) -> None:
     other = ModelConfig.preset("micro").replace(window_size=16)
-    from whalebone.engine.state import SeqState
+    from whalebone.engine.v4.state import SeqState
 
     with pytest.raises(StateError):
         micro.forward(torch.tensor([1]), SeqState.new(other))
 
 
 def test_importing_the_engine_room_does_not_import_torch() -> None:
-    code = ("import sys, whalebone, whalebone.engine, whalebone.engine.config;"
+    code = ("import sys, whalebone, whalebone.engine, whalebone.engine.v4.config;"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

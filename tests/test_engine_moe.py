@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.model import Transformer
-from whalebone.engine.moe import Expert, MoE
-from whalebone.engine.weights import load_checkpoint, save_checkpoint
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.moe import Expert, MoE
+from whalebone.engine.v4.weights import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema
 
-from whalebone.engine.openapi import openapi_document
+from whalebone.engine.serve.openapi import openapi_document
 
 
 def _refs(node: Any) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from whalebone.engine.prefix_cache import (
+from whalebone.engine.runtime.prefix_cache import (
     PrefixCache,
     PrefixCacheError,
     PrefixCacheWarning,
@@ -184,7 +184,7 @@ def test_stale_temp_files_of_crashed_writers_are_swept(tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from whalebone.engine.prefix_cache import PrefixCache
+    from whalebone.engine.runtime.prefix_cache import PrefixCache
     root, k = sys.argv[1], int(sys.argv[2])
     cache = PrefixCache(root, fingerprint="m1", budget_bytes=int(sys.argv[3]))
     for i in range(12):

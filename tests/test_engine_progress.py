@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from whalebone.engine.progress import Progress, wanted
+from whalebone.engine.runtime.progress import Progress, wanted
 
 
 class Clock:

@@ -20,9 +20,9 @@ from whalebone.dsml import emit_completion
 from whalebone.dsml import tokens as T
 from whalebone.dsml.encoder import encode_messages
 from whalebone.dsml.parser import parse_completion
-from whalebone.engine.chat_request import read_chat
-from whalebone.engine.http import ApiError
 from whalebone.engine.scripted import ScriptedEngine
+from whalebone.engine.serve.chat_request import read_chat
+from whalebone.engine.serve.http import ApiError
 
 pytest.importorskip("tokenizers")
 from whalebone.dsml.tokenizer import load_tokenizer

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whalebone.engine.config import ModelConfig, ModelConfigError
-from whalebone.engine.model import Transformer
-from whalebone.engine.quant import E2M1_GRID, fp4_round, fp8_round, hadamard
+from whalebone.engine.v4.config import ModelConfig, ModelConfigError
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.quant import E2M1_GRID, fp4_round, fp8_round, hadamard
 
 
 def _x(*shape: int) -> torch.Tensor:

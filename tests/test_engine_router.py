@@ -18,7 +18,7 @@ from whalebone.engine.base import (
     TextDelta,
 )
 from whalebone.engine.clients import RawCompletionEngine, RetryPolicy
-from whalebone.engine.router import Router
+from whalebone.engine.clients.router import Router
 from whalebone.engine.scripted import ScriptedEngine
 
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, deadline=5)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from whalebone.dsml.tokenizer import load_tokenizer
 from whalebone.engine.base import EngineError, SamplingParams
-from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner, nucleus
+from whalebone.engine.runtime.sampling import Detokenizer, Sampler, StopScanner, nucleus
 
 
 def test_temperature_zero_is_argmax() -> None:

@@ -24,8 +24,8 @@ from serving import (
 from whalebone.dsml import emit_completion
 from whalebone.dsml import tokens as T
 from whalebone.engine.base import GenerationRequest
-from whalebone.engine.openapi import openapi_document
 from whalebone.engine.scripted import ScriptedEngine
+from whalebone.engine.serve.openapi import openapi_document
 
 DOC = openapi_document()
 _REGISTRY = Registry().with_resource("urn:whalebone", Resource.from_contents(
@@ -358,7 +358,7 @@ def test_engine_failure_mid_stream_arrives_as_an_error_event() -> None:
 def test_second_turn_reports_cache_hits_on_the_bundled_engine(tmp_path: Any) -> None:
     """The same claim on the real engine (random micro weights, disk prefix cache): a random
     model cannot call tools, but its prefix cache must report the first turn as hits."""
-    from whalebone.engine.bundled import BundledEngine
+    from whalebone.engine.runtime.bundled import BundledEngine
 
     engine = BundledEngine.random("micro", cache_dir=tmp_path)
     opts = {"thinking": {"type": "disabled"}, "max_tokens": 4, "temperature": 0}
@@ -396,7 +396,7 @@ def test_an_engine_bug_is_a_500_in_error_json_and_the_server_keeps_serving() -> 
 
 def test_a_router_behind_the_server_reports_a_session_moving_engines() -> None:
     from whalebone.engine.base import EngineUnavailable
-    from whalebone.engine.router import Router
+    from whalebone.engine.clients.router import Router
 
     down: set[str] = set()
 

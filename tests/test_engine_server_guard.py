@@ -15,8 +15,8 @@ from hostile import FORM_CONTENT_TYPES, HOSTILE_HOSTS, HOSTILE_ORIGINS, LOOPBACK
 from serving import serving
 
 from whalebone.dsml import emit_completion
-from whalebone.engine.http import MAX_JSON_DEPTH
 from whalebone.engine.scripted import ScriptedEngine
+from whalebone.engine.serve.http import MAX_JSON_DEPTH
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
         "thinking": {"type": "disabled"}}

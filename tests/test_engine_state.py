@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.hyper import hc_pre
-from whalebone.engine.layers import apply_rope, rope_table
-from whalebone.engine.model import Transformer
-from whalebone.engine.state import SeqState, StateError
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.hyper import hc_pre
+from whalebone.engine.v4.layers import apply_rope, rope_table
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.state import SeqState, StateError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -148,8 +148,7 @@ def test_restore_rejects_states_that_do_not_fit(model: Transformer) -> None:
 
 def test_the_window_ring_by_slices_equals_the_ring_by_gathers(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from whalebone.engine import layers
-
+    from whalebone.engine.v4 import layers
     cfg = ModelConfig.preset("micro")
     w = cfg.window_size
     gen = torch.Generator().manual_seed(0)

@@ -6,7 +6,7 @@ import pytest
 
 from whalebone.dsml import tokens as T
 from whalebone.dsml.tokenizer import load_tokenizer
-from whalebone.engine.vocab import VocabError, VocabMap
+from whalebone.engine.runtime.vocab import VocabError, VocabMap
 
 V4 = 129_280
 

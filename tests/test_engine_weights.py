@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.model import Transformer
-from whalebone.engine.weights import CheckpointError, load_checkpoint, save_checkpoint
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.weights import CheckpointError, load_checkpoint, save_checkpoint
 
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 

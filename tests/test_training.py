@@ -133,7 +133,7 @@ def test_auditor_oracle_follows_the_bench_rule_on_every_shipped_case() -> None:
 
 
 def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
-    from whalebone.engine.bundled import BundledEngine
+    from whalebone.engine.runtime.bundled import BundledEngine
     from whalebone.training import train as TR
 
     data = tmp_path / "data.jsonl"
@@ -147,7 +147,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
     engine = BundledEngine.from_checkpoint(tmp_path / "ckpt", use_cache=False, progress=False)
     assert engine.vocab.size == engine.cfg.vocab_size
     # tied by default, saved in V4's layout as two equal matrices; resuming keeps them tied
-    from whalebone.engine.weights import load_checkpoint
+    from whalebone.engine.v4.weights import load_checkpoint
 
     model = load_checkpoint(tmp_path / "ckpt")
     assert torch.equal(model.embed.weight, model.head.weight)
@@ -162,7 +162,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
 
 def test_a_curriculum_trains_on_chosen_families_with_extra_examples_outside_the_vocab(
         tmp_path: Path) -> None:
-    from whalebone.engine.vocab import VocabMap
+    from whalebone.engine.runtime.vocab import VocabMap
     from whalebone.training import train as TR
 
     data, extra = tmp_path / "data.jsonl", tmp_path / "extra.jsonl"
@@ -189,13 +189,13 @@ def test_train_command_rejects_bad_arguments() -> None:
 
 @pytest.fixture(scope="module")
 def shipped() -> Any:
-    from whalebone.engine.bundled import BundledEngine
+    from whalebone.engine.runtime.bundled import BundledEngine
 
     return BundledEngine.default(use_cache=False, progress=False)
 
 
 def test_shipped_checkpoint_loads_within_the_size_limit(shipped: Any) -> None:
-    from whalebone.engine.bundled import CHECKPOINT_DIR
+    from whalebone.engine.runtime.bundled import CHECKPOINT_DIR
 
     size = sum(p.stat().st_size for p in CHECKPOINT_DIR.glob("*.safetensors"))
     assert size <= 25_000_000

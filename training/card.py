@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from whalebone.engine.weights import read_config
+from whalebone.engine.v4.weights import read_config
 
 TEMPLATE = Path(__file__).with_name("card.md")
 

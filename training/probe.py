@@ -31,8 +31,8 @@ from typing import Any, TextIO
 import torch
 import torch.nn.functional as F
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.model import Transformer
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.model import Transformer
 from whalebone.training.train import SHAPE, make_trainable, train_forward
 
 

@@ -1,7 +1,7 @@
 """Train whalebone-nano: ``python -m whalebone.training.train --out DIR --minutes N``.
 
 One command, fixed seeds: render the training conversations (:mod:`.data`), build the pruned
-vocabulary from them, train a V4-architecture model (:class:`whalebone.engine.model.Transformer`,
+vocabulary from them, train a V4-architecture model (:class:`whalebone.engine.v4.model.Transformer`,
 the ``nano`` preset by default) with the loss on assistant tokens only, and write a checkpoint
 folder the bundled engine loads: ``config.json``, ``model.safetensors`` (BF16), ``vocab.json``,
 ``MODEL_CARD.md`` and ``train_log.json``. A checkpoint is also written every ``--save-every``
@@ -32,12 +32,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.hyper import hc_head
-from whalebone.engine.model import Transformer
-from whalebone.engine.state import SeqState
-from whalebone.engine.vocab import VocabMap
-from whalebone.engine.weights import save_checkpoint
+from whalebone.engine.runtime.vocab import VocabMap
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.hyper import hc_head
+from whalebone.engine.v4.model import Transformer
+from whalebone.engine.v4.state import SeqState
+from whalebone.engine.v4.weights import save_checkpoint
 from whalebone.training.data import Example, build_parallel, load, save
 from whalebone.training.tasks import MAKERS
 
@@ -187,7 +187,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"vocabulary {vocab.size} ids, coverage {data.coverage:.4%}", flush=True)
 
     if args.resume:
-        from whalebone.engine.weights import load_checkpoint
+        from whalebone.engine.v4.weights import load_checkpoint
 
         # Continue an earlier run (its vocabulary must be the one this data builds).
         if VocabMap.load(args.resume) != vocab:

@@ -22,7 +22,7 @@
 =======================================  ==========================================================
 
 Errors are the JSON every whalebone endpoint answers (``{"error": {"message", "type", "param",
-"code"}}``, from :mod:`whalebone.engine.http`).
+"code"}}``, from :mod:`whalebone.engine.serve.http`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from whalebone.agent.daemon.jobs import Job, JobError
 from whalebone.agent.daemon.openapi import openapi_document
-from whalebone.engine.http import (
+from whalebone.engine.serve.http import (
     ApiError,
     EventStream,
     check_bearer,

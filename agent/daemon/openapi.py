@@ -18,7 +18,7 @@ from whalebone.core.openapi import json_body as _json
 from whalebone.core.openapi import model_schemas
 from whalebone.core.openapi import nullable as _nullable
 from whalebone.core.openapi import ref as _ref
-from whalebone.engine.openapi import SCHEMAS as ENGINE_SCHEMAS
+from whalebone.engine.serve.openapi import SCHEMAS as ENGINE_SCHEMAS
 
 JOB_STATUSES = list(get_args(JobStatus))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from whalebone.engine import layers
+from whalebone.engine.v4 import layers
 
 
 def _mixes(h: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:

@@ -12,7 +12,7 @@ adds to the denominator):
 - ratio 4: the indexer's top-k complete entries by score Σ_h ReLU(q_h·k_j) · w_h(x).
 
 Any chunk works the same way as a prefill from 0 or a single decode step: the state holds the
-ring and the compressors' pending rows (see :mod:`whalebone.engine.state`), and queries are
+ring and the compressors' pending rows (see :mod:`whalebone.engine.v4.state`), and queries are
 processed in blocks so that a 32K-token prefill never builds a T×N matrix.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from whalebone.engine.config import ModelConfig
-from whalebone.engine.layers import RMSNorm, apply_rope_, rope_freqs, rope_table
-from whalebone.engine.quant import fp4_round, fp8_round, hadamard
-from whalebone.engine.state import CompressorState, LayerState
+from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.layers import RMSNorm, apply_rope_, rope_freqs, rope_table
+from whalebone.engine.v4.quant import fp4_round, fp8_round, hadamard
+from whalebone.engine.v4.state import CompressorState, LayerState
 
 # queries per attention block in a prefill: bounds memory (not results); the block's window
 # spans QUERY_BLOCK + window - 1 keys, so smaller blocks waste fewer window dot products

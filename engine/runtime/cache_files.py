@@ -1,6 +1,7 @@
 """The prefix cache's files on disk: its SQLite index (opened, checked, and moved aside when
-damaged) and the checks on a snapshot file's bytes. :mod:`whalebone.engine.prefix_cache` decides
-what a fault means for a request; this module only says what is on the disk."""
+damaged) and the checks on a snapshot file's bytes.
+:mod:`whalebone.engine.runtime.prefix_cache` decides what a fault means for a request; this
+module only says what is on the disk."""
 
 from __future__ import annotations
 

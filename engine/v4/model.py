@@ -1,7 +1,7 @@
 """The DeepSeek V4 transformer in PyTorch, readable in one sitting.
 
-    from whalebone.engine.config import ModelConfig
-    from whalebone.engine.model import Transformer
+    from whalebone.engine.v4.config import ModelConfig
+    from whalebone.engine.v4.model import Transformer
 
     model = Transformer(ModelConfig.preset("nano"))  # random weights, seeded, FP32, CPU
     state = model.new_state()
@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from whalebone.core.errors import WhaleboneError
-from whalebone.engine.attention import Attention
-from whalebone.engine.config import ModelConfig, ModelConfigError
-from whalebone.engine.hyper import hc_head, hc_post, hc_pre
-from whalebone.engine.layers import RMSNorm
-from whalebone.engine.moe import MoE
-from whalebone.engine.quant import fp8_inputs_hook, runs_in_low_precision
-from whalebone.engine.state import LayerState, SeqState, StateError
+from whalebone.engine.v4.attention import Attention
+from whalebone.engine.v4.config import ModelConfig, ModelConfigError
+from whalebone.engine.v4.hyper import hc_head, hc_post, hc_pre
+from whalebone.engine.v4.layers import RMSNorm
+from whalebone.engine.v4.moe import MoE
+from whalebone.engine.v4.quant import fp8_inputs_hook, runs_in_low_precision
+from whalebone.engine.v4.state import LayerState, SeqState, StateError
 
 
 class ModelInputError(WhaleboneError, ValueError):
@@ -135,7 +135,7 @@ class Transformer(nn.Module):
         return ids.to(torch.int64)
 
     def simulate_quantization(self, enabled: bool = True) -> None:
-        """Round activations the way V4's kernels do (see :mod:`whalebone.engine.quant`):
+        """Round activations the way V4's kernels do (see :mod:`whalebone.engine.v4.quant`):
         FP8 inputs to the FP8/FP4 linears, FP8 KV, FP4 Hadamard-rotated indexer. Off by
         default; the weights are not touched."""
         di = self.cfg.index_head_dim

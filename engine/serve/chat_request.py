@@ -27,7 +27,7 @@ from whalebone.dsml import tokens as T
 from whalebone.dsml.errors import EncodeError
 from whalebone.dsml.untrusted import UnsafeInput, check_messages, check_tools
 from whalebone.engine.base import GenerationRequest, SamplingParams
-from whalebone.engine.http import ApiError
+from whalebone.engine.serve.http import ApiError
 
 DEFAULT_MAX_TOKENS = 4096
 MAX_STOP_STRINGS = 16

@@ -4,7 +4,7 @@ V4's reference ``generate`` loop prefills the prompt in one forward from positio
 only the last position's logits, then feeds one token at a time. :func:`reference_logits` runs
 our model on exactly that schedule::
 
-    from whalebone.engine.fidelity import reference_logits
+    from whalebone.engine.v4.fidelity import reference_logits
     logits = reference_logits("path/to/checkpoint", [0, 5, 7, 9, 11], prefill_len=3)
     # [logits after token 3 (the prefill's last position), after token 4, after token 5]
 
@@ -13,7 +13,8 @@ the same folder (run its ``Transformer.forward(tokens[:, :P], 0)`` then
 ``forward(tokens[:, i:i+1], i)`` for i = P …). The command line does the same and writes the
 stack as one safetensors file (tensor ``logits``, shape (steps, vocab), and ``token_ids``)::
 
-    python -m whalebone.engine.fidelity CKPT --tokens 0,5,7,9,11 --prefill 3 --out out.safetensors
+    python -m whalebone.engine.v4.fidelity CKPT --tokens 0,5,7,9,11 --prefill 3 \
+        --out out.safetensors
 
 ``token_ids`` are *model* vocabulary ids (no tokenizer is involved).
 
@@ -74,7 +75,7 @@ def reference_logits(
     step: ``len(token_ids) - prefill_len + 1`` tensors."""
     import torch  # here, so that argument errors on the command line answer at once
 
-    from whalebone.engine.weights import load_checkpoint
+    from whalebone.engine.v4.weights import load_checkpoint
 
     ids = list(token_ids)
     if not 1 <= prefill_len <= len(ids):
@@ -92,7 +93,7 @@ def reference_logits(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m whalebone.engine.fidelity",
+        prog="python -m whalebone.engine.v4.fidelity",
         description="Logits of a checkpoint on V4's reference prefill-then-decode schedule.",
     )
     parser.add_argument("folder", help="checkpoint folder (config.json + *.safetensors)")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from whalebone.core.errors import WhaleboneError
-from whalebone.engine import layers
-from whalebone.engine.config import ModelConfig
+from whalebone.engine.v4 import layers
+from whalebone.engine.v4.config import ModelConfig
 
 
 class StateError(WhaleboneError, ValueError):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from whalebone.engine.http import ApiError
+from whalebone.engine.serve.http import ApiError
 
 
 def host_name(value: str) -> str:

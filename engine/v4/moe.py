@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from whalebone.engine.config import ModelConfig
+from whalebone.engine.v4.config import ModelConfig
 
 
 class Gate(nn.Module):

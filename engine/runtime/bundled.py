@@ -1,18 +1,18 @@
 """The bundled engine: a V4 model running in this process, with the prefix cache on disk.
 
-    from whalebone.engine.bundled import BundledEngine
+    from whalebone.engine.runtime.bundled import BundledEngine
     eng = BundledEngine.default()                       # the shipped nano checkpoint
     eng = BundledEngine.from_checkpoint("path/to/ckpt", cache_dir="~/.whalebone/cache")
     eng = BundledEngine.random("micro", seed=0)        # random weights: tests and benchmarks
     async for event in eng.stream(GenerationRequest(prompt=rendered, max_tokens=256)): ...
 
 One request: tokenize with the real V4 tokenizer (or take ``prompt_ids``), map ids through the
-checkpoint's :class:`~whalebone.engine.vocab.VocabMap`, restore the longest cached prefix from
-disk, prefill the rest in chunks, then decode one token per forward pass. Every forward pass runs
-in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays free, and the engine
-checks for cancellation between passes. Snapshots are written when the request ends (so they
-never delay the first token), at the points where a later request can continue (chosen by
-:class:`~whalebone.engine.snapshot_plan.SnapshotPlan`):
+checkpoint's :class:`~whalebone.engine.runtime.vocab.VocabMap`, restore the longest cached
+prefix from disk, prefill the rest in chunks, then decode one token per forward pass. Every
+forward pass runs in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays
+free, and the engine checks for cancellation between passes. Snapshots are written when the
+request ends (so they never delay the first token), at the points where a later request can
+continue (chosen by :class:`~whalebone.engine.runtime.snapshot_plan.SnapshotPlan`):
 
 - the last 64-token boundary of the prompt (DeepSeek's cache unit): a shared prefix with a
   different ending hits it;
@@ -57,23 +57,23 @@ from whalebone.engine.base import (
     TextDelta,
     Usage,
 )
-from whalebone.engine.prefix_cache import DEFAULT_BUDGET, PrefixCache, SnapshotIgnored
-from whalebone.engine.progress import Progress
-from whalebone.engine.sampling import Detokenizer, Sampler, StopScanner
-from whalebone.engine.snapshot_plan import SnapshotPlan
-from whalebone.engine.vocab import FILENAME as VOCAB_FILE
-from whalebone.engine.vocab import V4_VOCAB_SIZE, VocabMap
+from whalebone.engine.runtime.prefix_cache import DEFAULT_BUDGET, PrefixCache, SnapshotIgnored
+from whalebone.engine.runtime.progress import Progress
+from whalebone.engine.runtime.sampling import Detokenizer, Sampler, StopScanner
+from whalebone.engine.runtime.snapshot_plan import SnapshotPlan
+from whalebone.engine.runtime.vocab import FILENAME as VOCAB_FILE
+from whalebone.engine.runtime.vocab import V4_VOCAB_SIZE, VocabMap
 
 if TYPE_CHECKING:
-    from whalebone.engine.model import Transformer
-    from whalebone.engine.state import SeqState
+    from whalebone.engine.v4.model import Transformer
+    from whalebone.engine.v4.state import SeqState
 
 # A retokenized completion is re-prefilled from the prompt's snapshot only this far, and only
 # at contexts where that prefill is quick (each token scores every indexer key before it:
 # ~130 tok/s at 128K on the loaded 2-core machine, 8 at 1M).
 RETOKENIZED_MAX = 256
 RETOKENIZED_CONTEXT_MAX = 131_072
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "whalebone-nano"
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "whalebone-nano"
 
 
 def default_cache_dir() -> Path:
@@ -168,8 +168,8 @@ class BundledEngine(Engine):
                **kwargs: object) -> BundledEngine:
         """Random weights of a preset shape (``micro``, ``nano``, …): the same seed gives the
         same weights, and so the same cache fingerprint, in every process."""
-        from whalebone.engine.config import ModelConfig
-        from whalebone.engine.model import Transformer
+        from whalebone.engine.v4.config import ModelConfig
+        from whalebone.engine.v4.model import Transformer
 
         cfg = ModelConfig.preset(preset)
         transformer = Transformer(cfg, seed=seed)
@@ -181,7 +181,7 @@ class BundledEngine(Engine):
                         cache_bytes: int = DEFAULT_BUDGET, use_cache: bool = True,
                         progress: bool | None = None, **kwargs: object) -> BundledEngine:
         """Load weights (and ``vocab.json`` when the checkpoint has a smaller vocabulary)."""
-        from whalebone.engine.weights import load_checkpoint
+        from whalebone.engine.v4.weights import load_checkpoint
 
         folder = Path(folder).expanduser()
         if not folder.is_dir():
@@ -315,7 +315,7 @@ class BundledEngine(Engine):
     def _restore(self, ids: list[int], stats: RequestStats) -> _Run:
         t0 = time.perf_counter()
         if self.cache is not None:
-            from whalebone.engine.state import SeqState, StateError
+            from whalebone.engine.v4.state import SeqState, StateError
 
             hit = self.cache.lookup(ids)
             if hit is not None:

@@ -1,6 +1,6 @@
 """``whalebone serve``: a DeepSeek-compatible HTTP server over any :class:`Engine`.
 
-Endpoints (documented in :mod:`whalebone.engine.openapi`, served at ``GET /openapi.json``):
+Endpoints (documented in :mod:`whalebone.engine.serve.openapi`, served at ``GET /openapi.json``):
 
 - ``POST /v1/chat/completions`` — OpenAI/DeepSeek chat: tools, ``tool_choice``, ``thinking``,
   ``reasoning_effort``; answers carry ``reasoning_content`` and ``tool_calls``; SSE with
@@ -14,9 +14,9 @@ from the engine's own prefix-cache accounting. At most ``concurrency`` generatio
 more wait; beyond that requests get 429. A client that disconnects cancels its generation,
 whether it is waiting, prefilling or streaming.
 
-Web pages are kept out (:class:`~whalebone.engine.guard.BrowserGuard`: loopback or configured
+Web pages are kept out (:class:`~whalebone.engine.serve.guard.BrowserGuard`: loopback or configured
 ``Host`` only, no foreign ``Origin``, JSON bodies only), bodies are capped as they stream in, and
-JSON nested past :data:`~whalebone.engine.http.MAX_JSON_DEPTH` is a 400.
+JSON nested past :data:`~whalebone.engine.serve.http.MAX_JSON_DEPTH` is a 400.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from whalebone.engine.accesslog import AccessLog
 from whalebone.engine.base import (
     Engine,
     EngineAuthError,
@@ -43,10 +42,11 @@ from whalebone.engine.base import (
     GenerationRequest,
     TextDelta,
 )
-from whalebone.engine.chat_request import read_chat, read_completion
-from whalebone.engine.chat_response import ChatShaper, TextShaper
-from whalebone.engine.guard import BrowserGuard
-from whalebone.engine.http import (
+from whalebone.engine.serve.accesslog import AccessLog
+from whalebone.engine.serve.chat_request import read_chat, read_completion
+from whalebone.engine.serve.chat_response import ChatShaper, TextShaper
+from whalebone.engine.serve.guard import BrowserGuard
+from whalebone.engine.serve.http import (
     MAX_BODY,
     Admission,
     ApiError,
@@ -58,7 +58,7 @@ from whalebone.engine.http import (
     sse,
     unless_disconnected,
 )
-from whalebone.engine.openapi import openapi_document
+from whalebone.engine.serve.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 

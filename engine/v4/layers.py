@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from whalebone.engine.config import ModelConfig
+from whalebone.engine.v4.config import ModelConfig
 
 # The decode path's fast paths (the one-token Sinkhorn split in NumPy, window-ring slices
 # instead of gathers): bench/engine_bench.py switches them off to time the old path beside

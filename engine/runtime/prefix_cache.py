@@ -1,7 +1,7 @@
 """The prefix cache on disk: sequence states at prefix lengths, shared across processes.
 
 A snapshot is everything a sequence carries after its first ``P`` tokens (for V4: the window
-rings, compressed entries, indexer keys and compressor pending rows; see ``engine/state.py``)
+rings, compressed entries, indexer keys and compressor pending rows; see ``engine/v4/state.py``)
 plus the logits of token ``P`` and the ``P`` token ids themselves. Restoring it and prefilling
 only the rest of a prompt gives bit-identical results to prefilling the whole prompt, at the
 cost of reading a file.
@@ -57,7 +57,7 @@ from whalebone.core.errors import storage_problem
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import transaction
 from whalebone.engine.base import EngineError
-from whalebone.engine.cache_files import (
+from whalebone.engine.runtime.cache_files import (
     ASIDE,
     Damaged,
     Unusable,

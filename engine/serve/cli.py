@@ -54,7 +54,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 
 def _log_requests(level: str) -> None:
-    """The access log (one line per request, engine/accesslog.py) on stderr at ``level``."""
+    """The access log (one line per request, engine/serve/accesslog.py) on stderr at ``level``."""
     import logging
 
     handler = logging.StreamHandler(sys.stderr)
@@ -69,7 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from whalebone.engine.factory import open_engine
-    from whalebone.engine.server import create_app
+    from whalebone.engine.serve.server import create_app
 
     options = {"model": args.model} if args.model else {}
     wildcard = args.host in ("0.0.0.0", "::", "")

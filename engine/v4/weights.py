@@ -1,7 +1,7 @@
 """Checkpoints: V4's own release layout (dequantized on load) and our small FP32/BF16 format.
 
 A checkpoint is a folder with ``config.json`` (V4 inference-config keys, see
-:class:`~whalebone.engine.config.ModelConfig`) and one or more ``*.safetensors`` files whose
+:class:`~whalebone.engine.v4.config.ModelConfig`) and one or more ``*.safetensors`` files whose
 tensors carry V4's inference names (``layers.{i}.attn.wq_a.weight``, ``…ffn.experts.{e}.w1.weight``,
 ``hc_head_fn``, …). Loading understands what the release ships:
 
@@ -32,8 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 
 from whalebone.core.errors import WhaleboneError
-from whalebone.engine.config import ModelConfig, ModelConfigError
-from whalebone.engine.model import Transformer
+from whalebone.engine.v4.config import ModelConfig, ModelConfigError
+from whalebone.engine.v4.model import Transformer
 
 FP8_BLOCK = 128
 FP4_BLOCK = 32
