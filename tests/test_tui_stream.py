@@ -85,7 +85,7 @@ async def test_a_long_streamed_answer_is_drawn_in_few_widgets_and_shown_whole() 
         view = app.query_one(TranscriptView)
         await view.feed(ev.StepStarted(step=1))
         for i in range(0, len(text), 3):
-            await view.feed(ev.Text(text=text[i:i + 3]))
+            await view.feed(ev.AnswerText(text=text[i:i + 3]))
         await view.feed(ev.Done(reason="answer"))
         await pilot.pause(0.1)
         live = app.query_one(LiveMarkdown)
