@@ -235,6 +235,10 @@ class DecisionBook:
         if not scope or len(scope) > 200 or any(c.isspace() or not c.isprintable()
                                                 for c in scope):
             raise WhaleboneError(f"bad scope name {scope[:200]!r}")
+        if scope not in FAMILIES and ":" not in scope:  # a typo would cap nothing, silently
+            raise WhaleboneError(
+                f"unknown scope {scope!r}: a scope is a family ({', '.join(FAMILIES)}, day) "
+                "or KIND:NAME, e.g. session:ID, agent:NAME, schedule:NAME (see --help)")
         ledger = self.ledger
         family = scope in FAMILIES or (scope.startswith("agent:") and scope.count(":") == 1)
 

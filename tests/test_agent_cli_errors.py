@@ -23,6 +23,7 @@ BAD = [
     (["memory", "view", "nokind"], 1, "scopes are named KIND:NAME"),
     (["memory", "rm", "project:x", "../../etc"], 1, ""),
     (["budget", "set", "global", "--tokens", "-5"], 2, "non-negative"),
+    (["budget", "set", "nope", "--tokens", "5"], 2, "unknown scope 'nope'"),
     (["render", "missing.json"], 2, "no such file: missing.json"),
     (["parse", "missing.txt"], 2, "no such file: missing.txt"),
     (["daemon", "--config", "/nonexistent.toml"], 2, "no daemon config"),

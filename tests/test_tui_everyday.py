@@ -260,3 +260,28 @@ async def test_daemon_job_sessions_are_listed_apart(tmp_path: Path) -> None:
         assert at["my chat"] < at["daemon jobs"] < at["⚙ nightly report"]
         assert "⚙ a daemon job" in text  # the marker is explained
         assert {chat, job_session} == {s.id for s in runner.store.list()}
+
+
+async def test_budget_sets_a_limit_every_front_end_reads(tmp_path: Path) -> None:
+    """/budget writes a person's limit into the shared ledger, as `whalebone budget set` does
+    (the override for an auditor's deny); a typo'd scope is refused, not silently kept."""
+    from whalebone.budget.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "budget.db")
+    runner = make_runner(tmp_path, [answer("Hello.")], ledger=ledger)
+    app = ChatApp(runner)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await type_and_send(pilot, "hi")
+        await wait_for(pilot, lambda: "Hello." in screen_text(app))
+        await type_and_send(pilot, "/budget session usd 2")
+        sid = runner.session_id
+        await wait_for(pilot, lambda: f"Limit for session:{sid}: $2" in screen_text(app))
+        await type_and_send(pilot, "/budget global tokens 5000")
+        await wait_for(pilot, lambda: "5,000 tokens" in screen_text(app))
+        await type_and_send(pilot, "/budget nope usd 1")
+        await wait_for(pilot, lambda: "unknown scope 'nope'" in screen_text(app))
+        await type_and_send(pilot, "/budget")
+        await wait_for(pilot, lambda: "/budget SCOPE usd|tokens N sets a limit" in
+                       screen_text(app))
+    other = Ledger(tmp_path / "budget.db")  # what another process reads
+    assert other.limit(f"session:{sid}").max_usd == 2

@@ -284,9 +284,19 @@ class ChatRunner:
         line = (f"Budget {request.scope}: {decided.decider} {decided.decision}d "
                 f"({decided.cause}): {decided.reason}"[:300])
         if decided.decision == "deny":
-            line += (f". To override: whalebone budget set {request.scope} "
-                     f"--{'usd' if request.unit == 'usd' else 'tokens'} N, then continue")
+            line += (f". To override: /budget {request.scope} "
+                     f"{'usd' if request.unit == 'usd' else 'tokens'} N, then continue")
         return line
+
+    def set_limit(self, scope: str, *, usd: float | None, tokens: int | None) -> tuple[str, Any]:
+        """A person's limit from the chat, written as ``whalebone budget set`` writes it (a
+        logged decision), so it applies to every front end at its next call."""
+        book = self._decision_book()
+        if book is None:
+            raise ChatEngineError("no budget ledger is open")
+        written, limit, _family = book.set_limit(scope, usd=usd, tokens=tokens,
+                                                 decider="human:chat", reason="/budget")
+        return written, limit
 
     def _decision_book(self) -> Any | None:
         if self.ledger is None:

@@ -37,6 +37,8 @@ COMMANDS = [
     ("/thinking [MODE]", f"show or set the thinking mode ({', '.join(THINKING_MODES)})"),
     ("/compact", "summarise older turns to free context"),
     ("/cost", "spend, tokens and cache hits of this session, and budget scopes"),
+    ("/budget SCOPE usd|tokens N", "set a limit (e.g. /budget session usd 2): overrides a "
+     "denied extension; frozen runs anywhere go on"),
     ("/memory [SCOPE]", "show or attach a memory scope (kind:name, e.g. project:web)"),
     ("/permissions [revoke PATTERN]", "commands allowed without asking; revoke one"),
 ]
@@ -83,7 +85,8 @@ class SlashCommands:
         self.table: dict[str, Callable[[str], Awaitable[None]]] = {
             "help": self.help, "new": self.new, "clear": self.new, "sessions": self.sessions,
             "model": self.model, "engine": self.model, "thinking": self.thinking,
-            "compact": self.compact, "cost": self.cost, "memory": self.memory,
+            "compact": self.compact, "cost": self.cost, "budget": self.budget,
+            "memory": self.memory,
             "permissions": self.permissions,
         }
 
@@ -177,6 +180,33 @@ class SlashCommands:
         else:
             lines.append("No budget ledger caps this chat (whalebone budget set … adds one).")
         await self.say("\n".join(lines))
+
+    async def budget(self, arg: str) -> None:
+        """A person's limit, as `whalebone budget set` writes it: ``session`` means this chat's
+        session, and any other scope is taken as given."""
+        parts = arg.split()
+        if len(parts) != 3 or parts[1] not in ("usd", "tokens"):
+            await self.cost("")
+            await self.say("/budget SCOPE usd|tokens N sets a limit, e.g. /budget session usd 2 "
+                           "(this session), /budget global tokens 100000.", "warning")
+            return
+        scope, unit, raw = parts
+        runner = self.app.runner
+        if scope == "session" and runner.session_id is not None:
+            scope = f"session:{runner.session_id}"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise WhaleboneError(f"{raw!r} is not a number") from None
+        written, limit = runner.set_limit(scope, usd=value if unit == "usd" else None,
+                                          tokens=int(value) if unit == "tokens" else None)
+        self.app.refresh_scopes()
+        await self.say(f"Limit for {written}: "
+                       + ", ".join(x for x in (
+                           f"${limit.max_usd:g}" if limit.max_usd is not None else "",
+                           f"{limit.max_tokens:,} tokens" if limit.max_tokens is not None else "")
+                           if x)
+                       + ". A run frozen at it goes on from its next check.")
 
     async def memory(self, scope: str) -> None:
         if not scope:
