@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.hyper import hc_head
@@ -38,7 +37,10 @@ from whalebone.engine.model import Transformer
 from whalebone.engine.state import SeqState
 from whalebone.engine.vocab import VocabMap
 from whalebone.engine.weights import save_checkpoint
+from whalebone.training.batch import batch_loss, micro_batches, pad_batch
+from whalebone.training.copying import copy_example
 from whalebone.training.data import Example, build_parallel, load, save
+from whalebone.training.stage import load_state, rng_state, save_state, set_rng_state
 from whalebone.training.tasks import MAKERS
 
 
@@ -62,7 +64,7 @@ class Encoded:
     def __init__(self, examples: list[Example], vocab: VocabMap) -> None:
         from whalebone.dsml.tokenizer import load_tokenizer
 
-        tok = load_tokenizer()
+        tok = self.tokenizer = load_tokenizer()
         self.heads: list[list[int]] = []
         self.groups: dict[int, list[tuple[list[int], list[bool], str]]] = defaultdict(list)
         head_index: dict[str, int] = {}
@@ -186,14 +188,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     log["vocab_coverage"] = round(data.coverage, 5)
     print(f"vocabulary {vocab.size} ids, coverage {data.coverage:.4%}", flush=True)
 
+    state = None
     if args.resume:
         from whalebone.engine.weights import load_checkpoint
 
-        # Continue an earlier run (its vocabulary must be the one this data builds).
+        # Continue an earlier run (its vocabulary must be the one this data builds): exactly
+        # from its FP32 state when it has one, else from the BF16 weights alone.
         if VocabMap.load(args.resume) != vocab:
             raise SystemExit(f"{args.resume} was trained with another vocabulary")
         model = load_checkpoint(args.resume)
         cfg = model.cfg
+        state = load_state(Path(args.resume))
+        if state is not None:
+            model.load_state_dict(state["model"])
         earlier = Path(args.resume) / "train_log.json"
         if earlier.exists():  # the card reports every stage
             log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
@@ -203,60 +210,98 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                  lr=args.lr)
     log["parameters"] = sum(p.numel() for p in params)
     rng = random.Random(args.seed)
+    copy_rng = random.Random(f"copy:{args.seed}")
     groups = sorted(data.groups)
     weights = [len(data.groups[g]) for g in groups]
-    order = {g: rng.sample(data.groups[g], len(data.groups[g])) for g in groups}
+    order = {g: rng.sample(range(len(data.groups[g])), len(data.groups[g])) for g in groups}
     cursor = dict.fromkeys(groups, 0)
+    step = tokens = 0
+    done_s = 0.0  # seconds trained in earlier stages
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+        pr = state["progress"]
+        step, tokens, done_s = pr["step"], pr["tokens"], pr["seconds"]
+        set_rng_state(rng, pr["rng"])
+        set_rng_state(copy_rng, pr["copy_rng"])
+        if sorted(int(g) for g in pr["order"]) == groups:  # same data: same order onwards
+            order = {int(g): list(v) for g, v in pr["order"].items()}
+            cursor = {int(g): int(v) for g, v in pr["cursor"].items()}
+        log["resumed_at_step"] = step
+    tok = data.tokenizer
+
+    def progress(seconds: float) -> dict[str, Any]:
+        return {"step": step, "tokens": tokens, "seconds": seconds, "rng": rng_state(rng),
+                "copy_rng": rng_state(copy_rng), "order": {str(g): v for g, v in order.items()},
+                "cursor": {str(g): v for g, v in cursor.items()}}
 
     budget = args.minutes * 60
     start = time.time()
     last_save = start
-    step = 0
-    tokens = 0
-    while time.time() - start < budget and (args.max_steps is None or step < args.max_steps):
-        frac = (time.time() - start) / budget
+    stage_steps = 0
+    while time.time() - start < budget and (args.max_steps is None
+                                            or stage_steps < args.max_steps):
+        frac = (time.time() - start) / budget if args.schedule == "cosine" else 0.0
         lr = lr_at(frac, step, args.lr, args.warmup)
         for g_ in opt.param_groups:
             g_["lr"] = lr
         g = rng.choices(groups, weights)[0]
-        head_state = model.new_state()
-        with torch.no_grad():
-            train_forward(model, torch.tensor(data.heads[g]), head_state)
-        total = torch.zeros(())
-        count = 0
+        convs = []
         for _ in range(args.batch):
             if cursor[g] >= len(order[g]):
-                order[g] = rng.sample(data.groups[g], len(data.groups[g]))
+                order[g] = rng.sample(range(len(data.groups[g])), len(data.groups[g]))
                 cursor[g] = 0
-            ids, mask, _family = order[g][cursor[g]]
+            ids, mask, _family = data.groups[g][order[g][cursor[g]]]
             cursor[g] += 1
-            x = torch.tensor(ids)
-            logits = train_forward(model, x, head_state.clone())
-            target = torch.tensor(mask[1:])
-            loss = F.cross_entropy(logits[:-1][target], x[1:][target], reduction="sum")
-            total = total + loss
-            count += int(target.sum())
-            tokens += len(ids)
-        (total / count).backward()
-        total = total.detach()
+            convs.append((ids, mask))
+        parts = [(data.heads[g], convs)]
+        if args.copy:  # their head is the BOS alone
+            copies = [encode_example(copy_example(copy_rng), vocab, tok)
+                      for _ in range(args.copy)]
+            parts.append((copies[0][0][:1], [(ids[1:], m[1:]) for ids, m in copies]))
+        count = sum(sum(m[1:]) for _, batch in parts for _, m in batch)
+        total = 0.0
+        for head_ids, batch in parts:
+            head_state = model.new_state()
+            with torch.no_grad():
+                train_forward(model, torch.tensor(head_ids), head_state)
+            for part in micro_batches(batch, args.micro_tokens):
+                x, m = pad_batch(part)
+                loss, _n = batch_loss(model, head_state, x, m)
+                (loss / count).backward()  # the mean over every target of the step
+                total += loss.item()
+            tokens += sum(len(ids) for ids, _ in batch)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        loss_v = total.item() / count
-        if step % args.log_every == 0 or step == 1:
+        stage_steps += 1
+        loss_v = total / count
+        if step % args.log_every == 0 or stage_steps == 1:
             took = time.time() - start
             print(f"step {step} loss {loss_v:.4f} lr {lr:.2e} {took:.0f}s "
-                  f"{tokens / took:.0f} tok/s", flush=True)
-            log["steps"].append({"step": step, "loss": round(loss_v, 5), "s": round(took, 1)})
+                  f"{tokens / (done_s + took):.0f} tok/s", flush=True)
+            log["steps"].append({"step": step, "loss": round(loss_v, 5),
+                                 "s": round(done_s + took, 1)})
         if time.time() - last_save > args.save_every * 60:
             log["tokens"] = tokens
-            write(model, vocab, out, log, step, time.time() - start)
+            write(model, vocab, out, log, step, done_s + time.time() - start)
+            save_state(out, model, opt, progress(done_s + time.time() - start))
             last_save = time.time()
     log["train_seconds"] = round(time.time() - start, 1)
     log["tokens"] = tokens
-    write(model, vocab, out, log, step, time.time() - start)
+    write(model, vocab, out, log, step, done_s + time.time() - start)
+    save_state(out, model, opt, progress(done_s + time.time() - start))
     return log
+
+
+def encode_example(ex: Example, vocab: VocabMap, tok: Any) -> tuple[list[int], list[bool]]:
+    """An example's head and rest as one model-id sequence with its loss mask."""
+    ids, mask = vocab.to_model(tok.encode(ex.head)), [False] * len(tok.encode(ex.head))
+    for text, mine in ex.pieces:
+        piece = tok.encode(text)
+        ids += vocab.to_model(piece)
+        mask += [mine] * len(piece)
+    return ids, mask
 
 
 def write(model: Transformer, vocab: VocabMap, out: Path, log: dict[str, Any], step: int,
@@ -296,8 +341,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, … (the checkpoint runs on CPU)")
     p.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=True,
                    help="share the embedding and output matrices while training (default)")
-    p.add_argument("--resume", help="start from this checkpoint folder's weights")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--resume", help="continue from this checkpoint folder: exactly from its "
+                   "resume.pt (FP32 weights, optimizer, data order) when it has one")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning rate after warmup: cosine to 10%% over --minutes, or held "
+                   "(a stage of a longer run; resumes give the same rates)")
+    p.add_argument("--copy", type=int, default=0,
+                   help="copy-dense examples added to every step (see training/copying.py)")
+    p.add_argument("--micro-tokens", type=int, default=4096,
+                   help="padded tokens per forward (a step is cut into length-sorted parts)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (this stage)")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--log-every", type=int, default=10)
     return p.parse_args(argv)
