@@ -13,7 +13,8 @@ the training log counts them. Variants:
   engine's single-sequence forward with autograd, as training ran before);
 - ``batched``: all of them in one right-padded forward (:mod:`whalebone.training.batch`), the
   indexer's top-k as a mask, the LM head only where there is a loss;
-- ``batched, sorted``: the batch cut into two length-sorted halves (less padding).
+- ``batched, parts``: cut into length-sorted parts of at most 4,096 padded tokens (less
+  padding, bounded memory), as ``python -m whalebone.training.train`` runs.
 
 Variants alternate step by step so that load from other processes hits them alike.
 """
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from whalebone.engine.config import ModelConfig
 from whalebone.engine.model import Transformer
 from whalebone.engine.vocab import VocabMap
-from whalebone.training.batch import batch_loss, pad_batch
+from whalebone.training.batch import batch_loss, micro_batches, pad_batch
 from whalebone.training.data import build
 from whalebone.training.train import SHAPE, Encoded, build_vocab, make_trainable
 from whalebone.training.train import train_forward as single_forward
@@ -56,19 +57,15 @@ def step_per_conversation(model: Transformer, head_ids: list[int],
 
 
 def step_batched(model: Transformer, head_ids: list[int],
-                 convs: list[tuple[list[int], list[bool]]], parts: int) -> int:
+                 convs: list[tuple[list[int], list[bool]]], max_tokens: int | None) -> int:
     head = model.new_state()
     with torch.no_grad():
         single_forward(model, torch.tensor(head_ids), head)
-    convs = sorted(convs, key=lambda c: len(c[0])) if parts > 1 else convs
-    size = -(-len(convs) // parts)
-    losses, count = [], 0
-    for i in range(0, len(convs), size):
-        ids, mask = pad_batch(convs[i : i + size])
-        loss, n = batch_loss(model, head, ids, mask)
-        losses.append(loss)
-        count += n
-    (sum(losses) / count).backward()
+    count = sum(sum(m[1:]) for _, m in convs)
+    for part in micro_batches(convs, max_tokens) if max_tokens else [convs]:
+        ids, mask = pad_batch(part)
+        loss, _ = batch_loss(model, head, ids, mask)
+        (loss / count).backward()
     return sum(len(ids) for ids, _ in convs)
 
 
@@ -97,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = {
         "per-conversation": lambda m, h, c: step_per_conversation(m, h, c),
-        "batched": lambda m, h, c: step_batched(m, h, c, 1),
-        "batched, sorted": lambda m, h, c: step_batched(m, h, c, 2),
+        "batched": lambda m, h, c: step_batched(m, h, c, None),
+        "batched, parts": lambda m, h, c: step_batched(m, h, c, 4096),
     }
     models = {}
     for name in variants:

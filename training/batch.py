@@ -31,21 +31,27 @@ from whalebone.engine.state import CompressorState, LayerState, SeqState
 def batch_loss(model: Transformer, head: SeqState, ids: torch.Tensor,
                loss_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of next-token predictions where ``loss_mask`` (B, T) marks the
-    *target* token, and the number of targets. ``ids`` (B, T) continue ``head`` (not changed).
+    *target* token, and the number of targets. ``ids`` (B, T) continue ``head`` (not changed)."""
+    predicts = loss_mask[:, 1:]  # position i predicts token i+1
+    logits = batch_logits(model, head, ids, predicts)
+    loss = F.cross_entropy(logits, ids[:, 1:][predicts], reduction="sum")
+    return loss, int(predicts.sum())
 
-    Only the positions that predict a target go through the LM head (assistant tokens are a
-    fraction of each conversation; the head is the largest single matmul)."""
+
+def batch_logits(model: Transformer, head: SeqState, ids: torch.Tensor,
+                 where: torch.Tensor) -> torch.Tensor:
+    """Logits (M, V) at the positions ``where`` (B, T-1) marks, predicting the token after.
+
+    Only those positions go through the LM head (assistant tokens are a fraction of each
+    conversation; the head is the largest single matmul)."""
     cfg = model.cfg
     h = model.embed(ids).unsqueeze(2).repeat(1, 1, cfg.hc_mult, 1)  # (B, T, hc, dim)
     for layer, st in zip(model.layers, head.layers, strict=True):
         h = _block(layer, h, st, head.pos, ids)
-    predicts = loss_mask[:, 1:]  # position i predicts token i+1
-    x = h[:, :-1][predicts]  # (M, hc, dim)
+    x = h[:, :-1][where]  # (M, hc, dim)
     x = hc_head(x, model.hc_head_fn, model.hc_head_scale, model.hc_head_base, cfg.norm_eps,
                 cfg.hc_eps)
-    logits = model.head(model.norm(x))  # (M, V)
-    loss = F.cross_entropy(logits, ids[:, 1:][predicts], reduction="sum")
-    return loss, int(predicts.sum())
+    return model.head(model.norm(x))
 
 
 def _block(block: Block, h: torch.Tensor, st: LayerState, pos: int,

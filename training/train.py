@@ -146,8 +146,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
-    if args.device != "cpu":
-        torch.set_default_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log: dict[str, Any] = {"args": vars(args), "steps": []}
@@ -206,6 +204,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
     else:
         model = Transformer(cfg, seed=args.seed)
+    # built on the CPU (seeded init, RoPE tables), then moved; new tensors go to the device
+    model.to(args.device)
+    torch.set_default_device(args.device)
     params, opt = make_trainable(model, tie=args.tie_embeddings, fresh=not args.resume,
                                  lr=args.lr)
     log["parameters"] = sum(p.numel() for p in params)
