@@ -72,13 +72,8 @@ class Encoded:
             if ex.head not in head_index:
                 head_index[ex.head] = len(self.heads)
                 self.heads.append(vocab.to_model(tok.encode(ex.head)))
-            ids: list[int] = []
-            mask: list[bool] = []
-            for text, mine in ex.pieces:
-                piece = tok.encode(text)
-                ids += piece
-                mask += [mine] * len(piece)
-            self.groups[head_index[ex.head]].append((vocab.to_model(ids), mask, ex.family))
+            ids, mask = encode_pieces(ex.pieces, vocab, tok)
+            self.groups[head_index[ex.head]].append((ids, mask, ex.family))
         self.coverage = vocab.coverage([i for ex in examples for t, _ in ex.pieces
                                         for i in tok.encode(t)][:200_000])
 
@@ -180,7 +175,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     cfg = ModelConfig.preset(args.preset)
     if args.preset == "nano" and not args.full_preset:
         cfg = cfg.replace(**SHAPE)
-    vocab = build_vocab(vocab_examples, cfg.vocab_size)
+    # a resumed run keeps its checkpoint's vocabulary (its embedding rows are those ids):
+    # the same data builds the same one, and other data of the same families is covered
+    vocab = (VocabMap.load(args.resume) if args.resume
+             else build_vocab(vocab_examples, cfg.vocab_size))
     cfg = cfg.replace(vocab_size=vocab.size)  # a corpus with fewer tokens than the preset
     data = Encoded(examples, vocab)
     log["vocab_coverage"] = round(data.coverage, 5)
@@ -190,10 +188,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         from whalebone.engine.weights import load_checkpoint
 
-        # Continue an earlier run (its vocabulary must be the one this data builds): exactly
-        # from its FP32 state when it has one, else from the BF16 weights alone.
-        if VocabMap.load(args.resume) != vocab:
-            raise SystemExit(f"{args.resume} was trained with another vocabulary")
+        # Continue an earlier run: exactly from its FP32 state when it has one, else from
+        # the BF16 weights alone.
+        if data.coverage < 0.999:
+            raise SystemExit(f"{args.resume}'s vocabulary covers only {data.coverage:.2%} of "
+                             "this data's tokens")
         model = load_checkpoint(args.resume)
         cfg = model.cfg
         state = load_state(Path(args.resume))
@@ -297,11 +296,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def encode_example(ex: Example, vocab: VocabMap, tok: Any) -> tuple[list[int], list[bool]]:
     """An example's head and rest as one model-id sequence with its loss mask."""
-    ids, mask = vocab.to_model(tok.encode(ex.head)), [False] * len(tok.encode(ex.head))
-    for text, mine in ex.pieces:
-        piece = tok.encode(text)
-        ids += vocab.to_model(piece)
-        mask += [mine] * len(piece)
+    head = vocab.to_model(tok.encode(ex.head))
+    ids, mask = encode_pieces(ex.pieces, vocab, tok)
+    return head + ids, [False] * len(head) + mask
+
+
+def encode_pieces(pieces: list[tuple[str, bool]], vocab: VocabMap,
+                  tok: Any) -> tuple[list[int], list[bool]]:
+    """Model ids and the loss mask (the assistant's tokens, never ``<unk>``: a token outside
+    the vocabulary is no target to learn)."""
+    ids: list[int] = []
+    mask: list[bool] = []
+    for text, mine in pieces:
+        piece = vocab.to_model(tok.encode(text))
+        ids += piece
+        mask += [mine and i != vocab.unk_id for i in piece]
     return ids, mask
 
 
