@@ -342,3 +342,25 @@ def test_copy_examples_repeat_the_turn_in_the_agents_own_template() -> None:
     digits = [len(w) for ex in examples for w in ex.pieces[1][0].replace(",", " ")
               .replace(";", " ").split() if w.isdigit()]
     assert set(digits) == set(range(1, 10))  # every chunk length of the tokenizer's numbers
+
+
+@pytest.mark.parametrize("iters", [1, 3, 20])
+def test_the_hand_differentiated_sinkhorn_matches_autograd_through_the_engines(iters: int) -> None:
+    from whalebone.engine.hyper import sinkhorn_split as engine_split
+    from whalebone.training.batch import sinkhorn_split
+
+    hc = 4
+    g = torch.Generator().manual_seed(iters)
+    mixes = torch.randn(50, (2 + hc) * hc, generator=g).requires_grad_()
+    scale = (torch.randn(3, generator=g) + 1).requires_grad_()
+    base = torch.randn((2 + hc) * hc, generator=g).requires_grad_()
+    weights = [torch.randn(50, hc, generator=g), torch.randn(50, hc, generator=g),
+               torch.randn(50, hc, hc, generator=g)]
+
+    def run(split: Any) -> tuple[Any, ...]:
+        out = split(mixes, scale, base, hc, iters, 1e-6)
+        loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
+        return (*out, *torch.autograd.grad(loss, [mixes, scale, base]))
+
+    for want, got in zip(run(engine_split), run(sinkhorn_split), strict=True):
+        assert torch.allclose(want, got, rtol=1e-5, atol=1e-6)
