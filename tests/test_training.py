@@ -364,3 +364,28 @@ def test_the_hand_differentiated_sinkhorn_matches_autograd_through_the_engines(i
 
     for want, got in zip(run(engine_split), run(sinkhorn_split), strict=True):
         assert torch.allclose(want, got, rtol=1e-5, atol=1e-6)
+
+
+def test_copyeval_classes_copied_tokens_and_the_card_shows_them(tmp_path: Path) -> None:
+    """A copied number, word and path are told apart from template words; the card renders
+    the A/B table from copyeval's JSON."""
+    from whalebone.training.card import copy_table
+    from whalebone.training.copyeval import classify, token_class
+
+    head_words = {"calculator", "file"}
+    seen = {"4471", "notes/river.txt", "Carol", "calculator"}
+    assert token_class("4471", seen, head_words) == "number"
+    assert token_class("notes/river.txt", seen, head_words) == "path"
+    assert token_class("Carol", seen, head_words) == "word"
+    assert token_class("calculator", seen, head_words) == "other"  # a template word
+    assert token_class("9999", seen, head_words) == "other"  # not in the prompt
+    ex = D.Example("read_file", f"{T.BOS}read a file", [
+        (f"{T.USER}What does notes/river.txt say? Code 4471{T.ASSISTANT}{T.THINK_START}", False),
+        (f"Quote it.{T.THINK_END}It says 4471 in notes/river.txt{T.EOS}", True)])
+    ids, classes = classify(ex, load_tokenizer())
+    assert len(ids) == len(classes)
+    mine = [c for c in classes if c is not None]
+    assert {"number", "path", "other"} <= set(mine)
+    result = {c: {"n": 3, "loss": 1.5, "top1": 0.5} for c in ("number", "word", "path", "other")}
+    table = copy_table({"/x/base": result, "/x/copy8": result}, "A/B")
+    assert "| copy8 | 1.50 / 50.0% |" in table and table.startswith("## A/B")

@@ -227,6 +227,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             order = {int(g): list(v) for g, v in pr["order"].items()}
             cursor = {int(g): int(v) for g, v in pr["cursor"].items()}
         log["resumed_at_step"] = step
+    first_tokens = tokens  # the log counts this stage's tokens; resume.pt the run's
     tok = data.tokenizer
 
     def progress(seconds: float) -> dict[str, Any]:
@@ -279,16 +280,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if step % args.log_every == 0 or stage_steps == 1:
             took = time.time() - start
             print(f"step {step} loss {loss_v:.4f} lr {lr:.2e} {took:.0f}s "
-                  f"{tokens / (done_s + took):.0f} tok/s", flush=True)
+                  f"{(tokens - first_tokens) / took:.0f} tok/s", flush=True)
             log["steps"].append({"step": step, "loss": round(loss_v, 5),
                                  "s": round(done_s + took, 1)})
         if time.time() - last_save > args.save_every * 60:
-            log["tokens"] = tokens
+            log["tokens"] = tokens - first_tokens
             write(model, vocab, out, log, step, done_s + time.time() - start)
             save_state(out, model, opt, progress(done_s + time.time() - start))
             last_save = time.time()
     log["train_seconds"] = round(time.time() - start, 1)
-    log["tokens"] = tokens
+    log["tokens"] = tokens - first_tokens
     write(model, vocab, out, log, step, done_s + time.time() - start)
     save_state(out, model, opt, progress(done_s + time.time() - start))
     return log
