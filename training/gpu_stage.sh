@@ -5,7 +5,9 @@
 #   1. here, from the repository root (fills .gpu/, which .gitignore names; ~50 MB):
 #        bash training/gpu_stage.sh prepare /work/nano-runs/stageN /work/nano-runs/data-2000.jsonl.gz
 #   2. on the device tool: run(command="bash training/gpu_stage.sh run", carry=[".gpu"],
-#        timeout_s=600)   (extra arguments go to the trainer: ... run --lr 1e-3)
+#        timeout_s=600)   (extra arguments go to the trainer and win: ... run --copy 16;
+#      the defaults are the CPU stage's recipe: lr 1.5e-3 held, 64 conversations + 32 copy
+#      examples a step)
 #   3. here: bash training/gpu_stage.sh unpack FILES_AT /work/nano-runs/stageN-gpu
 #      then evaluate it (bench/nano_eval.py --checkpoint ...) and resume from it on the CPU.
 #
@@ -53,7 +55,7 @@ run)
   "$PY" -m whalebone.training.train --device "${DEVICE:-cuda}" --resume "$G/stage" \
     --data "$G/data.jsonl.gz" --out /tmp/gpu-stage --minutes "${MINUTES:-7}" \
     --batch 64 --copy 32 --micro-tokens 32768 --schedule constant --save-every 3 \
-    --threads "${THREADS:-8}" --log-every 50 "$@" 2>&1 | tee "$OUT/train.log"
+    --lr "${LR:-1.5e-3}" --threads "${THREADS:-8}" --log-every 50 "$@" 2>&1 | tee "$OUT/train.log"
   tar czf - -C /tmp gpu-stage | split -b 15m - "$OUT/stage.tgz."
   ls -la "$OUT"
   ;;
