@@ -24,7 +24,7 @@ def copy_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> s
     """``python -m whalebone.training.copyeval --json`` output as a Markdown section."""
     classes = ("number", "word", "path", "other")
     rows = "\n".join(
-        f"| {Path(arm).name} | " + " | ".join(
+        f"| {arm.rsplit('/', 1)[-1]} | " + " | ".join(
             f"{r[c]['loss']:.2f} / {r[c]['top1']:.1%}" for c in classes) + " |"
         for arm, r in results.items())
     first = next(iter(results.values()))
@@ -99,14 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", type=Path, required=True, help="bench/nano_eval.py --json output")
     p.add_argument("--machine", default="a shared 2-core CPU (torch, one thread)")
     p.add_argument("--summary", type=Path, help="a paragraph (Markdown) read after the scores")
-    p.add_argument("--copy-ab", type=Path, help="copyeval --json output: the recipe's A/B")
+    p.add_argument("--copy-ab", type=Path, default=Path(__file__).with_name("assets") /
+                   "copy_ab.json", help="copyeval --json output: the recipe's A/B "
+                   "(default: the one that chose the copy-dense recipe)")
     p.add_argument("--copy-ab-title", default="Copying, A/B of the recipe")
     args = p.parse_args(argv)
     log = json.loads((args.checkpoint / "train_log.json").read_text(encoding="utf-8"))
     evals = json.loads(args.eval.read_text(encoding="utf-8"))
     summary = args.summary.read_text(encoding="utf-8") if args.summary else ""
     copy_ab = (copy_table(json.loads(args.copy_ab.read_text(encoding="utf-8")),
-                          args.copy_ab_title) if args.copy_ab else "")
+                          args.copy_ab_title) if args.copy_ab.is_file() else "")
     text = render(args.checkpoint, log, evals, args.machine, summary, copy_ab)
     (args.checkpoint / "MODEL_CARD.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.checkpoint / 'MODEL_CARD.md'}")
