@@ -249,3 +249,143 @@ def test_copy_probe_learns_a_fixed_distance_copy() -> None:
     finally:
         torch.set_num_threads(threads)
     assert log[-1][1] < 0.4 * log[0][1]
+
+
+def test_a_run_in_two_stages_ends_with_the_weights_of_one_run(tmp_path: Path) -> None:
+    """resume.pt carries FP32 weights, AdamW's moments and the data order: 2 + 2 steps (with
+    copy examples) make the same updates as 4 steps in one go."""
+    from whalebone.training import train as TR
+    from whalebone.training.stage import load_state
+
+    data = tmp_path / "data.jsonl"
+    D.save(_render("chat", 3) + _render("arithmetic", 2), data)
+    common = ["--data", str(data), "--batch", "2", "--warmup", "2", "--copy", "2",
+              "--schedule", "constant", "--lr", "3e-3"]
+    TR.train(TR.parse(["--out", str(tmp_path / "one"), *common, "--max-steps", "4"]))
+    TR.train(TR.parse(["--out", str(tmp_path / "a"), *common, "--max-steps", "2"]))
+    log = TR.train(TR.parse(["--out", str(tmp_path / "b"), *common, "--max-steps", "2",
+                             "--resume", str(tmp_path / "a")]))
+    assert log["resumed_at_step"] == 2 and log["final_step"] == 4
+    one, two = load_state(tmp_path / "one"), load_state(tmp_path / "b")
+    assert one is not None and two is not None
+    assert one["progress"]["tokens"] == two["progress"]["tokens"]
+    for name, w in one["model"].items():
+        assert w.dtype == torch.float32
+        assert torch.equal(w, two["model"][name]), name
+    # a resumed run that starts from the BF16 export alone is not the same run
+    (tmp_path / "a" / "resume.pt").unlink()
+    TR.train(TR.parse(["--out", str(tmp_path / "c"), *common, "--max-steps", "2",
+                       "--resume", str(tmp_path / "a")]))
+    three = load_state(tmp_path / "c")
+    assert three is not None
+    assert not torch.equal(three["model"]["embed.weight"], one["model"]["embed.weight"])
+
+
+@pytest.mark.parametrize("head_len", [0, 7, 300])
+def test_a_padded_batch_gives_each_conversations_own_loss_and_gradient(head_len: int) -> None:
+    """Right padding is exact (pads see nothing a real token sees, and get no loss), the
+    indexer's top-k mask picks what the engine's gather picks, and query blocks past 128
+    tokens match: the batched loss and gradients equal the per-conversation ones."""
+    import torch.nn.functional as F
+
+    from whalebone.engine.v4.config import ModelConfig
+    from whalebone.engine.v4.model import Transformer
+    from whalebone.training.batch import batch_loss, pad_batch
+    from whalebone.training.train import SHAPE, make_trainable, train_forward
+
+    cfg = ModelConfig.preset("nano").replace(**SHAPE, vocab_size=300, index_topk=8)
+    model = Transformer(cfg, seed=3)
+    params, opt = make_trainable(model, tie=True, fresh=True, lr=1e-3)
+    g = torch.Generator().manual_seed(head_len)
+    head = model.new_state()
+    if head_len:
+        with torch.no_grad():
+            train_forward(model, torch.randint(0, 300, (head_len,), generator=g), head)
+    convs = []
+    for n in (37, 150, 9, 261):
+        convs.append((torch.randint(0, 300, (n,), generator=g).tolist(),
+                      (torch.rand(n, generator=g) < 0.5).tolist()))
+
+    def grads() -> list[torch.Tensor]:
+        out = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+        opt.zero_grad(set_to_none=True)
+        return out
+
+    ref, count = torch.zeros(()), 0
+    for ids, mask in convs:
+        x, target = torch.tensor(ids), torch.tensor(mask[1:])
+        logits = train_forward(model, x, head.clone())
+        ref = ref + F.cross_entropy(logits[:-1][target], x[1:][target], reduction="sum")
+        count += int(target.sum())
+    ref.backward()
+    want = grads()
+    ids, mask = pad_batch(convs)
+    loss, n = batch_loss(model, head, ids, mask)
+    loss.backward()
+    got = grads()
+    assert n == count and abs(loss.item() - ref.item()) < 1e-3 * ref.item()
+    for a, b in zip(want, got, strict=True):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max()) + 1e-7)
+    assert head.pos == head_len  # the shared head state is not changed
+
+
+def test_copy_examples_repeat_the_turn_in_the_agents_own_template() -> None:
+    from whalebone.training.copying import copy_example
+
+    rng = random.Random(5)
+    examples = [copy_example(rng) for _ in range(200)]
+    for ex in examples[:20]:
+        (user, mine_u), (answer, mine_a) = ex.pieces
+        assert ex.head == T.BOS and not mine_u and mine_a
+        said = answer.split(T.THINK_END, 1)[1].removesuffix(T.EOS)
+        assert said in user and user.startswith(T.USER)
+    digits = [len(w) for ex in examples for w in ex.pieces[1][0].replace(",", " ")
+              .replace(";", " ").split() if w.isdigit()]
+    assert set(digits) == set(range(1, 10))  # every chunk length of the tokenizer's numbers
+
+
+@pytest.mark.parametrize("iters", [1, 3, 20])
+def test_the_hand_differentiated_sinkhorn_matches_autograd_through_the_engines(iters: int) -> None:
+    from whalebone.engine.v4.hyper import sinkhorn_split as engine_split
+    from whalebone.training.batch import sinkhorn_split
+
+    hc = 4
+    g = torch.Generator().manual_seed(iters)
+    mixes = torch.randn(50, (2 + hc) * hc, generator=g).requires_grad_()
+    scale = (torch.randn(3, generator=g) + 1).requires_grad_()
+    base = torch.randn((2 + hc) * hc, generator=g).requires_grad_()
+    weights = [torch.randn(50, hc, generator=g), torch.randn(50, hc, generator=g),
+               torch.randn(50, hc, hc, generator=g)]
+
+    def run(split: Any) -> tuple[Any, ...]:
+        out = split(mixes, scale, base, hc, iters, 1e-6)
+        loss = sum((o * w).sum() for o, w in zip(out, weights, strict=True))
+        return (*out, *torch.autograd.grad(loss, [mixes, scale, base]))
+
+    for want, got in zip(run(engine_split), run(sinkhorn_split), strict=True):
+        assert torch.allclose(want, got, rtol=1e-5, atol=1e-6)
+
+
+def test_copyeval_classes_copied_tokens_and_the_card_shows_them(tmp_path: Path) -> None:
+    """A copied number, word and path are told apart from template words; the card renders
+    the A/B table from copyeval's JSON."""
+    from whalebone.training.card import copy_table
+    from whalebone.training.copyeval import classify, token_class
+
+    head_words = {"calculator", "file"}
+    seen = {"4471", "notes/river.txt", "Carol", "calculator"}
+    assert token_class("4471", seen, head_words) == "number"
+    assert token_class("notes/river.txt", seen, head_words) == "path"
+    assert token_class("Carol", seen, head_words) == "word"
+    assert token_class("calculator", seen, head_words) == "other"  # a template word
+    assert token_class("9999", seen, head_words) == "other"  # not in the prompt
+    ex = D.Example("read_file", f"{T.BOS}read a file", [
+        (f"{T.USER}What does notes/river.txt say? Code 4471{T.ASSISTANT}{T.THINK_START}", False),
+        (f"Quote it.{T.THINK_END}It says 4471 in notes/river.txt{T.EOS}", True)])
+    ids, classes = classify(ex, load_tokenizer())
+    assert len(ids) == len(classes)
+    mine = [c for c in classes if c is not None]
+    assert {"number", "path", "other"} <= set(mine)
+    result = {c: {"n": 3, "loss": 1.5, "top1": 0.5} for c in ("number", "word", "path", "other")}
+    table = copy_table({"/x/base": result, "/x/copy8": result}, "A/B")
+    assert "| copy8 | 1.50 / 50.0% |" in table and table.startswith("## A/B")

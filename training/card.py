@@ -20,8 +20,25 @@ from whalebone.engine.v4.weights import read_config
 TEMPLATE = Path(__file__).with_name("card.md")
 
 
+def copy_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> str:
+    """``python -m whalebone.training.copyeval --json`` output as a Markdown section."""
+    classes = ("number", "word", "path", "other")
+    rows = "\n".join(
+        f"| {arm.rsplit('/', 1)[-1]} | " + " | ".join(
+            f"{r[c]['loss']:.2f} / {r[c]['top1']:.1%}" for c in classes) + " |"
+        for arm, r in results.items())
+    first = next(iter(results.values()))
+    counts = ", ".join(f"{c} {first[c]['n']}" for c in classes)
+    return (f"## {title}\n\nTeacher-forced on held-out agent conversations "
+            "(`python -m whalebone.training.copyeval`): loss in nats / top-1 on the assistant "
+            "tokens that copy a number, word or path from the prompt, and on all others "
+            f"(targets: {counts}).\n\n"
+            "| run | numbers | words | paths | other |\n|---|---|---|---|---|\n"
+            f"{rows}\n\n")
+
+
 def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machine: str,
-           summary: str = "") -> str:
+           summary: str = "", copy_ab: str = "") -> str:
     cfg = read_config(folder)
     args = log["args"]
     rows = "\n".join(
@@ -40,7 +57,7 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
         stage = stage.get("previous")
     stages.reverse()
     command = " then ".join(_command(s["args"]) for s in stages)
-    steps = sum(s["final_step"] for s in stages)
+    steps = sum(s["final_step"] - s.get("resumed_at_step", 0) for s in stages)
     tokens = sum(s.get("tokens", 0) for s in stages)
     seconds = sum(s.get("train_seconds", s.get("seconds_so_far", 0)) for s in stages)
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
@@ -54,7 +71,8 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
         data_s=log.get("data_seconds", 0), lr=args["lr"], seed=args["seed"],
         final_loss=log["steps"][-1]["loss"] if log["steps"] else float("nan"),
         per_family=next((e["tasks"] for e in evals if e["family"] != "auditor"), 0),
-        rows=rows, auditor_note=note + (f"\n\n{summary.strip()}" if summary.strip() else ""))
+        rows=rows, auditor_note=note + (f"\n\n{summary.strip()}" if summary.strip() else ""),
+        copy_ab=copy_ab)
 
 
 def _command(args: dict[str, Any]) -> str:
@@ -81,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval", type=Path, required=True, help="bench/nano_eval.py --json output")
     p.add_argument("--machine", default="a shared 2-core CPU (torch, one thread)")
     p.add_argument("--summary", type=Path, help="a paragraph (Markdown) read after the scores")
+    p.add_argument("--copy-ab", type=Path, default=Path(__file__).with_name("assets") /
+                   "copy_ab.json", help="copyeval --json output: the recipe's A/B "
+                   "(default: the one that chose the copy-dense recipe)")
+    p.add_argument("--copy-ab-title", default="Copying, A/B of the recipe")
     args = p.parse_args(argv)
     log = json.loads((args.checkpoint / "train_log.json").read_text(encoding="utf-8"))
     evals = json.loads(args.eval.read_text(encoding="utf-8"))
     summary = args.summary.read_text(encoding="utf-8") if args.summary else ""
-    text = render(args.checkpoint, log, evals, args.machine, summary)
+    copy_ab = (copy_table(json.loads(args.copy_ab.read_text(encoding="utf-8")),
+                          args.copy_ab_title) if args.copy_ab.is_file() else "")
+    text = render(args.checkpoint, log, evals, args.machine, summary, copy_ab)
     (args.checkpoint / "MODEL_CARD.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.checkpoint / 'MODEL_CARD.md'}")
     return 0

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from whalebone.engine.runtime.vocab import VocabMap
 from whalebone.engine.v4.config import ModelConfig
@@ -38,7 +37,10 @@ from whalebone.engine.v4.hyper import hc_head
 from whalebone.engine.v4.model import Transformer
 from whalebone.engine.v4.state import SeqState
 from whalebone.engine.v4.weights import save_checkpoint
+from whalebone.training.batch import batch_loss, micro_batches, pad_batch
+from whalebone.training.copying import copy_example
 from whalebone.training.data import Example, build_parallel, load, save
+from whalebone.training.stage import load_state, rng_state, save_state, set_rng_state
 from whalebone.training.tasks import MAKERS
 
 
@@ -62,7 +64,7 @@ class Encoded:
     def __init__(self, examples: list[Example], vocab: VocabMap) -> None:
         from whalebone.dsml.tokenizer import load_tokenizer
 
-        tok = load_tokenizer()
+        tok = self.tokenizer = load_tokenizer()
         self.heads: list[list[int]] = []
         self.groups: dict[int, list[tuple[list[int], list[bool], str]]] = defaultdict(list)
         head_index: dict[str, int] = {}
@@ -70,13 +72,8 @@ class Encoded:
             if ex.head not in head_index:
                 head_index[ex.head] = len(self.heads)
                 self.heads.append(vocab.to_model(tok.encode(ex.head)))
-            ids: list[int] = []
-            mask: list[bool] = []
-            for text, mine in ex.pieces:
-                piece = tok.encode(text)
-                ids += piece
-                mask += [mine] * len(piece)
-            self.groups[head_index[ex.head]].append((vocab.to_model(ids), mask, ex.family))
+            ids, mask = encode_pieces(ex.pieces, vocab, tok)
+            self.groups[head_index[ex.head]].append((ids, mask, ex.family))
         self.coverage = vocab.coverage([i for ex in examples for t, _ in ex.pieces
                                         for i in tok.encode(t)][:200_000])
 
@@ -144,8 +141,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
-    if args.device != "cpu":
-        torch.set_default_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log: dict[str, Any] = {"args": vars(args), "steps": []}
@@ -180,83 +175,144 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     cfg = ModelConfig.preset(args.preset)
     if args.preset == "nano" and not args.full_preset:
         cfg = cfg.replace(**SHAPE)
-    vocab = build_vocab(vocab_examples, cfg.vocab_size)
+    # a resumed run keeps its checkpoint's vocabulary (its embedding rows are those ids):
+    # the same data builds the same one, and other data of the same families is covered
+    vocab = (VocabMap.load(args.resume) if args.resume
+             else build_vocab(vocab_examples, cfg.vocab_size))
     cfg = cfg.replace(vocab_size=vocab.size)  # a corpus with fewer tokens than the preset
     data = Encoded(examples, vocab)
     log["vocab_coverage"] = round(data.coverage, 5)
     print(f"vocabulary {vocab.size} ids, coverage {data.coverage:.4%}", flush=True)
 
+    state = None
     if args.resume:
         from whalebone.engine.v4.weights import load_checkpoint
 
-        # Continue an earlier run (its vocabulary must be the one this data builds).
-        if VocabMap.load(args.resume) != vocab:
-            raise SystemExit(f"{args.resume} was trained with another vocabulary")
+        # Continue an earlier run: exactly from its FP32 state when it has one, else from
+        # the BF16 weights alone.
+        if data.coverage < 0.999:
+            raise SystemExit(f"{args.resume}'s vocabulary covers only {data.coverage:.2%} of "
+                             "this data's tokens")
         model = load_checkpoint(args.resume)
         cfg = model.cfg
+        state = load_state(Path(args.resume))
+        if state is not None:
+            model.load_state_dict(state["model"])
         earlier = Path(args.resume) / "train_log.json"
         if earlier.exists():  # the card reports every stage
             log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
     else:
         model = Transformer(cfg, seed=args.seed)
+    # built on the CPU (seeded init, RoPE tables), then moved; new tensors go to the device
+    model.to(args.device)
+    torch.set_default_device(args.device)
     params, opt = make_trainable(model, tie=args.tie_embeddings, fresh=not args.resume,
                                  lr=args.lr)
     log["parameters"] = sum(p.numel() for p in params)
     rng = random.Random(args.seed)
+    copy_rng = random.Random(f"copy:{args.seed}")
     groups = sorted(data.groups)
     weights = [len(data.groups[g]) for g in groups]
-    order = {g: rng.sample(data.groups[g], len(data.groups[g])) for g in groups}
+    order = {g: rng.sample(range(len(data.groups[g])), len(data.groups[g])) for g in groups}
     cursor = dict.fromkeys(groups, 0)
+    step = tokens = 0
+    done_s = 0.0  # seconds trained in earlier stages
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+        pr = state["progress"]
+        step, tokens, done_s = pr["step"], pr["tokens"], pr["seconds"]
+        set_rng_state(rng, pr["rng"])
+        set_rng_state(copy_rng, pr["copy_rng"])
+        if sorted(int(g) for g in pr["order"]) == groups:  # same data: same order onwards
+            order = {int(g): list(v) for g, v in pr["order"].items()}
+            cursor = {int(g): int(v) for g, v in pr["cursor"].items()}
+        log["resumed_at_step"] = step
+    first_tokens = tokens  # the log counts this stage's tokens; resume.pt the run's
+    tok = data.tokenizer
+
+    def progress(seconds: float) -> dict[str, Any]:
+        return {"step": step, "tokens": tokens, "seconds": seconds, "rng": rng_state(rng),
+                "copy_rng": rng_state(copy_rng), "order": {str(g): v for g, v in order.items()},
+                "cursor": {str(g): v for g, v in cursor.items()}}
 
     budget = args.minutes * 60
     start = time.time()
     last_save = start
-    step = 0
-    tokens = 0
-    while time.time() - start < budget and (args.max_steps is None or step < args.max_steps):
-        frac = (time.time() - start) / budget
+    stage_steps = 0
+    while time.time() - start < budget and (args.max_steps is None
+                                            or stage_steps < args.max_steps):
+        frac = (time.time() - start) / budget if args.schedule == "cosine" else 0.0
         lr = lr_at(frac, step, args.lr, args.warmup)
         for g_ in opt.param_groups:
             g_["lr"] = lr
         g = rng.choices(groups, weights)[0]
-        head_state = model.new_state()
-        with torch.no_grad():
-            train_forward(model, torch.tensor(data.heads[g]), head_state)
-        total = torch.zeros(())
-        count = 0
+        convs = []
         for _ in range(args.batch):
             if cursor[g] >= len(order[g]):
-                order[g] = rng.sample(data.groups[g], len(data.groups[g]))
+                order[g] = rng.sample(range(len(data.groups[g])), len(data.groups[g]))
                 cursor[g] = 0
-            ids, mask, _family = order[g][cursor[g]]
+            ids, mask, _family = data.groups[g][order[g][cursor[g]]]
             cursor[g] += 1
-            x = torch.tensor(ids)
-            logits = train_forward(model, x, head_state.clone())
-            target = torch.tensor(mask[1:])
-            loss = F.cross_entropy(logits[:-1][target], x[1:][target], reduction="sum")
-            total = total + loss
-            count += int(target.sum())
-            tokens += len(ids)
-        (total / count).backward()
-        total = total.detach()
+            convs.append((ids, mask))
+        parts = [(data.heads[g], convs)]
+        if args.copy:  # their head is the BOS alone
+            copies = [encode_example(copy_example(copy_rng), vocab, tok)
+                      for _ in range(args.copy)]
+            parts.append((copies[0][0][:1], [(ids[1:], m[1:]) for ids, m in copies]))
+        count = sum(sum(m[1:]) for _, batch in parts for _, m in batch)
+        total = 0.0
+        for head_ids, batch in parts:
+            head_state = model.new_state()
+            with torch.no_grad():
+                train_forward(model, torch.tensor(head_ids), head_state)
+            for part in micro_batches(batch, args.micro_tokens):
+                x, m = pad_batch(part)
+                loss, _n = batch_loss(model, head_state, x, m)
+                (loss / count).backward()  # the mean over every target of the step
+                total += loss.item()
+            tokens += sum(len(ids) for ids, _ in batch)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        loss_v = total.item() / count
-        if step % args.log_every == 0 or step == 1:
+        stage_steps += 1
+        loss_v = total / count
+        if step % args.log_every == 0 or stage_steps == 1:
             took = time.time() - start
             print(f"step {step} loss {loss_v:.4f} lr {lr:.2e} {took:.0f}s "
-                  f"{tokens / took:.0f} tok/s", flush=True)
-            log["steps"].append({"step": step, "loss": round(loss_v, 5), "s": round(took, 1)})
+                  f"{(tokens - first_tokens) / took:.0f} tok/s", flush=True)
+            log["steps"].append({"step": step, "loss": round(loss_v, 5),
+                                 "s": round(done_s + took, 1)})
         if time.time() - last_save > args.save_every * 60:
-            log["tokens"] = tokens
-            write(model, vocab, out, log, step, time.time() - start)
+            log["tokens"] = tokens - first_tokens
+            write(model, vocab, out, log, step, done_s + time.time() - start)
+            save_state(out, model, opt, progress(done_s + time.time() - start))
             last_save = time.time()
     log["train_seconds"] = round(time.time() - start, 1)
-    log["tokens"] = tokens
-    write(model, vocab, out, log, step, time.time() - start)
+    log["tokens"] = tokens - first_tokens
+    write(model, vocab, out, log, step, done_s + time.time() - start)
+    save_state(out, model, opt, progress(done_s + time.time() - start))
     return log
+
+
+def encode_example(ex: Example, vocab: VocabMap, tok: Any) -> tuple[list[int], list[bool]]:
+    """An example's head and rest as one model-id sequence with its loss mask."""
+    head = vocab.to_model(tok.encode(ex.head))
+    ids, mask = encode_pieces(ex.pieces, vocab, tok)
+    return head + ids, [False] * len(head) + mask
+
+
+def encode_pieces(pieces: list[tuple[str, bool]], vocab: VocabMap,
+                  tok: Any) -> tuple[list[int], list[bool]]:
+    """Model ids and the loss mask (the assistant's tokens, never ``<unk>``: a token outside
+    the vocabulary is no target to learn)."""
+    ids: list[int] = []
+    mask: list[bool] = []
+    for text, mine in pieces:
+        piece = vocab.to_model(tok.encode(text))
+        ids += piece
+        mask += [mine and i != vocab.unk_id for i in piece]
+    return ids, mask
 
 
 def write(model: Transformer, vocab: VocabMap, out: Path, log: dict[str, Any], step: int,
@@ -296,8 +352,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, … (the checkpoint runs on CPU)")
     p.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=True,
                    help="share the embedding and output matrices while training (default)")
-    p.add_argument("--resume", help="start from this checkpoint folder's weights")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--resume", help="continue from this checkpoint folder: exactly from its "
+                   "resume.pt (FP32 weights, optimizer, data order) when it has one")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning rate after warmup: cosine to 10%% over --minutes, or held "
+                   "(a stage of a longer run; resumes give the same rates)")
+    p.add_argument("--copy", type=int, default=0,
+                   help="copy-dense examples added to every step (see training/copying.py)")
+    p.add_argument("--micro-tokens", type=int, default=4096,
+                   help="padded tokens per forward (a step is cut into length-sorted parts)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (this stage)")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--log-every", type=int, default=10)
     return p.parse_args(argv)

@@ -262,12 +262,18 @@ def _top_k_oldest_first(score: torch.Tensor, k: int) -> torch.Tensor:
     lowest index. ReLU scores tie exactly (at 0) whenever every head is negative, and
     ``topk`` breaks ties by memory layout, which would make a query's choice depend on how
     the sequence was chunked; a full stable sort is correct too but far slower at 8K entries."""
-    kth = score.topk(k, dim=-1).values[:, -1:]  # (Tq, 1)
+    return top_k_mask(score, k).nonzero()[:, 1].view(score.size(0), k)
+
+
+def top_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
+    """A boolean mask (…, N) of each row's k highest scores, ties at the k-th going to the
+    lowest index: :func:`_top_k_oldest_first` as a mask (training masks scores instead of
+    gathering keys)."""
+    kth = score.topk(k, dim=-1).values[..., -1:]  # (…, 1)
     above = score > kth
     tied = score == kth
     room = k - above.sum(dim=-1, keepdim=True)  # how many tied entries still fit
-    chosen = above | (tied & (tied.cumsum(dim=-1) <= room))  # exactly k per row
-    return chosen.nonzero()[:, 1].view(score.size(0), k)
+    return above | (tied & (tied.cumsum(dim=-1) <= room))  # exactly k per row
 
 
 def _fp8_nope(kv: torch.Tensor, rope_dim: int) -> torch.Tensor:
