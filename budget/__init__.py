@@ -9,13 +9,13 @@ every decision in the ``DecisionBook`` (records.py).
 
 from whalebone.budget.auditor import Auditor
 from whalebone.budget.guard import BudgetGuard, BudgetStop, Ticket
-from whalebone.budget.ledger import BudgetExceeded, Ledger, Limit
+from whalebone.budget.ledger import Ledger, Limit, ReservationRefused
 from whalebone.budget.policy import BudgetPolicy, CallPlan, CommandRun, RunFacts, Verdict
 from whalebone.budget.records import DecisionBook
+from whalebone.core.deprecation import renamed
 
 __all__ = [
     "Auditor",
-    "BudgetExceeded",
     "BudgetGuard",
     "BudgetPolicy",
     "BudgetStop",
@@ -24,7 +24,12 @@ __all__ = [
     "DecisionBook",
     "Ledger",
     "Limit",
+    "ReservationRefused",
     "RunFacts",
     "Ticket",
     "Verdict",
 ]
+
+# BudgetExceeded read as "the run's budget is exceeded" (that is BudgetStop); it is a
+# reservation the ledger refused.
+__getattr__ = renamed(__name__, {"BudgetExceeded": "ReservationRefused"})

@@ -32,7 +32,7 @@ from typing import TypeVar
 import anyio
 
 from whalebone.budget.auditor import Auditor
-from whalebone.budget.ledger import Actual, BudgetExceeded, Ledger, Limit, day_scope
+from whalebone.budget.ledger import Actual, Ledger, Limit, ReservationRefused, day_scope
 from whalebone.budget.policy import (
     BaseRates,
     BudgetPolicy,
@@ -174,7 +174,7 @@ class BudgetGuard:
         while True:
             try:
                 rid = self.ledger.reserve(scopes, usd=usd, tokens=tokens)
-            except BudgetExceeded as cap:
+            except ReservationRefused as cap:
                 if self._fits_once_settled(cap, usd, tokens):
                     # Calls in flight hold their worst case; they usually settle for less, and
                     # this call fits beside what they have really spent: wait, don't ask.
@@ -188,7 +188,7 @@ class BudgetGuard:
             return Ticket(reservation=rid, plan=plan, scopes=tuple(scopes), worst_usd=usd,
                           worst_tokens=tokens)
 
-    def _waiting_line(self, plan: CallPlan, cap: BudgetExceeded, usd: float,
+    def _waiting_line(self, plan: CallPlan, cap: ReservationRefused, usd: float,
                       tokens: int) -> str:
         """What a waiting call waits for, in one line: the scope, its amount, the holders."""
         s = self.ledger.state(cap.scope)
@@ -200,7 +200,7 @@ class BudgetGuard:
                 f"(limit {_fmt(cap.limit, cap.unit)}) for {held} held by calls in flight "
                 f"(pid {pids}) to settle")
 
-    def _fits_once_settled(self, cap: BudgetExceeded, usd: float, tokens: int) -> bool:
+    def _fits_once_settled(self, cap: ReservationRefused, usd: float, tokens: int) -> bool:
         s = self.ledger.state(cap.scope)
         if cap.unit == "usd":
             return s.reserved_usd > 0 and s.spent_usd + usd <= cap.limit + 1e-12
@@ -258,7 +258,7 @@ class BudgetGuard:
 
     # --- at a cap ---------------------------------------------------------------------------
 
-    async def _at_cap(self, plan: CallPlan, cap: BudgetExceeded, facts: FactsSource | None,
+    async def _at_cap(self, plan: CallPlan, cap: ReservationRefused, facts: FactsSource | None,
                       usd: float, tokens: int) -> None:
         """Return once the blocked scope was extended; raise :class:`BudgetStop` otherwise."""
         state = self.ledger.state(cap.scope)
@@ -392,7 +392,7 @@ class BudgetGuard:
         self.ledger.ensure_limit(Limit(scope=scopes[0], max_usd=self.policy.auditor_day_usd))
         try:
             rid = self.ledger.reserve(scopes, usd=usd, tokens=tokens)
-        except BudgetExceeded as e:
+        except ReservationRefused as e:
             return Verdict(decision="deny", cause="no_budget_for_auditor", reason=str(e),
                            decider=self.auditor.name)
         usage: Usage | None = None

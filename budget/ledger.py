@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from whalebone.core.deprecation import renamed
 from whalebone.core.errors import WhaleboneError
 from whalebone.core.home import private_dir
 from whalebone.core.sqlite import connect, transaction
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
-class BudgetExceeded(WhaleboneError):
+class ReservationRefused(WhaleboneError):
     """The call would take a scope past its limit. Nothing was reserved."""
 
     def __init__(self, message: str, *, scope: str, limit: float, needed: float,
@@ -199,7 +200,7 @@ class Ledger:
         return spent[0], spent[1], held[0], held[1]
 
     def reserve(self, scopes: Sequence[str], *, usd: float, tokens: int) -> str:
-        """Reserve a call's worst case in every scope, or raise :class:`BudgetExceeded`."""
+        """Reserve a call's worst case in every scope, or raise :class:`ReservationRefused`."""
         rid = uuid.uuid4().hex
         now = time.time()
         with self._tx() as db:
@@ -211,12 +212,12 @@ class Ledger:
                     continue  # a scope without a limit is metered, not capped
                 spent_usd, spent_tok, held_usd, held_tok = self._totals(db, scope)
                 if row[0] is not None and spent_usd + held_usd + usd > row[0] + 1e-12:
-                    raise BudgetExceeded(
+                    raise ReservationRefused(
                         f"budget {scope!r} would be exceeded: ${spent_usd:.6f} spent + "
                         f"${held_usd:.6f} in flight + ${usd:.6f} for this call > ${row[0]:.6f}",
                         scope=scope, limit=row[0], needed=usd, unit="usd")
                 if row[1] is not None and spent_tok + held_tok + tokens > row[1]:
-                    raise BudgetExceeded(
+                    raise ReservationRefused(
                         f"budget {scope!r} would be exceeded: {spent_tok} tokens spent + "
                         f"{held_tok} in flight + {tokens} for this call > {row[1]}",
                         scope=scope, limit=row[1], needed=tokens, unit="tokens")
@@ -334,3 +335,5 @@ def holder_dead(holder: str) -> bool:
         return False  # no /proc: the pid exists, so count it alive
     state, started = now
     return state in ("Z", "X") or (bool(start) and started != start)
+
+__getattr__ = renamed(__name__, {"BudgetExceeded": "ReservationRefused"})

@@ -19,7 +19,7 @@ them and roots them here; ``whalebone`` re-exports the names programs catch most
     │   CalculatorError; McpUnavailable, McpConfigError
     ├── BudgetStop (a run stops: no extension granted;   budget/
     │   BudgetStopped before), TicketError,
-    │   BudgetExceeded (a reservation over a limit, the guard's), NoPendingRequest
+    │   ReservationRefused (a reservation over a limit, the guard's), NoPendingRequest
     ├── AgentError ── CompactionError ── NothingToCompact, CompactionFailed
     ├── SessionError ── SessionBusy                      agent/store.py
     ├── SettingsError                                    agent/settings.py

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from whalebone.budget.ledger import Actual, BudgetExceeded, Ledger, Limit, day_scope
+from whalebone.budget.ledger import Actual, Ledger, Limit, ReservationRefused, day_scope
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def test_reserve_settle_and_refuse(ledger: Ledger) -> None:
     ledger.set_limit(Limit(scope="session:a", max_usd=1.0))
     ledger.set_limit(Limit(scope="global", max_tokens=1000))
     r = ledger.reserve(["session:a", "global"], usd=0.6, tokens=600)
-    with pytest.raises(BudgetExceeded, match="'session:a' would be exceeded") as info:
+    with pytest.raises(ReservationRefused, match="'session:a' would be exceeded") as info:
         ledger.reserve(["session:a", "global"], usd=0.5, tokens=100)  # 0.6 in flight
     assert info.value.scope == "session:a" and info.value.unit == "usd"
     ledger.settle(r, Actual(usd=0.2, cache_hit_tokens=300, cache_miss_tokens=50,
@@ -29,7 +29,7 @@ def test_reserve_settle_and_refuse(ledger: Ledger) -> None:
     assert (state.spent_usd, state.reserved_usd, state.spent_tokens) == (0.2, 0.0, 400)
     r2 = ledger.reserve(["session:a", "global"], usd=0.5, tokens=100)  # fits now
     ledger.release(r2)
-    with pytest.raises(BudgetExceeded, match="tokens"):
+    with pytest.raises(ReservationRefused, match="tokens"):
         ledger.reserve(["session:a", "global"], usd=0.0, tokens=601)
     ledger.extend("global", tokens=1000)
     ledger.release(ledger.reserve(["global"], usd=0.0, tokens=601))
@@ -45,7 +45,7 @@ def test_a_dead_process_reservation_expires(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "b.db", lease_seconds=0.2)
     ledger.set_limit(Limit(scope="s", max_usd=1.0))
     ledger.reserve(["s"], usd=1.0, tokens=0)  # never settled
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(ReservationRefused):
         ledger.reserve(["s"], usd=0.1, tokens=0)
     time.sleep(0.3)
     ledger.release(ledger.reserve(["s"], usd=0.1, tokens=0))
@@ -53,7 +53,7 @@ def test_a_dead_process_reservation_expires(tmp_path: Path) -> None:
 
 HAMMER = textwrap.dedent("""
     import random, sys
-    from whalebone.budget.ledger import Actual, BudgetExceeded, Ledger
+    from whalebone.budget.ledger import Actual, ReservationRefused, Ledger
     ledger = Ledger(sys.argv[1])
     rng = random.Random(int(sys.argv[2]))
     refused = 0
@@ -61,7 +61,7 @@ HAMMER = textwrap.dedent("""
         worst = rng.uniform(0.001, 0.05)
         try:
             r = ledger.reserve(["shared", f"proc:{sys.argv[2]}"], usd=worst, tokens=1)
-        except BudgetExceeded:
+        except ReservationRefused:
             refused += 1
             continue
         ledger.settle(r, Actual(usd=worst * rng.choice([1.0, 1.0, 0.5]), completion_tokens=1))
@@ -78,3 +78,11 @@ def test_concurrent_processes_never_overshoot_a_shared_budget(tmp_path: Path) ->
     state = ledger.state("shared")
     assert state.spent_usd <= 1.0 + 1e-9 and state.reserved_usd == 0
     assert state.spent_usd > 0.9  # and the budget was actually used
+
+
+def test_the_old_name_of_a_refused_reservation_still_works_with_a_warning() -> None:
+    import whalebone.budget as budget
+    from whalebone.budget import ReservationRefused
+
+    with pytest.warns(DeprecationWarning, match="use ReservationRefused"):
+        assert budget.BudgetExceeded is ReservationRefused

@@ -16,7 +16,7 @@ import pytest
 from fault_kit import MISSER
 
 from whalebone.budget.guard import BudgetGuard, CallPlan
-from whalebone.budget.ledger import BudgetExceeded, Ledger, Limit, day_scope
+from whalebone.budget.ledger import Ledger, Limit, ReservationRefused, day_scope
 from whalebone.budget.policy import BudgetPolicy
 from whalebone.engine.base import Usage
 
@@ -66,7 +66,7 @@ def test_a_killed_holders_reservation_is_released_at_once(tmp_path: Path) -> Non
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(ReservationRefused):
         ledger.reserve(["shared"], usd=0.5, tokens=0)  # alive: its reservation counts
     os.kill(proc.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -74,7 +74,7 @@ def test_a_killed_holders_reservation_is_released_at_once(tmp_path: Path) -> Non
         try:
             ledger.release(ledger.reserve(["shared"], usd=0.5, tokens=0))
             break
-        except BudgetExceeded:
+        except ReservationRefused:
             assert time.monotonic() < deadline, "the dead holder still blocks the scope"
             time.sleep(0.01)
     proc.wait()
