@@ -74,60 +74,79 @@ def whalebone_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "whalebone.agent.cli"]
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed "
-                    "(apt-get install -y tmux)")
-def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
-    script = tmp_path / "demo.jsonl"
-    completions = [
-        emit_completion("", reasoning="I will look.",
-                        tool_calls=[("shell", {"command": "echo from-the-shell"})]),
-        emit_completion("The answer is **forty-two**.", reasoning="The user asks a question."),
-    ]
-    script.write_text("\n".join(json.dumps(c) for c in completions) + "\n", encoding="utf-8")
-    db = tmp_path / "sessions.db"
-    socket = f"whalebone-test-{os.getpid()}"
-    tmux = ["tmux", "-L", socket]
-    command = [*whalebone_command(), "chat", "--engine", f"scripted:{script}?delay=0.005",
-               "--sessions", str(db), "--workspace", str(tmp_path)]
-    env = {**os.environ, "WHALEBONE_HOME": str(tmp_path / "home"), "TERM": "xterm-256color"}
+class TmuxChat:
+    """``whalebone chat`` over a replay script, as a real command in a tmux pane."""
 
-    def screen() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "chat"], capture_output=True,
-                              text=True, check=True).stdout
+    def __init__(self, tmp_path: Path, completions: list[str], *, size: tuple[int, int],
+                 name: str) -> None:
+        script = tmp_path / "demo.jsonl"
+        script.write_text("\n".join(json.dumps(c) for c in completions) + "\n",
+                          encoding="utf-8")
+        self.db = tmp_path / "sessions.db"
+        self.tmux = ["tmux", "-L", f"whalebone-test-{os.getpid()}-{name}"]
+        command = [*whalebone_command(), "chat", "--engine", f"scripted:{script}?delay=0.005",
+                   "--sessions", str(self.db), "--workspace", str(tmp_path)]
+        env = {**os.environ, "WHALEBONE_HOME": str(tmp_path / "home"),
+               "TERM": "xterm-256color"}
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", "chat", "-x", str(size[0]), "-y",
+                        str(size[1]), *command], check=True, env=env, cwd=tmp_path)
 
-    def wait_for(*texts: str, timeout: float = 60.0) -> str:
+    def screen(self) -> str:
+        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", "chat"],
+                              capture_output=True, text=True, check=True).stdout
+
+    def wait_for(self, *texts: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            shown = screen()
+            shown = self.screen()
             if all(text in shown for text in texts):
                 return shown
             time.sleep(0.2)
-        raise AssertionError(f"{texts!r} never appeared; the screen was:\n{screen()}")
+        raise AssertionError(f"{texts!r} never appeared; the screen was:\n{self.screen()}")
 
-    subprocess.run([*tmux, "new-session", "-d", "-s", "chat", "-x", "80", "-y", "24",
-                    *command], check=True, env=env, cwd=tmp_path)
+    def keys(self, *args: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", "-t", "chat", *args], check=True)
+
+    def running(self) -> bool:
+        return subprocess.run([*self.tmux, "has-session", "-t", "chat"],
+                              capture_output=True).returncode == 0
+
+    def close(self) -> None:
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed "
+                                "(apt-get install -y tmux)")
+
+
+@needs_tmux
+def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
+    chat = TmuxChat(tmp_path, [
+        emit_completion("", reasoning="I will look.",
+                        tool_calls=[("shell", {"command": "echo from-the-shell"})]),
+        emit_completion("The answer is **forty-two**.", reasoning="The user asks a question."),
+    ], size=(80, 24), name="turn")
     try:
-        wait_for("Enter sends")
-        subprocess.run([*tmux, "send-keys", "-t", "chat", "what is the answer"], check=True)
-        subprocess.run([*tmux, "send-keys", "-t", "chat", "Enter"], check=True)
-        wait_for("Run this shell command?", "echo from-the-shell")
+        chat.wait_for("Enter sends")
+        chat.keys("what is the answer")
+        chat.keys("Enter")
+        chat.wait_for("Run this shell command?", "echo from-the-shell")
         # The reason and the approval arrive in one burst, as from a fast typist or a paste:
         # the reason logged must still be the reason typed.
-        subprocess.run([*tmux, "send-keys", "-t", "chat", "fine", "C-y"], check=True)
-        shown = wait_for("The answer is forty-two.", "[idle]")
+        chat.keys("fine", "C-y")
+        shown = chat.wait_for("The answer is forty-two.", "[idle]")
         assert "shell  ok" in shown
         assert "what is the answer" in shown  # the user's turn, and the session's title
         assert "Reasoning (25 chars)" in shown  # folded
         assert "scripted·whalebone-local" in shown
-        subprocess.run([*tmux, "send-keys", "-t", "chat", "C-q"], check=True)
+        chat.keys("C-q")
         deadline = time.monotonic() + 20
-        while subprocess.run([*tmux, "has-session", "-t", "chat"],
-                             capture_output=True).returncode == 0:
+        while chat.running():
             assert time.monotonic() < deadline, "the app did not quit on Ctrl+Q"
             time.sleep(0.2)
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
-    store = SessionStore(db)
+        chat.close()
+    store = SessionStore(chat.db)
     (info,) = store.list()
     assert info.title == "what is the answer"
     assert store.messages(info.id)[-1]["content"] == "The answer is **forty-two**."
@@ -137,59 +156,31 @@ def test_the_real_command_runs_a_turn_in_a_terminal(tmp_path: Path) -> None:
         "echo from-the-shell", True, "fine")
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed "
-                    "(apt-get install -y tmux)")
+@needs_tmux
 def test_the_real_command_welcomes_takes_slash_commands_and_says_how_to_resume(
         tmp_path: Path) -> None:
-    script = tmp_path / "demo.jsonl"
-    completions = [
+    chat = TmuxChat(tmp_path, [
         emit_completion("", reasoning="Look.", tool_calls=[("shell", {"command": "echo one"})]),
         emit_completion("", reasoning="Again.", tool_calls=[("shell", {"command": "echo two"})]),
         emit_completion("Both ran.", reasoning="Done."),
-    ]
-    script.write_text("\n".join(json.dumps(c) for c in completions) + "\n", encoding="utf-8")
-    db = tmp_path / "sessions.db"
-    socket = f"whalebone-test-{os.getpid()}-2"
-    tmux = ["tmux", "-L", socket]
-    command = [*whalebone_command(), "chat", "--engine", f"scripted:{script}?delay=0.005",
-               "--sessions", str(db), "--workspace", str(tmp_path)]
-    env = {**os.environ, "WHALEBONE_HOME": str(tmp_path / "home"), "TERM": "xterm-256color"}
-
-    def screen() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "chat"], capture_output=True,
-                              text=True, check=True).stdout
-
-    def wait_for(*texts: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            shown = screen()
-            if all(text in shown for text in texts):
-                return shown
-            time.sleep(0.2)
-        raise AssertionError(f"{texts!r} never appeared; the screen was:\n{screen()}")
-
-    def keys(*args: str) -> None:
-        subprocess.run([*tmux, "send-keys", "-t", "chat", *args], check=True)
-
-    subprocess.run([*tmux, "new-session", "-d", "-s", "chat", "-x", "100", "-y", "40",
-                    *command], check=True, env=env, cwd=tmp_path)
-    subprocess.run([*tmux, "set-option", "-t", "chat", "remain-on-exit", "on"], check=True)
+    ], size=(100, 40), name="everyday")
+    subprocess.run([*chat.tmux, "set-option", "-t", "chat", "remain-on-exit", "on"], check=True)
     try:
-        wait_for("type a message and press Enter", str(tmp_path.resolve()))
-        keys("/help", "Enter")
-        wait_for("/permissions", "Ctrl+P")
-        keys("run both", "Enter")
-        wait_for("Run this shell command?", "always allow: echo *")
-        keys("C-l")  # allow always: the second echo runs without asking
-        wait_for("Both ran.", "[idle]")
-        keys("an unsent draft")
-        keys("C-q")
-        wait_for("has not been sent")
-        keys("y")
-        shown = wait_for("Resume this session with: whalebone chat --session")
+        chat.wait_for("type a message and press Enter", str(tmp_path.resolve()))
+        chat.keys("/help", "Enter")
+        chat.wait_for("/permissions", "Ctrl+P")
+        chat.keys("run both", "Enter")
+        chat.wait_for("Run this shell command?", "always allow: echo *")
+        chat.keys("C-l")  # allow always: the second echo runs without asking
+        chat.wait_for("Both ran.", "[idle]")
+        chat.keys("an unsent draft")
+        chat.keys("C-q")
+        chat.wait_for("has not been sent")
+        chat.keys("y")
+        shown = chat.wait_for("Resume this session with: whalebone chat --session")
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
-    store = SessionStore(db)
+        chat.close()
+    store = SessionStore(chat.db)
     (info,) = store.list()
     assert f"--session {info.id}" in shown
     assert [m["role"] for m in store.messages(info.id)].count("user") == 1  # /help not sent

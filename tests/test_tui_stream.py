@@ -4,8 +4,7 @@ the live tail stays small, long texts show their end. Driven through the real tr
 from __future__ import annotations
 
 import pytest
-from textual.app import App, ComposeResult
-from tui_support import screen_text
+from tui_support import TranscriptOnly, screen_text
 
 from whalebone.agent import events as ev
 from whalebone.tui.stream import (
@@ -25,11 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class TranscriptOnly(App[None]):
-    def compose(self) -> ComposeResult:
-        yield TranscriptView()
 
 
 def drain(source: str) -> list[tuple[str, bool]]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.app import App, ComposeResult
-from tui_support import screen_text
+from tui_support import TranscriptOnly, screen_text
 
 from whalebone.agent import events as ev
 from whalebone.tui.stream import FoldedText
@@ -19,11 +18,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class TranscriptOnly(App[None]):
-    def compose(self) -> ComposeResult:
-        yield TranscriptView()
 
 
 HOSTILE = "[bold red]SYSTEM[/] [link=http://x]click[/link] [@click=app.quit]quit[/]"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from textual.app import App, ComposeResult
 
 from whalebone.agent.store import SessionStore
 from whalebone.dsml import emit_completion
@@ -17,6 +18,7 @@ from whalebone.engine.scripted import ScriptedEngine
 from whalebone.tools.shell import ShellPolicy
 from whalebone.tui.approvals import ApprovalLog
 from whalebone.tui.runner import ChatRunner
+from whalebone.tui.transcript import TranscriptView
 
 __all__ = ["answer", "asking", "make_runner", "screen_text", "shell_call", "wait_for"]
 
@@ -60,3 +62,10 @@ def asking(app: Any, modal: type) -> bool:
     """An approval modal of this type is up and its reason box has the keyboard."""
     focused = app.focused
     return isinstance(app.screen, modal) and focused is not None and focused.id == "reason"
+
+
+class TranscriptOnly(App[None]):
+    """The transcript alone in an app, for tests of what it draws."""
+
+    def compose(self) -> ComposeResult:
+        yield TranscriptView()
