@@ -4,6 +4,7 @@ tries to get out (write outside the workspace, read whalebone's home or ~/.ssh, 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -161,7 +162,10 @@ def test_a_hidden_unix_socket_cannot_be_reached(tmp_path: Path) -> None:
     async def yes(command: str) -> bool:
         return True
 
-    probe = (f"{sys.executable} -c 'import socket; s = socket.socket(socket.AF_UNIX); "
+    # The venv may live under /tmp (a CI clone), which the sandbox replaces with a fresh one:
+    # probe with the interpreter the venv was made from.
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    probe = (f"{python} -c 'import socket; s = socket.socket(socket.AF_UNIX); "
              f"s.connect(\"{path}\"); print(\"CONNECTED\")'")
     try:
         seen = anyio.run(run_shell, probe, tmp_path, TRUST, yes)
