@@ -30,12 +30,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
 from typing import Any, TextIO
 
 from whalebone.core.errors import WhaleboneError
 from whalebone.engine.factory import SPEC_HELP
+from whalebone.memory.cli import printable
 
 EXIT_CODES = {"answer": 0, "error": 1, "usage": 2, "max_steps": 3, "loop": 3,
               "parse_retries": 3, "budget": 4, "no_engine": 5, "busy": 6, "storage": 7,
@@ -52,13 +52,9 @@ EXIT_HELP = """exit codes:
   7    storage: the disk is full or read-only (what was saved before is intact)
   130  interrupted (Ctrl-C); resume the session"""
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def safe(text: str) -> str:
-    """Model and tool text for a terminal: control characters (escape sequences, bidi
-    overrides) shown escaped instead of acted on."""
-    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+# Model and tool text for a terminal: control characters (escape sequences, bidi overrides)
+# shown escaped instead of acted on; one definition, memory's.
+safe = printable
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

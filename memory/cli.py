@@ -59,33 +59,6 @@ def _home(args: argparse.Namespace) -> MemoryHome:
     return MemoryHome(Path(args.home) if args.home else None)
 
 
-def _run_on_scope(args: argparse.Namespace, command: str, **fields: object) -> int:
-    from whalebone.memory.tool import MemoryCall, call_path, run_command
-    from whalebone.tools.confine import PathRefused
-
-    home = _home(args)
-    try:
-        scope = home.scope(args.scope, read_only=True)
-    except WhaleboneError:
-        home.audit.append(who=_who(), scope=args.scope[:200], command=command,
-                          result="refused", detail="no such scope or a bad scope name")
-        raise
-    call = MemoryCall(command=command, **fields)  # type: ignore[arg-type]
-    try:
-        outcome = run_command(scope, call)
-    except WhaleboneError as e:
-        home.audit.append(who=_who(), scope=scope.name, command=command, path=call_path(call),
-                          result="refused" if isinstance(e, PathRefused) else "error",
-                          detail=str(e))
-        raise
-    finally:
-        scope.close()
-    home.audit.append(who=_who(), scope=scope.name, command=command, path=outcome.path,
-                      bytes=outcome.bytes)
-    print(printable(outcome.text))
-    return 0
-
-
 def _scope(args: argparse.Namespace, command: str, *, read_only: bool) -> MemoryScope:
     """The scope named on the command line, with a hint for a name that is not KIND:NAME; a
     refusal is audited like any other."""
@@ -216,7 +189,14 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    return _run_on_scope(args, "search", query=args.query, path=args.path, phrase=args.phrase)
+    scope = _scope(args, "search", read_only=True)
+    try:
+        outcome = _audited(args, scope, "search", args.path, lambda: scope.search(
+            args.query, path=args.path, phrase=args.phrase))
+    finally:
+        scope.close()
+    print(printable(outcome.text))
+    return 0
 
 
 def _scopes(args: argparse.Namespace) -> int:
