@@ -92,15 +92,21 @@ def _audited(args: argparse.Namespace, scope: MemoryScope, command: str, path: s
     return outcome
 
 
-def _view(args: argparse.Namespace) -> int:
-    """A person's view: a listing with sizes and dates, or a file's text as it is."""
-    scope = _scope(args, "view", read_only=True)
+def _on_scope(args: argparse.Namespace, command: str, do: Callable[[MemoryScope], Outcome],
+              *, read_only: bool) -> int:
+    """Open the named scope, run ``do`` on it audited, close it, print the outcome."""
+    scope = _scope(args, command, read_only=read_only)
     try:
-        outcome = _audited(args, scope, "view", args.path, lambda: _shown(scope, args))
+        outcome = _audited(args, scope, command, args.path, lambda: do(scope))
     finally:
         scope.close()
     print(printable(outcome.text))
     return 0
+
+
+def _view(args: argparse.Namespace) -> int:
+    """A person's view: a listing with sizes and dates, or a file's text as it is."""
+    return _on_scope(args, "view", lambda scope: _shown(scope, args), read_only=True)
 
 
 def _shown(scope: MemoryScope, args: argparse.Namespace) -> Outcome:
@@ -135,13 +141,7 @@ def _shown(scope: MemoryScope, args: argparse.Namespace) -> Outcome:
 
 def _put(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.text in (None, "-") else args.text
-    scope = _scope(args, "put", read_only=False)
-    try:
-        outcome = _audited(args, scope, "put", args.path, lambda: scope.write(args.path, text))
-    finally:
-        scope.close()
-    print(outcome.text)
-    return 0
+    return _on_scope(args, "put", lambda scope: scope.write(args.path, text), read_only=False)
 
 
 def _edit(args: argparse.Namespace) -> int:
@@ -189,14 +189,8 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    scope = _scope(args, "search", read_only=True)
-    try:
-        outcome = _audited(args, scope, "search", args.path, lambda: scope.search(
-            args.query, path=args.path, phrase=args.phrase))
-    finally:
-        scope.close()
-    print(printable(outcome.text))
-    return 0
+    return _on_scope(args, "search", lambda scope: scope.search(
+        args.query, path=args.path, phrase=args.phrase), read_only=True)
 
 
 def _scopes(args: argparse.Namespace) -> int:
