@@ -281,6 +281,22 @@ def test_a_run_in_two_stages_ends_with_the_weights_of_one_run(tmp_path: Path) ->
     assert not torch.equal(three["model"]["embed.weight"], one["model"]["embed.weight"])
 
 
+def test_a_next_stage_on_new_data_draws_a_new_order(tmp_path: Path) -> None:
+    """A stage resumed on other data (a new render with fewer examples per group) must not
+    follow the saved permutations, whose indices point past the new groups' ends."""
+    from whalebone.training import train as TR
+
+    big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
+    D.save(_render("chat", 4) + _render("arithmetic", 3), big)
+    D.save(_render("chat", 1) + _render("arithmetic", 1), small)
+    common = ["--batch", "2", "--warmup", "1", "--schedule", "constant"]
+    TR.train(TR.parse(["--out", str(tmp_path / "a"), "--data", str(big), *common,
+                       "--max-steps", "3"]))
+    log = TR.train(TR.parse(["--out", str(tmp_path / "b"), "--data", str(small), *common,
+                             "--max-steps", "3", "--resume", str(tmp_path / "a")]))
+    assert log["resumed_at_step"] == 3 and log["final_step"] == 6
+
+
 @pytest.mark.parametrize("head_len", [0, 7, 300])
 def test_a_padded_batch_gives_each_conversations_own_loss_and_gradient(head_len: int) -> None:
     """Right padding is exact (pads see nothing a real token sees, and get no loss), the

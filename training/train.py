@@ -223,7 +223,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         step, tokens, done_s = pr["step"], pr["tokens"], pr["seconds"]
         set_rng_state(rng, pr["rng"])
         set_rng_state(copy_rng, pr["copy_rng"])
-        if sorted(int(g) for g in pr["order"]) == groups:  # same data: same order onwards
+        saved = {int(g): v for g, v in pr["order"].items()}
+        if sorted(saved) == groups and all(len(saved[g]) == len(data.groups[g])
+                                           for g in groups):  # same data: same order onwards
             order = {int(g): list(v) for g, v in pr["order"].items()}
             cursor = {int(g): int(v) for g, v in pr["cursor"].items()}
         log["resumed_at_step"] = step
