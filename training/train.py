@@ -257,7 +257,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_default_device(args.device)
     params, opt = make_trainable(model, tie=args.tie_embeddings, fresh=not args.resume,
                                  lr=args.lr, freeze_trunk=args.freeze_trunk)
-    log["parameters"] = sum(p.numel() for p in params)
+    log["parameters"] = sum(p.numel() for p in model.parameters())  # a tied matrix once
+    log["trained_parameters"] = sum(p.numel() for p in params)  # the MTP block's when frozen
     rng = random.Random(args.seed)
     copy_rng = random.Random(f"copy:{args.seed}")
     groups = sorted(data.groups)
