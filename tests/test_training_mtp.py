@@ -168,6 +168,18 @@ def test_mtp_stages_resume_exactly_and_a_stage_without_mtp_grows_one(tmp_path: P
     _, h = model.forward([1, 2, 3], model.new_state(), hidden=True)
     assert model.mtp_forward(h, [2, 3, 4], model.new_mtp_state()).shape == (3, config[
         "vocab_size"])
+    # the bundled engine loads it and, the trunk being bit-identical, answers as the stage did
+    # (BF16 exports of the same FP32 trunk)
+    from whalebone.engine.runtime.bundled import BundledEngine
+
+    async def next_logits(folder: Path) -> torch.Tensor:
+        engine = BundledEngine.from_checkpoint(folder, use_cache=False, progress=False)
+        logits, _ = await engine.next_logits([5, 17, 3, 99], snapshot=False)
+        await engine.aclose()
+        return logits
+
+    assert torch.equal(anyio.run(next_logits, tmp_path / "frozen"),
+                       anyio.run(next_logits, tmp_path / "plain"))
     train_log = json.loads((tmp_path / "frozen" / "train_log.json").read_text())
     card = render(tmp_path / "frozen", train_log, [], "a test")
     assert "multi-token prediction block" in card
