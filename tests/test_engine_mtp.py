@@ -193,6 +193,18 @@ def test_save_and_load_keep_the_release_names_and_values(model: Transformer,
                        model.mtp_forward(h, ids[1:], model.new_mtp_state()))
 
 
+def test_the_references_shared_embed_and_head_names_under_mtp_are_skipped(
+        model: Transformer, tmp_path: Path) -> None:
+    """V4's reference attaches the trunk's embed and head to the MTP block, so its state dict
+    names them twice; a checkpoint holding those copies loads (they are the trunk's)."""
+    save_checkpoint(model, tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["mtp.0.embed.weight"] = weights["embed.weight"].clone()
+    weights["mtp.0.head.weight"] = weights["head.weight"].clone()
+    save_file(weights, tmp_path / "model.safetensors")
+    assert load_checkpoint(tmp_path).fingerprint() == model.fingerprint()
+
+
 def test_trunk_only_checkpoints_load_as_before(model: Transformer, tmp_path: Path) -> None:
     """A config saying 0 skips ``mtp.*`` tensors (as the engine always did); a config saying 1
     without them is a broken checkpoint and says so."""
