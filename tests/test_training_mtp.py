@@ -138,6 +138,13 @@ def test_mtp_stages_resume_exactly_and_a_stage_without_mtp_grows_one(tmp_path: P
     for name, w in one["model"].items():
         assert torch.equal(w, two["model"][name]), name
     assert all("mtp_loss" in s for s in log["steps"])
+    # and --mtp 0 leaves the block out of the next stage (the trunk's state carries over)
+    _run(tmp_path / "dropped", data, "--max-steps", "1", "--mtp", "0",
+         "--resume", str(tmp_path / "a"))
+    dropped = load_checkpoint(tmp_path / "dropped")
+    assert not dropped.has_mtp and dropped.cfg.compress_ratios == (0, 4, 128, 4)
+    assert not any(k.startswith("mtp.") for k in load_file(tmp_path / "dropped" /
+                                                            "model.safetensors"))
 
     # a stage without MTP, resumed with --mtp 1 --freeze-trunk: the trunk, its AdamW state
     # and the data order continue exactly; the MTP block starts fresh and learns
