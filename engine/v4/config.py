@@ -37,7 +37,7 @@ class ModelConfig:
     vocab_size: int = 129280
     dim: int = 4096
     n_layers: int = 43
-    n_mtp_layers: int = 1  # read and kept; the bundled engine does not run MTP
+    n_mtp_layers: int = 1  # multi-token prediction blocks after the trunk (window-only)
     norm_eps: float = 1e-6
     # attention: one shared 512-d KV per token, low-rank query, grouped low-rank output
     n_heads: int = 64
@@ -48,7 +48,7 @@ class ModelConfig:
     o_lora_rank: int = 1024
     window_size: int = 128
     # one ratio per layer (0: window only; 4: overlapping + indexer; else: plain pooling);
-    # the release lists one more for the MTP block
+    # the release lists one more for the MTP block (0; a list without it means 0 too)
     compress_ratios: tuple[int, ...] = (0, 0, *([4, 128] * 20), 4, 0)
     # lightning indexer (ratio-4 layers)
     index_n_heads: int = 64
@@ -132,7 +132,15 @@ class ModelConfig:
     # -- derived shapes ----------------------------------------------------------------------
 
     def ratio(self, layer: int) -> int:
-        return self.compress_ratios[layer]
+        """Layer ``layer``'s compress ratio; MTP blocks (ids ``n_layers`` …) are window-only
+        whether or not the list carries their entry."""
+        return self.compress_ratios[layer] if layer < len(self.compress_ratios) else 0
+
+    def with_mtp(self, n: int) -> ModelConfig:
+        """This trunk with ``n`` MTP blocks, ``compress_ratios`` in the release layout (one
+        entry per trunk layer, then a 0 per MTP block)."""
+        ratios = (*self.compress_ratios[: self.n_layers], *(0,) * n)
+        return self.replace(n_mtp_layers=n, compress_ratios=ratios)
 
     @property
     def mix_hc(self) -> int:
@@ -161,6 +169,11 @@ class ModelConfig:
              f"compress_ratios has {len(self.compress_ratios)} entries for {self.n_layers} layers")
         need(all(isinstance(r, int) and r >= 0 for r in self.compress_ratios),
              f"compress_ratios must be non-negative integers, got {list(self.compress_ratios)}")
+        need(0 <= self.n_mtp_layers <= 16, f"n_mtp_layers must be in [0, 16], got "
+             f"{self.n_mtp_layers}")
+        mtp_ratios = self.compress_ratios[self.n_layers : self.n_layers + self.n_mtp_layers]
+        need(not any(mtp_ratios), f"the MTP blocks are window-only: their compress_ratios "
+             f"entries must be 0, got {list(mtp_ratios)}")
         need(self.n_activated_experts <= self.n_routed_experts,
              "n_activated_experts must be <= n_routed_experts")
         need(self.n_shared_experts in (0, 1), "n_shared_experts must be 0 or 1 (V4 has one)")

@@ -20,7 +20,11 @@ stack as one safetensors file (tensor ``logits``, shape (steps, vocab), and ``to
 
 Checked this way against a transcription of V4's ``inference/model.py`` (FP32, quantization
 steps off) on random micro/nano checkpoints: prefills of 1-260 tokens then up to 299 decode
-steps agree to ~3e-6.
+steps agree to ~3e-6. The MTP block (:meth:`~whalebone.engine.v4.model.Transformer.mtp_forward`)
+is held to a line-for-line transcription of the reference ``MTPBlock.forward`` (next token's
+embedding through ``enorm``/``e_proj``, the trunk's streams through ``hnorm``/``h_proj``, a
+window-only block, its own ``hc_head`` and ``norm`` into the shared head) in
+``tests/test_engine_mtp.py``; these logits are the trunk's.
 
 Where the reference's tensor semantics decide the numbers, and what we do:
 

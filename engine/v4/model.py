@@ -13,8 +13,16 @@ a chunk continuing a restored prefix, or one token; the results agree (tests hol
 1e-4 in FP32). One token's trip: embed -> copy into ``hc_mult`` streams -> per layer
 [hc_pre -> RMSNorm -> attention -> hc_post, hc_pre -> RMSNorm -> MoE -> hc_post] -> hc_head ->
 RMSNorm -> LM head. Modules and parameters carry V4's inference names (``layers.3.attn.wq_a``,
-``layers.0.ffn.gate.tid2eid``, ``hc_head_fn``, …) so that checkpoints map one to one.
-MTP is not run (its weights are skipped on load).
+``layers.0.ffn.gate.tid2eid``, ``hc_head_fn``, ``mtp.0.e_proj``, …) so that checkpoints map one
+to one.
+
+Multi-token prediction (``cfg.n_mtp_layers`` > 0): :class:`MTPBlock` takes the trunk's final
+streams at position i (which predict token i+1) and the id of token i+1, and predicts token i+2
+(what speculative decoding drafts with)::
+
+    logits, h = model.forward(ids, state, hidden=True)             # h: (T, hc, dim)
+    mtp_state = model.new_mtp_state()
+    draft = model.mtp_forward(h, next_ids, mtp_state, last_only=True)  # token after next
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -68,6 +76,38 @@ class Block(nn.Module):
         return hc_post(self.ffn(self.ffn_norm(x), ids), h, post, comb)
 
 
+class MTPBlock(Block):
+    """V4's multi-token prediction block: one more window-only :class:`Block` (layer id
+    ``n_layers + k``) whose input mixes the trunk's streams with the next token's embedding,
+    and whose output goes through its own ``hc_head``/``norm`` into the trunk's LM head. It
+    shares ``embed`` and ``head`` with the trunk; they are passed in, not held, so that the
+    state dict names each weight once (``mtp.0.e_proj.weight``, ``mtp.0.attn.wq_a.weight``, …:
+    the release layout)."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__(cfg, layer)
+        self.e_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.h_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.enorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.hnorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.hc_head_fn = nn.Parameter(torch.zeros(cfg.hc_mult, cfg.hc_mult * cfg.dim))
+        self.hc_head_base = nn.Parameter(torch.zeros(cfg.hc_mult))
+        self.hc_head_scale = nn.Parameter(torch.ones(1))
+
+    def mix_input(self, e: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Embeddings e (…, dim) of the next tokens and trunk streams h (…, hc, dim) -> the
+        block's input streams (…, hc, dim): every stream gets the same projected token."""
+        return self.e_proj(self.enorm(e)).unsqueeze(-2) + self.h_proj(self.hnorm(h))
+
+    def logits(self, h: torch.Tensor, head: nn.Linear) -> torch.Tensor:
+        """Output streams (…, hc, dim) -> logits (…, vocab) through the shared ``head``."""
+        c = self.cfg
+        x = hc_head(h, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, c.norm_eps,
+                    c.hc_eps)
+        return head(self.norm(x))
+
+
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, *, seed: int = 0, init: bool = True) -> None:
         """A V4 model of shape ``cfg``. ``init`` fills random weights from ``seed`` (the same
@@ -81,6 +121,8 @@ class Transformer(nn.Module):
         self.hc_head_fn = nn.Parameter(torch.zeros(cfg.hc_mult, cfg.hc_mult * cfg.dim))
         self.hc_head_base = nn.Parameter(torch.zeros(cfg.hc_mult))
         self.hc_head_scale = nn.Parameter(torch.ones(1))
+        # registered last: a trunk's random weights do not depend on whether it has MTP
+        self.mtp = nn.ModuleList(MTPBlock(cfg, cfg.n_layers + k) for k in range(cfg.n_mtp_layers))
         self._fingerprint: str | None = None
         self._quant_hooks: list[Any] = []
         if init:
@@ -93,11 +135,31 @@ class Transformer(nn.Module):
     def new_state(self) -> SeqState:
         return SeqState.new(self.cfg)
 
+    @property
+    def has_mtp(self) -> bool:
+        return len(self.mtp) > 0
+
+    def new_mtp_state(self) -> SeqState:
+        """A state for :meth:`mtp_forward` (one window ring per MTP block)."""
+        return SeqState.new_mtp(self.cfg)
+
+    @overload
+    def forward(self, ids: torch.Tensor | Sequence[int], state: SeqState,
+                last_only: bool = ..., *, hidden: Literal[False] = ...) -> torch.Tensor: ...
+
+    @overload
+    def forward(self, ids: torch.Tensor | Sequence[int], state: SeqState,
+                last_only: bool = ..., *, hidden: Literal[True]
+                ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def forward(
-        self, ids: torch.Tensor | Sequence[int], state: SeqState, last_only: bool = False
-    ) -> torch.Tensor:
+        self, ids: torch.Tensor | Sequence[int], state: SeqState, last_only: bool = False,
+        *, hidden: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Append tokens ``ids`` (T,) at ``state.pos``; logits (T, vocab), or (1, vocab) for
-        the last position only. Advances ``state``; on bad input raises before touching it."""
+        the last position only. Advances ``state``; on bad input raises before touching it.
+        ``hidden``: also return the trunk's final streams (T or 1, hc, dim) of the same
+        positions, before ``hc_head`` (what :meth:`mtp_forward` takes)."""
         ids = self._check_ids(ids)
         if state.cfg != self.cfg:
             raise StateError("state belongs to a model with a different config")
@@ -112,6 +174,33 @@ class Transformer(nn.Module):
                         self.cfg.norm_eps, self.cfg.hc_eps)  # (T, dim)
             logits = self.head(self.norm(x))  # (T, vocab)
         state.pos = pos + t
+        return (logits, h) if hidden else logits
+
+    def mtp_forward(self, h: torch.Tensor, next_ids: torch.Tensor | Sequence[int],
+                    mtp_state: SeqState, last_only: bool = False) -> torch.Tensor:
+        """Draft the token after next: ``h`` (T, hc, dim) the trunk's streams of positions
+        ``mtp_state.pos`` … +T-1 (from ``forward(..., hidden=True)``), ``next_ids`` (T,) the id
+        of the token after each of them -> logits (T, vocab), or (1, vocab) for the last,
+        predicting the token two after each position. Runs MTP block 0 (the one V4 ships;
+        a deeper block would need ids further ahead). Advances ``mtp_state.pos`` by T; like
+        :meth:`forward`, chunked calls agree with token-by-token ones."""
+        if not self.has_mtp:
+            raise ModelInputError("this model has no MTP block (config n_mtp_layers is 0)")
+        next_ids = self._check_ids(next_ids)
+        c, t = self.cfg, next_ids.size(0)
+        if h.dim() != 3 or tuple(h.shape) != (t, c.hc_mult, c.dim):
+            raise ModelInputError(f"MTP input streams must have shape {(t, c.hc_mult, c.dim)} "
+                                  f"(one per next id), got {tuple(h.shape)}")
+        if mtp_state.cfg != c or len(mtp_state.layers) != c.n_mtp_layers:
+            raise StateError("MTP state belongs to another model (use new_mtp_state())")
+        block, pos = self.mtp[0], mtp_state.pos
+        with torch.inference_mode():
+            x = block.mix_input(self.embed(next_ids), h)
+            x = block(x, mtp_state.layers[0], pos, next_ids)
+            if last_only:
+                x = x[-1:]
+            logits = block.logits(x, self.head)
+        mtp_state.pos = pos + t
         return logits
 
     def _check_ids(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -156,14 +245,16 @@ class Transformer(nn.Module):
     # -- weights -------------------------------------------------------------------------
 
     @torch.no_grad()
-    def init_random(self, seed: int = 0) -> None:
-        """Random weights that keep activations O(1) through the layers (for tests/benches)."""
+    def init_random(self, seed: int = 0, *, prefix: str = "") -> None:
+        """Random weights that keep activations O(1) through the layers (for tests/benches);
+        only the tensors whose names start with ``prefix`` (``"mtp."``: a fresh MTP block on a
+        trained trunk)."""
         g = torch.Generator().manual_seed(seed)
 
         def normal(p: torch.Tensor, std: float, mean: float = 0.0) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * std + mean)
 
-        for name, p in self.named_parameters():
+        def fill(name: str, p: torch.Tensor) -> None:
             leaf = name.rsplit(".", 1)[-1]
             if name.endswith("norm.weight"):
                 normal(p, 0.1, 1.0)
@@ -177,11 +268,20 @@ class Transformer(nn.Module):
                 normal(p, 0.5)
             else:  # linear maps and hc_*_fn: unit-variance outputs
                 normal(p, p.shape[-1] ** -0.5)
+
+        params = [(n, p) for n, p in self.named_parameters() if n.startswith(prefix)]
+        # the trunk's draws first, then the MTP blocks': a trunk is the same with or without
+        for name, p in params:
+            if not name.startswith("mtp."):
+                fill(name, p)
         for name, buf in self.named_buffers():
-            if name.endswith("tid2eid"):
+            if name.startswith(prefix) and name.endswith("tid2eid"):
                 e, k = self.cfg.n_routed_experts, self.cfg.n_activated_experts
                 table = torch.rand(buf.size(0), e, generator=g).argsort(dim=-1)[:, :k]
                 buf.copy_(table.to(torch.int32))
+        for name, p in params:
+            if name.startswith("mtp."):
+                fill(name, p)
         self._fingerprint = None
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:

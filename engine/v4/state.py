@@ -262,6 +262,13 @@ class SeqState:
             )
         return cls(cfg, 0, layers)
 
+    @classmethod
+    def new_mtp(cls, cfg: ModelConfig) -> SeqState:
+        """The state of the MTP blocks: one window ring per block (they are window-only)."""
+        return cls(cfg, 0, [LayerState(window=torch.zeros(cfg.window_size, cfg.head_dim),
+                                       compressor=None, indexer=None)
+                            for _ in range(cfg.n_mtp_layers)])
+
     def clone(self) -> SeqState:
         return SeqState(self.cfg, self.pos, [layer.clone() for layer in self.layers])
 

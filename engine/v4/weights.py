@@ -11,8 +11,10 @@ tensors carry V4's inference names (``layers.{i}.attn.wq_a.weight``, ``…ffn.ex
   (int8, uint8 or torch's float4_e2m1fn_x2), with ``X.scale`` (out, in/32), one per 32 codes;
 - everything else in BF16/FP16/FP32; ``model.`` prefixes and HF-style module names
   (``self_attn``, ``mlp``, ``q_a_proj``, ``gate_proj``, ``e_score_correction_bias``, …) are
-  mapped as V4's ``convert.py`` maps them; MTP tensors (``mtp.*``) are skipped (the engine
-  does not run MTP).
+  mapped as V4's ``convert.py`` maps them;
+- the multi-token prediction block(s) as ``mtp.{k}.*`` (``mtp.0.e_proj.weight``,
+  ``mtp.0.attn.wq_a.weight``, ``mtp.0.hc_head_fn``, …), loaded when the config's
+  ``n_mtp_layers`` > 0 and skipped when it is 0 (a trunk-only config loads as before).
 
 All of it becomes FP32. :func:`save_checkpoint` writes our own format: ``config.json`` +
 ``model.safetensors`` with the same names in FP32 (or BF16), which loads back through the same
@@ -60,7 +62,7 @@ def load_checkpoint(folder: str | os.PathLike[str]) -> Transformer:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in f.keys():
                     key = _v4_name(name)
-                    if key is None:
+                    if key.startswith("mtp.") and not cfg.n_mtp_layers:
                         continue
                     if key in raw:
                         raise CheckpointError(f"tensor {key!r} appears twice ({path.name})")
@@ -146,12 +148,10 @@ _HF_SEGMENTS = {
 }
 
 
-def _v4_name(name: str) -> str | None:
-    """A release tensor name in the inference code's naming; None for tensors we skip."""
+def _v4_name(name: str) -> str:
+    """A release tensor name in the inference code's naming."""
     if name.startswith("model."):
         name = name[len("model.") :]
-    if name.startswith("mtp."):
-        return None
     return ".".join(_HF_SEGMENTS.get(part, part) for part in name.split("."))
 
 
