@@ -75,6 +75,7 @@ class CompressorMark:
     prev_score: torch.Tensor | None
     rows_kv: torch.Tensor | None = None  # set by the forward (Compressor.journal)
     rows_score: torch.Tensor | None = None
+    spent: bool = False  # a second forward came: the journal no longer covers the state
 
 
 @dataclass
@@ -114,7 +115,7 @@ class CompressorState:
         """Called by the forward with every row it saw (pending + new) before pooling."""
         if self.mark is not None:
             if self.mark.rows_kv is not None:
-                raise StateError("a marked state was advanced twice before its rollback")
+                self.mark.spent = True  # a forward never fails half-way: rollback will
             self.mark.rows_kv, self.mark.rows_score = rows_kv, rows_score
 
     def take_mark(self) -> None:
@@ -231,6 +232,9 @@ class SeqState:
         if not mark.pos <= pos <= self.pos <= mark.pos + mark.count:
             raise StateError(f"cannot roll back to {pos}: the mark at {mark.pos} covers "
                              f"{mark.count} tokens and the state is at {self.pos}")
+        if any(cs.mark is None or cs.mark.spent for layer in self.layers
+               for cs in (layer.compressor, layer.indexer) if cs is not None):
+            raise StateError("the state was advanced twice since the mark (one forward only)")
         w = self.cfg.window_size
         dropped = torch.arange(pos, self.pos) % w
         for layer, saved in zip(self.layers, mark.rings, strict=True):

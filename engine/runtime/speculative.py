@@ -1,0 +1,99 @@
+"""Speculative decoding with V4's MTP block: up to two tokens per trunk pass, the same tokens as
+plain greedy decoding.
+
+Plain decoding feeds the last sampled token u and samples the next from the new logits. With an
+MTP block (V4 ships one, predicting the token after next) and greedy sampling, a step instead:
+
+1. drafts d, the token after u, with the MTP block from the trunk's streams of u's predecessor
+   and u's id (:meth:`Drafter.draft`);
+2. feeds [u, d] to the trunk in ONE forward, after :meth:`SeqState.mark`;
+3. takes the argmax a of the logits after u: it is what plain decoding would have sampled. If
+   a == d, the draft was right: the logits after d give one more token, two tokens for one trunk
+   pass. Else the trunk forgets d (:meth:`SeqState.rollback`) and a is the step's one token.
+
+Same output, bit for bit: a forward of two tokens computes each row with the kernels of a
+one-token step (:data:`whalebone.engine.v4.layers.EXACT_ROWS`), and :func:`trunk_logits` applies
+the LM head one row at a time, as ``forward(..., last_only=True)`` does. So every argmax, the
+trunk state and every snapshot equal plain decoding's. The MTP block sees accepted tokens only;
+after a prefix-cache restore it is warmed from the streams of the prefill's last window, and
+snapshots hold the trunk state alone (a restore drafts from a cold window until it refills).
+
+``WHALEBONE_SPECULATIVE=0`` (or ``off``/``false``/``no``), or
+``BundledEngine(..., speculative=False)``, turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import torch
+
+from whalebone.engine.v4.hyper import hc_head
+
+if TYPE_CHECKING:
+    from whalebone.engine.v4.model import Transformer
+    from whalebone.engine.v4.state import Mark
+
+ENV = "WHALEBONE_SPECULATIVE"
+
+
+def enabled_by_env() -> bool:
+    """Whether ``$WHALEBONE_SPECULATIVE`` leaves speculative decoding on (the default)."""
+    return os.environ.get(ENV, "").strip().lower() not in ("0", "off", "false", "no")
+
+
+def trunk_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
+    """The trunk's logits (T, vocab) from its final streams h (T, hc, dim), each row computed as
+    a one-token ``forward(..., last_only=True)`` computes it (a GEMM of T rows would round them
+    otherwise, and a near-tie could flip)."""
+    c = model.cfg
+    rows = []
+    with torch.inference_mode():
+        for row in h.split(1):
+            x = hc_head(row, model.hc_head_fn, model.hc_head_scale, model.hc_head_base,
+                        c.norm_eps, c.hc_eps)
+            rows.append(model.head(model.norm(x)))
+    return torch.cat(rows)
+
+
+class Drafter:
+    """One request's MTP side: the block's window state and the trunk streams it has not seen
+    yet (``rows``: positions ``state.pos`` … , the last one the trunk's newest)."""
+
+    def __init__(self, model: Transformer, mask: torch.Tensor | None = None) -> None:
+        self.model = model
+        self.window = model.cfg.window_size
+        self.state = model.new_mtp_state()
+        self.rows: list[torch.Tensor] = []  # (1, hc, dim) each
+        self.mask = mask  # ids a draft may name (the sampler's mask)
+        self.undo: tuple[Mark, torch.Tensor] | None = None  # last verify: mark, logits before d
+        self.drafted = 0
+        self.accepted = 0
+
+    def keep(self, start: int, h: torch.Tensor) -> None:
+        """The trunk's streams h (T, hc, dim) of positions start … start+T-1. Only the last
+        window matters to a draft (the block is window-only); a gap (a restored prefix, never
+        run here) restarts the window there."""
+        if self.state.pos + len(self.rows) != start:
+            self.rows, self.state.pos = [], start
+        self.rows.extend(h.split(1))
+        extra = len(self.rows) - self.window
+        if extra > 0:
+            del self.rows[:extra]
+            self.state.pos += extra
+
+    def draft(self, next_ids: list[int]) -> int:
+        """Feed the kept streams with ``next_ids`` (model ids of the token after each of them,
+        the last being the token just sampled) and return the drafted id after that one."""
+        with torch.inference_mode():
+            h = torch.cat(self.rows)
+            logits = self.model.mtp_forward(h, next_ids, self.state, last_only=True)[-1]
+            if self.mask is not None:
+                logits = logits.masked_fill(~self.mask[: logits.numel()], float("-inf"))
+        self.rows = []
+        self.drafted += 1
+        return int(torch.argmax(logits))
+
+
+__all__ = ["ENV", "Drafter", "enabled_by_env", "trunk_logits"]
