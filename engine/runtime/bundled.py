@@ -315,6 +315,9 @@ class BundledEngine(Engine):
         usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
                       prompt_cache_miss_tokens=len(ids) - hit, completion_tokens=generated)
         notes = [f"prefix cache: {hit} of {len(ids)} prompt tokens restored"] if hit else []
+        if drafter is not None and drafter.drafted:
+            notes.append(f"speculative decoding: {drafter.accepted} of {drafter.drafted} "
+                         f"drafts accepted ({generated} tokens in {stats.decode_passes} passes)")
         yield Finished(finish_reason=finish, text=scanner.text, usage=usage,  # type: ignore[arg-type]
                        engine=self.name, model=self.model, notes=notes)
 
