@@ -418,8 +418,8 @@ class BundledEngine(Engine):
             mark = run.state.mark(2)
             _, h = self.transformer.forward(torch.tensor([unfed[1], draft], dtype=torch.int64),
                                             run.state, hidden=True)
+            logits = trunk_logits(self.transformer, h)
             self.forward_passes += 1
-        logits = trunk_logits(self.transformer, h)
         run.ids.append(unfed[0])
         token = sampler(logits[0])
         if token != draft:  # the trunk forgets the draft: as if only ``unfed`` was fed

@@ -1,0 +1,225 @@
+"""Speculative decoding with the MTP block vs plain greedy decoding, side by side in one run:
+
+    .venv/bin/python bench/engine_spec_bench.py [--checkpoint DIR] [--contexts 512,8192]
+                                                [--new 128] [--rounds 3] [--threads 1]
+
+For each context length, rounds alternate a plain greedy request and a speculative one (same
+weights, same prompt, no prefix cache: each prefills in full, and prefill time is not counted)
+and report the median decode tokens/s of each, their ratio, the acceptance rate (drafts the
+trunk agreed with), tokens per trunk pass, and that both produced the same tokens. Without
+``--checkpoint`` the model is a random nano with one MTP layer: its drafts are noise, so a
+third row forces every draft right (the ceiling: what a perfect MTP block would give).
+
+The profile line splits a decode step's time: the trunk's forwards, the MTP block's drafts, the
+row-by-row LM head of a verify pass, sampling, and the rest (Python bookkeeping, detokenizing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import torch
+
+from whalebone.engine.base import GenerationRequest, SamplingParams
+from whalebone.engine.runtime import bundled
+from whalebone.engine.runtime.bundled import BundledEngine, RequestStats
+from whalebone.engine.runtime.sampling import Sampler
+from whalebone.engine.runtime.speculative import Drafter
+from whalebone.engine.v4.model import Transformer
+
+PARTS = ("trunk", "mtp", "head", "sample")
+
+
+class Clock:
+    """Seconds spent in each part of decoding, by wrapping the functions that do it; only
+    inside decode steps (``BundledEngine._step``), so the prefill is not counted."""
+
+    def __init__(self) -> None:
+        self.spent = dict.fromkeys(PARTS, 0.0)
+        self.on = False  # counting rounds
+        self.decoding = False
+
+    def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not (self.on and self.decoding):
+                return fn(*args, **kwargs)
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[part] += time.perf_counter() - t0
+        return timed
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        saved = (Transformer.forward, Drafter.draft, bundled.trunk_logits, Sampler.__call__)
+        step = BundledEngine._step
+
+        def decode_step(*args: Any) -> Any:
+            self.decoding = True
+            try:
+                return step(*args)
+            finally:
+                self.decoding = False
+
+        BundledEngine._step = decode_step  # type: ignore[method-assign]
+        Transformer.forward = self.wrap("trunk", Transformer.forward)  # type: ignore[method-assign]
+        Drafter.draft = self.wrap("mtp", Drafter.draft)  # type: ignore[method-assign]
+        bundled.trunk_logits = self.wrap("head", bundled.trunk_logits)
+        Sampler.__call__ = self.wrap("sample", Sampler.__call__)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            (Transformer.forward, Drafter.draft, bundled.trunk_logits,  # type: ignore[method-assign]
+             Sampler.__call__) = saved
+            BundledEngine._step = step  # type: ignore[method-assign]
+
+
+def prompt_ids(engine: BundledEngine, n: int, checkpoint: bool) -> list[int]:
+    """A realistic chat prompt of about ``n`` tokens for a trained checkpoint (the repository's
+    docs as a user message, then a question); spread ids for random weights."""
+    if not checkpoint:
+        keep = [v for v in engine.vocab.model_to_v4 if v > 2]
+        return [0] + [keep[(i * 7919) % len(keep)] for i in range(n - 1)]
+    from whalebone.dsml.encoder import encode_messages
+
+    docs = Path(__file__).resolve().parents[1] / "README.md"
+    words = docs.read_text(encoding="utf-8").split()
+    text, ids = "", [0]
+    while len(ids) < n:
+        text = " ".join(words[: len(text.split()) + 200]) if len(text.split()) < len(words) \
+            else text + " " + text
+        messages = [{"role": "user", "content": text + "\n\nWhat is this project? Explain."}]
+        ids = engine.tokenizer.encode(encode_messages(messages, "chat"))
+    return ids[-n:] if len(ids) > n else ids
+
+
+def generate(engine: BundledEngine, ids: list[int], new: int) -> RequestStats:
+    request = GenerationRequest(prompt_ids=ids, max_tokens=new,
+                                sampling=SamplingParams(temperature=0.0))
+
+    async def go() -> None:
+        async for _ in engine.stream(request):
+            pass
+
+    anyio.run(go)
+    return engine.last_stats
+
+
+def forced(engine: BundledEngine, sequence: list[int]) -> Callable[..., int]:
+    """Drafter.draft that runs the block but returns the right token (the ceiling row)."""
+    real = Drafter.draft
+    model_ids = engine.vocab.to_model(sequence)
+
+    def draft(self: Drafter, next_ids: list[int]) -> int:
+        at = self.state.pos + len(self.rows) + 1
+        drafted = real(self, next_ids)
+        return model_ids[at] if at < len(model_ids) else drafted
+    return draft
+
+
+def measure(plain: BundledEngine, spec: BundledEngine, ids: list[int], new: int, rounds: int,
+            ceiling: bool) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"plain": [], "spec": [], "ceiling": []}
+    clocks = {k: Clock() for k in rates}
+    last: dict[str, RequestStats] = {}
+    same = True
+    for r in range(rounds + 1):  # round 0 warms up (allocations, caches), not counted
+        sides = ["plain", "spec"] if r % 2 else ["spec", "plain"]
+        for side in sides + ["ceiling"] * ceiling:  # the ceiling needs plain's transcript
+            engine = plain if side == "plain" else spec
+            saved = Drafter.draft
+            if side == "ceiling":
+                ref = last["plain"]
+                Drafter.draft = forced(spec, ref.prompt_ids + ref.completion_ids)  # type: ignore[method-assign]
+            clock = clocks[side]
+            clock.on = r > 0
+            try:
+                with clock.installed():
+                    stats = generate(engine, ids, new)
+            finally:
+                Drafter.draft = saved  # type: ignore[method-assign]
+                clock.on = False
+            if r:
+                rates[side].append(stats.completion_tokens / stats.decode_s)
+                clock.spent["total"] = clock.spent.get("total", 0.0) + stats.decode_s
+                clock.spent["tokens"] = clock.spent.get("tokens", 0.0) + stats.completion_tokens
+            last[side] = stats
+        if "plain" in last and "spec" in last:
+            same &= last["plain"].completion_ids == last["spec"].completion_ids
+    out: dict[str, Any] = {"context": len(ids), "new": new, "same_tokens": same}
+    for side, values in rates.items():
+        if not values:
+            continue
+        s = last[side]
+        row: dict[str, Any] = {"tok_s": statistics.median(values),
+                               "tokens": s.completion_tokens, "passes": s.decode_passes}
+        if side != "plain":
+            row["acceptance"] = s.accepted / s.drafted if s.drafted else 0.0
+            row["tokens_per_pass"] = s.completion_tokens / max(1, s.decode_passes)
+            row["speedup"] = row["tok_s"] / out["plain"]["tok_s"]
+        spent = clocks[side].spent
+        per_token = {p: 1e3 * spent[p] / spent["tokens"] for p in PARTS}
+        per_token["rest"] = 1e3 * spent["total"] / spent["tokens"] - sum(per_token.values())
+        row["ms_per_token"] = per_token
+        out[side] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="a checkpoint folder with an MTP block (n_mtp_layers 1)")
+    ap.add_argument("--contexts", default="512,8192")
+    ap.add_argument("--new", type=int, default=128, help="tokens generated per request")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        spec = BundledEngine.from_checkpoint(args.checkpoint, use_cache=False, progress=False,
+                                             speculative=True)
+    else:
+        spec = BundledEngine.random("nano", mtp=1, use_cache=False, progress=False,
+                                    speculative=True)
+    if not spec.speculative:
+        raise SystemExit("this model has no MTP block: nothing to draft with")
+    plain = BundledEngine(spec.transformer, vocab=spec.vocab, progress=False, speculative=False)
+    results = []
+    for n in (int(c) for c in args.contexts.split(",")):
+        ids = prompt_ids(spec, n, bool(args.checkpoint))
+        results.append(measure(plain, spec, ids, args.new, args.rounds, not args.checkpoint))
+    if args.json:
+        print(json.dumps(results))
+        return
+    name = args.checkpoint or "random nano + 1 MTP layer"
+    print(f"{name}: greedy decode, {args.new} tokens per request, median of {args.rounds} "
+          f"interleaved rounds, {args.threads} thread(s)")
+    for res in results:
+        p = res["plain"]
+        print(f"\ncontext {res['context']}: plain {p['tok_s']:.1f} tok/s; same tokens: "
+              f"{res['same_tokens']}")
+        for side in ("spec", "ceiling"):
+            if side not in res:
+                continue
+            s = res[side]
+            label = "speculative" if side == "spec" else "every draft right (ceiling)"
+            print(f"  {label}: {s['tok_s']:.1f} tok/s = {s['speedup']:.2f}x plain; acceptance "
+                  f"{100 * s['acceptance']:.1f}%, {s['tokens_per_pass']:.2f} tokens per trunk pass")
+        for side in ("plain", "spec", "ceiling"):
+            if side in res:
+                parts = res[side]["ms_per_token"]
+                print(f"  profile {side}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+                      + " ms/token")
+
+
+if __name__ == "__main__":
+    main()
