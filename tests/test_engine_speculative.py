@@ -17,10 +17,10 @@ import pytest
 import torch
 from conftest import stream_sync
 
-from whalebone.engine.base import Finished, GenerationRequest, SamplingParams
+from whalebone.engine.base import EngineError, Finished, GenerationRequest, SamplingParams
 from whalebone.engine.runtime import speculative
 from whalebone.engine.runtime.bundled import BundledEngine, RequestStats
-from whalebone.engine.runtime.speculative import Drafter
+from whalebone.engine.runtime.speculative import Drafter, Pace
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,7 +37,7 @@ def _engines(preset: str, tmp_path: Path) -> tuple[BundledEngine, BundledEngine]
                                  speculative=False, progress=False)
     spec = BundledEngine.random(preset, mtp=1, seed=2, cache_dir=tmp_path / "spec",
                                 speculative=True, progress=False)
-    assert spec.speculative and not plain.speculative
+    assert (spec.speculative, plain.speculative) == ("on", "off")
     return plain, spec
 
 
@@ -196,11 +196,40 @@ def test_sampled_requests_and_the_switch_keep_plain_decoding(
     stream_sync(spec, GenerationRequest(prompt_ids=_prompt(spec, 30, 5), max_tokens=8,
                                         sampling=SamplingParams(temperature=0.8, seed=1)))
     assert spec.last_stats.drafted == 0
-    monkeypatch.setenv(speculative.ENV, "0")
-    assert not BundledEngine.random("micro", mtp=1, use_cache=False).speculative
-    monkeypatch.setenv(speculative.ENV, "1")
-    assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative
-    assert not BundledEngine.random("micro", use_cache=False).speculative  # no MTP block
+    for value, mode in (("0", "off"), ("off", "off"), ("1", "on"), ("on", "on"),
+                        ("auto", "auto"), ("", "auto")):
+        monkeypatch.setenv(speculative.ENV, value)
+        assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative == mode
+    assert BundledEngine.random("micro", use_cache=False).speculative == "off"  # no MTP block
+    monkeypatch.setenv(speculative.ENV, "sometimes")
+    with pytest.raises(EngineError, match="one of auto, on, off"):
+        BundledEngine.random("micro", mtp=1, use_cache=False)
+    monkeypatch.delenv(speculative.ENV)
+    assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative == "auto"
+
+
+def test_pace_drafts_while_the_measured_rates_say_it_pays() -> None:
+    pace = Pace()
+    assert pace.pays()  # nothing measured: try
+    pace.plain(0.010)
+    pace.speculative(0.016, accepted=True)
+    assert pace.pays()  # 2 tokens per 16 ms beats 1 per 10 ms
+    for _ in range(30):
+        pace.speculative(0.016, accepted=False)
+    assert not pace.pays()  # ~1 token per 16 ms
+    assert "of drafts accepted" in str(pace)
+
+
+def test_auto_mode_stops_drafting_where_drafts_do_not_pay(tmp_path: Path) -> None:
+    plain, _ = _engines("micro", tmp_path)
+    auto = BundledEngine.random("micro", mtp=1, seed=2, use_cache=False, speculative="auto")
+    ids = _prompt(plain, 60, 7)
+    _, _, a = _run(plain, ids, max_tokens=120)
+    _, _, b = _run(auto, ids, max_tokens=120)
+    assert b.completion_ids == a.completion_ids
+    # random weights draft noise: once both kinds are timed, only the probes draft
+    if b.completion_tokens >= 60:
+        assert 0 < b.drafted < b.completion_tokens / 2, (b.drafted, str(auto.pace))
 
 
 def _cli(*args: str) -> list[str]:

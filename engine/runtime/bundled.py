@@ -63,7 +63,7 @@ from whalebone.engine.runtime.prefix_cache import DEFAULT_BUDGET, PrefixCache, S
 from whalebone.engine.runtime.progress import Progress
 from whalebone.engine.runtime.sampling import Detokenizer, Sampler, StopScanner
 from whalebone.engine.runtime.snapshot_plan import SnapshotPlan
-from whalebone.engine.runtime.speculative import Drafter, enabled_by_env, trunk_logits
+from whalebone.engine.runtime.speculative import PROBE, Drafter, Pace, mode_from, trunk_logits
 from whalebone.engine.runtime.vocab import FILENAME as VOCAB_FILE
 from whalebone.engine.runtime.vocab import V4_VOCAB_SIZE, VocabMap
 
@@ -126,9 +126,10 @@ class BundledEngine(Engine):
     def __init__(self, transformer: Transformer, *, vocab: VocabMap | None = None,
                  cache: PrefixCache | None = None, prefill_chunk: int = 1024,
                  progress: bool | None = None, context_window: int = 1_048_576,
-                 speculative: bool | None = None) -> None:
+                 speculative: str | bool | None = None) -> None:
         """``speculative``: draft with the model's MTP block when sampling is greedy (same
-        output, fewer trunk passes); None reads ``$WHALEBONE_SPECULATIVE`` (on unless 0)."""
+        output, fewer trunk passes): ``auto`` while it pays, ``on``/True, ``off``/False;
+        None reads ``$WHALEBONE_SPECULATIVE`` (unset: auto)."""
         from whalebone.dsml.tokenizer import load_tokenizer
 
         self.transformer = transformer
@@ -149,8 +150,12 @@ class BundledEngine(Engine):
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
-        self.speculative = (enabled_by_env() if speculative is None else speculative) and bool(
-            getattr(transformer, "has_mtp", False))
+        try:
+            mode = mode_from(speculative)
+        except ValueError as e:
+            raise EngineError(str(e)) from None
+        self.speculative = mode if getattr(transformer, "has_mtp", False) else "off"
+        self.pace = Pace()  # what a plain and a speculative step cost here
 
     # -- construction ---------------------------------------------------------------------
 
@@ -256,7 +261,7 @@ class BundledEngine(Engine):
         started = time.perf_counter()
         ids = self.prompt_ids(request)
         mask = self.vocab.sampleable_mask()
-        drafter = (Drafter(self.transformer, mask) if self.speculative
+        drafter = (Drafter(self.transformer, mask) if self.speculative != "off"
                    and request.sampling.temperature == 0.0 else None)
         run, stats = await self._prepare(ids, drafter)
 
@@ -380,9 +385,10 @@ class BundledEngine(Engine):
         feed = torch.tensor(model_ids, dtype=torch.int64)
         with self._forward_lock:
             if hidden and run.drafter is not None:
-                start = run.state.pos
-                _, h = self.transformer.forward(feed, run.state, hidden=True)
-                logits = trunk_logits(self.transformer, h[-1:])
+                start, one = run.state.pos, len(model_ids) == 1  # one token: its own logits
+                logits, h = self.transformer.forward(feed, run.state, last_only=one, hidden=True)
+                if not one:
+                    logits = trunk_logits(self.transformer, h[-1:])
                 run.drafter.keep(start, h)
             else:
                 logits = self.transformer.forward(feed, run.state, last_only=True)
@@ -403,10 +409,19 @@ class BundledEngine(Engine):
             return [sampler(run.logits)]
         run.state.release()  # the last verified draft stays for good now
         drafter.undo = None
-        if budget < 2 or not drafter.rows:  # no streams to draft from yet: a plain step
+        drafter.steps += 1
+        draft = self.speculative == "on" or self.pace.pays()
+        if self.speculative == "auto" and drafter.steps % PROBE == 0:
+            draft = not draft  # keep the kind not chosen measured too
+        t0 = time.perf_counter()
+        if budget < 2 or not drafter.rows or not draft:  # a plain step, streams kept
             self._advance(run, [unfed[0]], [unfed[1]], hidden=True)
-            return [sampler(run.logits)]
-        return self._speculate(run, drafter, sampler, unfed)
+            token = sampler(run.logits)
+            self.pace.plain(time.perf_counter() - t0)
+            return [token]
+        tokens = self._speculate(run, drafter, sampler, unfed)
+        self.pace.speculative(time.perf_counter() - t0, len(tokens) == 2)
+        return tokens
 
     def _speculate(self, run: _Run, drafter: Drafter, sampler: Sampler,
                    unfed: tuple[int, int]) -> list[int]:

@@ -18,8 +18,13 @@ trunk state and every snapshot equal plain decoding's. The MTP block sees accept
 after a prefix-cache restore it is warmed from the streams of the prefill's last window, and
 snapshots hold the trunk state alone (a restore drafts from a cold window until it refills).
 
-``WHALEBONE_SPECULATIVE=0`` (or ``off``/``false``/``no``), or
-``BundledEngine(..., speculative=False)``, turns it off.
+Whether it pays depends on the machine: a verify pass of two tokens costs more than a one-token
+pass (its MoE routes two tokens, each GEMM reads its weights per row), the draft costs a block
+and an LM head, and only accepted drafts save a pass. So by default (``auto``) the engine keeps
+running means of a plain step's time, a speculative step's time and the acceptance rate
+(:class:`Pace`) and drafts only while ``(1 + acceptance) / speculative step > 1 / plain step``,
+trying the other kind every :data:`PROBE` steps to keep both measured. ``on`` always drafts,
+``off`` never: ``BundledEngine(..., speculative="on")`` or ``WHALEBONE_SPECULATIVE=on``.
 """
 
 from __future__ import annotations
@@ -36,11 +41,58 @@ if TYPE_CHECKING:
     from whalebone.engine.v4.state import Mark
 
 ENV = "WHALEBONE_SPECULATIVE"
+MODES = ("auto", "on", "off")
+PROBE = 16  # in auto mode, every PROBE-th step of a request runs the kind not chosen
+_ALIASES = {"1": "on", "true": "on", "yes": "on", "always": "on", "0": "off", "false": "off",
+            "no": "off", "never": "off", "": "auto"}
 
 
-def enabled_by_env() -> bool:
-    """Whether ``$WHALEBONE_SPECULATIVE`` leaves speculative decoding on (the default)."""
-    return os.environ.get(ENV, "").strip().lower() not in ("0", "off", "false", "no")
+def mode_from(value: str | bool | None) -> str:
+    """``auto``, ``on`` or ``off`` from a constructor argument (True/False/None or a mode) or,
+    when it is None, from ``$WHALEBONE_SPECULATIVE`` (unset: ``auto``)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    raw = os.environ.get(ENV, "") if value is None else value
+    mode = _ALIASES.get(raw.strip().lower(), raw.strip().lower())
+    if mode not in MODES:
+        raise ValueError(f"speculative decoding mode must be one of {', '.join(MODES)} "
+                         f"(or 1/0), got {raw!r}" + (f" from ${ENV}" if value is None else ""))
+    return mode
+
+
+class Pace:
+    """Whether drafting pays on this machine and model: running means (over the engine's
+    life) of a plain decode step's seconds, a speculative step's seconds and the share of
+    drafts accepted."""
+
+    WEIGHT = 0.2  # of the newest step in each running mean
+
+    def __init__(self) -> None:
+        self.plain_s: float | None = None
+        self.spec_s: float | None = None
+        self.acceptance: float | None = None
+
+    def _mean(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.WEIGHT * (new - old)
+
+    def plain(self, seconds: float) -> None:
+        self.plain_s = self._mean(self.plain_s, seconds)
+
+    def speculative(self, seconds: float, accepted: bool) -> None:
+        self.spec_s = self._mean(self.spec_s, seconds)
+        self.acceptance = self._mean(self.acceptance, float(accepted))
+
+    def pays(self) -> bool:
+        """Drafting gives more tokens per second (True until both kinds are measured)."""
+        if self.plain_s is None or self.spec_s is None or self.acceptance is None:
+            return True
+        return self.spec_s < (1 + self.acceptance) * self.plain_s
+
+    def __str__(self) -> str:
+        if self.plain_s is None or self.spec_s is None or self.acceptance is None:
+            return "not measured yet"
+        return (f"plain step {1e3 * self.plain_s:.1f} ms, speculative step "
+                f"{1e3 * self.spec_s:.1f} ms, {100 * self.acceptance:.0f}% of drafts accepted")
 
 
 def trunk_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
@@ -70,6 +122,7 @@ class Drafter:
         self.undo: tuple[Mark, torch.Tensor] | None = None  # last verify: mark, logits before d
         self.drafted = 0
         self.accepted = 0
+        self.steps = 0  # decode steps of this request
 
     def keep(self, start: int, h: torch.Tensor) -> None:
         """The trunk's streams h (T, hc, dim) of positions start … start+T-1. Only the last
@@ -96,4 +149,4 @@ class Drafter:
         return int(torch.argmax(logits))
 
 
-__all__ = ["ENV", "Drafter", "enabled_by_env", "trunk_logits"]
+__all__ = ["ENV", "MODES", "PROBE", "Drafter", "Pace", "mode_from", "trunk_logits"]
