@@ -6,7 +6,8 @@
 For each context length, rounds alternate a plain greedy request and a speculative one (same
 weights, same prompt, no prefix cache: each prefills in full, and prefill time is not counted)
 and report the median decode tokens/s of each, their ratio, the acceptance rate (drafts the
-trunk agreed with), tokens per trunk pass, and that both produced the same tokens. Without
+trunk agreed with), tokens per trunk pass, and that all produced the same tokens; the auto
+mode (the default: drafts only while its running means say it pays) is a third side. Without
 ``--checkpoint`` the model is a random nano with one MTP layer: its drafts are noise, so a
 third row forces every draft right (the ceiling: what a perfect MTP block would give).
 
@@ -84,22 +85,28 @@ class Clock:
 
 
 def prompt_ids(engine: BundledEngine, n: int, checkpoint: bool) -> list[int]:
-    """A realistic chat prompt of about ``n`` tokens for a trained checkpoint (the repository's
-    docs as a user message, then a question); spread ids for random weights."""
+    """A chat prompt of about ``n`` tokens for a trained checkpoint: the repository's README as
+    a user message, then a request to copy its last paragraph (a long answer, the kind of
+    task the nano is trained on); spread ids for random weights."""
     if not checkpoint:
         keep = [v for v in engine.vocab.model_to_v4 if v > 2]
         return [0] + [keep[(i * 7919) % len(keep)] for i in range(n - 1)]
     from whalebone.dsml.encoder import encode_messages
 
-    docs = Path(__file__).resolve().parents[1] / "README.md"
-    words = docs.read_text(encoding="utf-8").split()
-    text, ids = "", [0]
-    while len(ids) < n:
-        text = " ".join(words[: len(text.split()) + 200]) if len(text.split()) < len(words) \
-            else text + " " + text
-        messages = [{"role": "user", "content": text + "\n\nWhat is this project? Explain."}]
-        ids = engine.tokenizer.encode(encode_messages(messages, "chat"))
-    return ids[-n:] if len(ids) > n else ids
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    body = engine.tokenizer.encode(readme)
+    while len(body) < n:
+        body = body + body
+    ask = "\n\nCopy the paragraph above, word for word."
+
+    def render(k: int) -> list[int]:
+        text = engine.tokenizer.decode(body[:k]).rsplit("\n\n", 1)[0] + ask
+        return engine.tokenizer.encode(encode_messages([{"role": "user", "content": text}],
+                                                       "chat"))
+    k = n
+    while len(ids := render(k)) > n:
+        k -= len(ids) - n
+    return ids
 
 
 def generate(engine: BundledEngine, ids: list[int], new: int) -> RequestStats:
@@ -126,20 +133,20 @@ def forced(engine: BundledEngine, sequence: list[int]) -> Callable[..., int]:
     return draft
 
 
-def measure(plain: BundledEngine, spec: BundledEngine, ids: list[int], new: int, rounds: int,
+def measure(engines: dict[str, BundledEngine], ids: list[int], new: int, rounds: int,
             ceiling: bool) -> dict[str, Any]:
-    rates: dict[str, list[float]] = {"plain": [], "spec": [], "ceiling": []}
+    rates: dict[str, list[float]] = {"plain": [], "spec": [], "auto": [], "ceiling": []}
     clocks = {k: Clock() for k in rates}
     last: dict[str, RequestStats] = {}
     same = True
     for r in range(rounds + 1):  # round 0 warms up (allocations, caches), not counted
-        sides = ["plain", "spec"] if r % 2 else ["spec", "plain"]
+        sides = ["plain", "spec", "auto"] if r % 2 else ["auto", "spec", "plain"]
         for side in sides + ["ceiling"] * ceiling:  # the ceiling needs plain's transcript
-            engine = plain if side == "plain" else spec
+            engine = engines["spec" if side == "ceiling" else side]
             saved = Drafter.draft
             if side == "ceiling":
                 ref = last["plain"]
-                Drafter.draft = forced(spec, ref.prompt_ids + ref.completion_ids)  # type: ignore[method-assign]
+                Drafter.draft = forced(engine, ref.prompt_ids + ref.completion_ids)  # type: ignore[method-assign]
             clock = clocks[side]
             clock.on = r > 0
             try:
@@ -153,8 +160,8 @@ def measure(plain: BundledEngine, spec: BundledEngine, ids: list[int], new: int,
                 clock.spent["total"] = clock.spent.get("total", 0.0) + stats.decode_s
                 clock.spent["tokens"] = clock.spent.get("tokens", 0.0) + stats.completion_tokens
             last[side] = stats
-        if "plain" in last and "spec" in last:
-            same &= last["plain"].completion_ids == last["spec"].completion_ids
+        if "plain" in last:
+            same &= all(last["plain"].completion_ids == s.completion_ids for s in last.values())
     out: dict[str, Any] = {"context": len(ids), "new": new, "same_tokens": same}
     for side, values in rates.items():
         if not values:
@@ -192,33 +199,38 @@ def main() -> None:
                                     speculative=True)
     if not spec.speculative:
         raise SystemExit("this model has no MTP block: nothing to draft with")
-    plain = BundledEngine(spec.transformer, vocab=spec.vocab, progress=False, speculative=False)
+    engines = {side: BundledEngine(spec.transformer, vocab=spec.vocab, progress=False,
+                                   speculative=mode)
+               for side, mode in (("plain", "off"), ("spec", "on"), ("auto", "auto"))}
     results = []
     for n in (int(c) for c in args.contexts.split(",")):
         ids = prompt_ids(spec, n, bool(args.checkpoint))
-        results.append(measure(plain, spec, ids, args.new, args.rounds, not args.checkpoint))
+        results.append(measure(engines, ids, args.new, args.rounds, not args.checkpoint))
+    pace = str(engines["auto"].pace)
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({"results": results, "auto_pace": pace}))
         return
     name = args.checkpoint or "random nano + 1 MTP layer"
     print(f"{name}: greedy decode, {args.new} tokens per request, median of {args.rounds} "
           f"interleaved rounds, {args.threads} thread(s)")
     for res in results:
         p = res["plain"]
-        print(f"\ncontext {res['context']}: plain {p['tok_s']:.1f} tok/s; same tokens: "
-              f"{res['same_tokens']}")
-        for side in ("spec", "ceiling"):
+        print(f"\ncontext {res['context']}: plain {p['tok_s']:.1f} tok/s ({p['tokens']} tokens "
+              f"per request); same tokens: {res['same_tokens']}")
+        for side in ("spec", "auto", "ceiling"):
             if side not in res:
                 continue
             s = res[side]
-            label = "speculative" if side == "spec" else "every draft right (ceiling)"
+            label = {"spec": "speculative (on)", "auto": "auto (drafts while it pays)",
+                     "ceiling": "every draft right (ceiling)"}[side]
             print(f"  {label}: {s['tok_s']:.1f} tok/s = {s['speedup']:.2f}x plain; acceptance "
                   f"{100 * s['acceptance']:.1f}%, {s['tokens_per_pass']:.2f} tokens per trunk pass")
-        for side in ("plain", "spec", "ceiling"):
+        for side in ("plain", "spec", "auto", "ceiling"):
             if side in res:
                 parts = res[side]["ms_per_token"]
                 print(f"  profile {side}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
                       + " ms/token")
+    print(f"\nauto's running means at the end: {pace}")
 
 
 if __name__ == "__main__":

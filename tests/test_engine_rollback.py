@@ -101,7 +101,18 @@ def test_a_mark_costs_rows_not_the_context(micro: Transformer) -> None:
     state.release()
 
 
-@pytest.mark.parametrize("which", ["micro", "nano"])
+@pytest.fixture(scope="module")
+def shipped() -> Transformer:
+    """The shipped checkpoint's trunk: its shape (dim 128, 4 experts) differs from the presets'."""
+    from whalebone.engine.runtime.bundled import CHECKPOINT_DIR
+    from whalebone.engine.v4.weights import load_checkpoint
+
+    if not (CHECKPOINT_DIR / "config.json").exists():
+        pytest.skip("no bundled checkpoint installed")
+    return load_checkpoint(CHECKPOINT_DIR)
+
+
+@pytest.mark.parametrize("which", ["micro", "nano", "shipped"])
 def test_two_tokens_in_one_forward_give_each_row_a_one_token_steps_bits(
         which: str, request: pytest.FixtureRequest) -> None:
     model: Transformer = request.getfixturevalue(which)
@@ -116,3 +127,12 @@ def test_two_tokens_in_one_forward_give_each_row_a_one_token_steps_bits(
         logits = trunk_logits(model, h)
         assert torch.equal(logits[0], l0[0]) and torch.equal(logits[1], l1[0]), pos
         _assert_same(state, one)
+
+
+def test_drafts_may_batch_their_rows_the_trunk_may_not() -> None:
+    from whalebone.engine.v4 import layers
+
+    assert layers.exact_rows(2) and not layers.exact_rows(1)
+    with layers.rows_as_batch():
+        assert not layers.exact_rows(2)
+    assert layers.exact_rows(2)

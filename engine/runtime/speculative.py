@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from whalebone.engine.v4.hyper import hc_head
+from whalebone.engine.v4.layers import rows_as_batch
 
 if TYPE_CHECKING:
     from whalebone.engine.v4.model import Transformer
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 ENV = "WHALEBONE_SPECULATIVE"
 MODES = ("auto", "on", "off")
-PROBE = 16  # in auto mode, every PROBE-th step of a request runs the kind not chosen
+PROBE = 32  # in auto mode, every PROBE-th step of a request runs the kind not chosen
 _ALIASES = {"1": "on", "true": "on", "yes": "on", "always": "on", "0": "off", "false": "off",
             "no": "off", "never": "off", "": "auto"}
 
@@ -139,7 +140,7 @@ class Drafter:
     def draft(self, next_ids: list[int]) -> int:
         """Feed the kept streams with ``next_ids`` (model ids of the token after each of them,
         the last being the token just sampled) and return the drafted id after that one."""
-        with torch.inference_mode():
+        with torch.inference_mode(), rows_as_batch():  # a draft's bits decide nothing
             h = torch.cat(self.rows)
             logits = self.model.mtp_forward(h, next_ids, self.state, last_only=True)[-1]
             if self.mask is not None:

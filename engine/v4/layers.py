@@ -10,7 +10,9 @@ whether they arrive in a prefill, a chunk or a single decode step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +32,23 @@ FAST_DECODE = True
 # the tensor's size. So such a forward runs those ops one row at a time (:func:`by_rows`), each
 # with the shapes of a decode step; everything else is per element or per row already.
 EXACT_ROWS = 2
+_batched = threading.local()  # .on inside rows_as_batch(), for this thread
 
 
 def exact_rows(t: int) -> bool:
     """Whether a forward of ``t`` tokens computes each row as a one-token forward does."""
-    return 1 < t <= EXACT_ROWS
+    return 1 < t <= EXACT_ROWS and not getattr(_batched, "on", False)
+
+
+@contextmanager
+def rows_as_batch() -> Iterator[None]:
+    """Forwards inside compute a few tokens as one batch again (faster, not row-exact): for
+    work whose bits decide nothing, like a speculative draft."""
+    _batched.on = True
+    try:
+        yield
+    finally:
+        _batched.on = False
 
 
 def by_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
