@@ -12,12 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import torch
 from conftest import stream_sync
 
-from whalebone.engine.base import EngineError, Finished, GenerationRequest, SamplingParams
+from whalebone.engine.base import (
+    EngineError,
+    Finished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+)
 from whalebone.engine.runtime import speculative
 from whalebone.engine.runtime.bundled import BundledEngine, RequestStats
 from whalebone.engine.runtime.speculative import Drafter, Pace
@@ -206,6 +213,33 @@ def test_sampled_requests_and_the_switch_keep_plain_decoding(
         BundledEngine.random("micro", mtp=1, use_cache=False)
     monkeypatch.delenv(speculative.ENV)
     assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative == "auto"
+
+
+def test_cancelling_a_speculative_stream_stops_it_and_next_logits_stay_plain(
+        tmp_path: Path) -> None:
+    plain, spec = _engines("micro", tmp_path)
+
+    async def go() -> tuple[int, int]:
+        seen = 0
+        with anyio.CancelScope() as scope:
+            async for ev in spec.stream(GenerationRequest(
+                    prompt_ids=_prompt(spec, 30, 8), max_tokens=5000, sampling=GREEDY)):
+                if isinstance(ev, TextDelta):
+                    seen += 1
+                    if seen == 3:
+                        scope.cancel()
+        at_cancel = spec.forward_passes
+        await anyio.sleep(0.3)
+        return at_cancel, spec.forward_passes
+
+    at_cancel, later = anyio.run(go)
+    assert at_cancel == later < 100  # nothing runs on after the cancel
+    ids = _prompt(spec, 50, 9)
+    a, b = anyio.run(plain.next_logits, ids), anyio.run(spec.next_logits, ids)
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    _, _, x = _run(plain, ids, max_tokens=12)
+    _, _, y = _run(spec, ids, max_tokens=12)  # the engine serves the next request alike
+    assert x.completion_ids == y.completion_ids
 
 
 def test_pace_drafts_while_the_measured_rates_say_it_pays() -> None:
