@@ -5,11 +5,11 @@
 
 For each context length, rounds alternate a plain greedy request and a speculative one (same
 weights, same prompt, no prefix cache: each prefills in full, and prefill time is not counted)
-and report the median decode tokens/s of each, their ratio, the acceptance rate (drafts the
-trunk agreed with), tokens per trunk pass, and that all produced the same tokens; the auto
-mode (the default: drafts only while its running means say it pays) is a third side. Without
-``--checkpoint`` the model is a random nano with one MTP layer: its drafts are noise, so a
-third row forces every draft right (the ceiling: what a perfect MTP block would give).
+and report the median decode tokens/s of each, the median of the rounds' ratios to plain, the
+acceptance rate (drafts the trunk agreed with), tokens per trunk pass, and that all produced the
+same tokens; the auto mode (the default: drafts only while its running means say it pays) is a
+third side. Without ``--checkpoint`` the model is a random nano with one MTP layer: its drafts
+are noise, so a fourth row forces every draft right (the ceiling: a perfect MTP block).
 
 The profile line splits a decode step's time: the trunk's forwards, the MTP block's drafts, the
 row-by-row LM head of a verify pass, sampling, and the rest (Python bookkeeping, detokenizing).
@@ -172,7 +172,10 @@ def measure(engines: dict[str, BundledEngine], ids: list[int], new: int, rounds:
         if side != "plain":
             row["acceptance"] = s.accepted / s.drafted if s.drafted else 0.0
             row["tokens_per_pass"] = s.completion_tokens / max(1, s.decode_passes)
-            row["speedup"] = row["tok_s"] / out["plain"]["tok_s"]
+            # the median of each round's ratio: a round's sides ran back to back, under the
+            # same load, so the pairs cancel most of a shared machine's drift
+            row["speedup"] = statistics.median(
+                x / y for x, y in zip(values, rates["plain"], strict=True))
         spent = clocks[side].spent
         per_token = {p: 1e3 * spent[p] / spent["tokens"] for p in PARTS}
         per_token["rest"] = 1e3 * spent["total"] / spent["tokens"] - sum(per_token.values())
