@@ -16,6 +16,12 @@ the training log counts them. Variants:
 - ``batched, parts``: cut into length-sorted parts of at most 4,096 padded tokens (less
   padding, bounded memory), as ``python -m whalebone.training.train`` runs.
 
+``--mtp`` adds the multi-token prediction block (``train --mtp 1``), each compared with
+``batched, parts``: ``+ MTP, joint`` (trunk and block trained together, loss = trunk CE + 0.3
+MTP CE) and ``+ MTP, frozen trunk`` (``--freeze-trunk``: only the block gets gradients).
+``--only-batched`` leaves the slow per-conversation variant out (speedups are then against
+``batched, parts``).
+
 Variants alternate step by step so that load from other processes hits them alike.
 """
 
@@ -34,7 +40,7 @@ import torch.nn.functional as F
 from whalebone.engine.runtime.vocab import VocabMap
 from whalebone.engine.v4.config import ModelConfig
 from whalebone.engine.v4.model import Transformer
-from whalebone.training.batch import batch_loss, micro_batches, pad_batch
+from whalebone.training.batch import batch_loss, batch_losses, micro_batches, pad_batch, run_head
 from whalebone.training.data import build
 from whalebone.training.train import SHAPE, Encoded, build_vocab, make_trainable
 from whalebone.training.train import train_forward as single_forward
@@ -69,12 +75,28 @@ def step_batched(model: Transformer, head_ids: list[int],
     return sum(len(ids) for ids, _ in convs)
 
 
+def step_mtp(model: Transformer, head_ids: list[int],
+             convs: list[tuple[list[int], list[bool]]], max_tokens: int) -> int:
+    """What ``train --mtp 1`` runs (the trunk frozen or not is the model's own setting)."""
+    head, mtp_head = run_head(model, torch.tensor(head_ids))
+    count = sum(sum(m[1:]) for _, m in convs)
+    for part in micro_batches(convs, max_tokens):
+        ids, mask = pad_batch(part)
+        loss, mtp, _ = batch_losses(model, head, mtp_head, ids, mask)
+        assert mtp is not None
+        ((loss + 0.3 * mtp) / count).backward()
+    return sum(len(ids) for ids, _ in convs)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=6, help="timed steps per variant")
     p.add_argument("--batch", type=int, default=16, help="conversations per step")
     p.add_argument("--per-family", type=int, default=6, help="conversations rendered per family")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--mtp", action="store_true", help="add the MTP variants")
+    p.add_argument("--only-batched", action="store_true",
+                   help="leave out the per-conversation variant")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -97,10 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         "batched": lambda m, h, c: step_batched(m, h, c, None),
         "batched, parts": lambda m, h, c: step_batched(m, h, c, 4096),
     }
+    if args.only_batched:
+        del variants["per-conversation"], variants["batched"]
+    if args.mtp:
+        variants["+ MTP, joint"] = variants["+ MTP, frozen trunk"] = (
+            lambda m, h, c: step_mtp(m, h, c, 4096))
     models = {}
     for name in variants:
-        model = Transformer(cfg, seed=0)
-        params, opt = make_trainable(model, tie=True, fresh=True, lr=1e-3)
+        model = Transformer(cfg.with_mtp(1) if "MTP" in name else cfg, seed=0)
+        params, opt = make_trainable(model, tie=True, fresh=True, lr=1e-3,
+                                     freeze_trunk="frozen" in name)
         models[name] = (model, params, opt)
     seconds = dict.fromkeys(variants, 0.0)
     tokens = dict.fromkeys(variants, 0)
@@ -115,15 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             if i:
                 seconds[name] += time.perf_counter() - t0
                 tokens[name] += n
-    base = tokens["per-conversation"] / seconds["per-conversation"]
+    first = next(iter(variants))
+    base = tokens[first] / seconds[first]
     rows = []
     print(f"{args.steps} steps x {args.batch} conversations, {args.threads} thread(s), "
-          f"head {sum(len(h) for h, _ in plan) // len(plan)} tokens on average")
+          f"head {sum(len(h) for h, _ in plan) // len(plan)} tokens on average; x: vs {first}")
     for name in variants:
         rate = tokens[name] / seconds[name]
         rows.append({"variant": name, "tok_s": round(rate), "s_per_step":
                      round(seconds[name] / args.steps, 3), "speedup": round(rate / base, 2)})
-        print(f"  {name:18s} {rate:7.0f} trained tok/s  {seconds[name] / args.steps:6.2f} s/step"
+        print(f"  {name:20s} {rate:7.0f} trained tok/s  {seconds[name] / args.steps:6.2f} s/step"
               f"  x{rate / base:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},

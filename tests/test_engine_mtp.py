@@ -91,6 +91,28 @@ def test_chunked_mtp_calls_equal_one_call(model: Transformer, cuts: list[int]) -
     torch.testing.assert_close(last, whole[-1:], atol=ATOL, rtol=0)
 
 
+def test_simulated_quantization_covers_the_mtp_block_and_keeps_chunking_exact() -> None:
+    cfg = ModelConfig.preset("micro").replace(window_size=16).with_mtp(1)
+    model = Transformer(cfg, seed=8)
+    ids = _ids(cfg, 30, seed=4)
+    _, h = model.forward(ids[:-1], model.new_state(), hidden=True)
+    plain = model.mtp_forward(h, ids[1:], model.new_mtp_state())
+    model.simulate_quantization(True)
+    quant = model.mtp_forward(h, ids[1:], model.new_mtp_state())
+    state = model.new_mtp_state()
+    steps = torch.cat([model.mtp_forward(h[i : i + 1], ids[i + 1 : i + 2], state)
+                       for i in range(29)])
+    torch.testing.assert_close(steps, quant, atol=ATOL, rtol=0)
+    assert not torch.allclose(quant, plain, atol=ATOL, rtol=0)
+    block = model.mtp[0]
+    for linear in (block.e_proj, block.h_proj, block.attn.wq_a):  # FP8 in the release
+        assert len(linear._forward_pre_hooks) == 1
+    model.simulate_quantization(False)
+    assert block.e_proj._forward_pre_hooks == {}
+    torch.testing.assert_close(model.mtp_forward(h, ids[1:], model.new_mtp_state()), plain,
+                               atol=0, rtol=0)
+
+
 def test_decoding_drafts_from_the_streams_of_each_step(model: Transformer) -> None:
     """What speculative decoding does: trunk and MTP fed one token at a time agree with one
     prefill of both."""
@@ -169,6 +191,18 @@ def test_save_and_load_keep_the_release_names_and_values(model: Transformer,
     _, h = loaded.forward(ids[:-1], loaded.new_state(), hidden=True)
     assert torch.equal(loaded.mtp_forward(h, ids[1:], loaded.new_mtp_state()),
                        model.mtp_forward(h, ids[1:], model.new_mtp_state()))
+
+
+def test_the_references_shared_embed_and_head_names_under_mtp_are_skipped(
+        model: Transformer, tmp_path: Path) -> None:
+    """V4's reference attaches the trunk's embed and head to the MTP block, so its state dict
+    names them twice; a checkpoint holding those copies loads (they are the trunk's)."""
+    save_checkpoint(model, tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["mtp.0.embed.weight"] = weights["embed.weight"].clone()
+    weights["mtp.0.head.weight"] = weights["head.weight"].clone()
+    save_file(weights, tmp_path / "model.safetensors")
+    assert load_checkpoint(tmp_path).fingerprint() == model.fingerprint()
 
 
 def test_trunk_only_checkpoints_load_as_before(model: Transformer, tmp_path: Path) -> None:

@@ -12,12 +12,21 @@ so any block holding a pad completes at a pad's position or later and no real to
 the loss skips pads. The lightning indexer's top-k is a mask over all compressed entries
 (scores for every entry, then -inf outside each query's k) instead of a per-query gather of
 (T, k, D) keys: the same keys win, with the same tie rule
-(:func:`whalebone.engine.v4.attention.top_k_mask`). ``tests/test_training_batch.py`` holds the
+(:func:`whalebone.engine.v4.attention.top_k_mask`). ``tests/test_training.py`` holds the
 batched loss to the per-conversation one.
+
+Multi-token prediction (:func:`batch_losses`): V4's MTP block at position i takes the trunk's
+final streams h_i and the embedding of token i+1, and predicts token i+2. The conversation's
+first MTP position is the head's last (its next token is the conversation's first, so each row
+differs there): :func:`run_head` leaves the MTP block's state after the head's other positions
+and hands over the head's last streams. MTP position i's target, token i+2, is the trunk's
+target at i+1, so both losses cover the same assistant tokens. The block runs through the same
+batched :func:`_block` as the trunk's layers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,14 +39,87 @@ from whalebone.engine.v4.model import Block, Transformer
 from whalebone.engine.v4.state import CompressorState, LayerState, SeqState
 
 
+@dataclass
+class MTPHead:
+    """What the MTP block needs of a shared head of P tokens: its state after positions
+    0 … P-2 (``pos`` P-1) and the trunk's final streams at P-1 (hc, dim)."""
+
+    state: SeqState
+    last: torch.Tensor
+
+
+def run_head(model: Transformer, ids: torch.Tensor) -> tuple[SeqState, MTPHead | None]:
+    """A shared head (P,) through the trunk, and through the MTP block when the model has
+    one, without gradients: the states that :func:`batch_losses` continues."""
+    state = model.new_state()
+    with torch.no_grad():
+        h = model.embed(ids).unsqueeze(1).repeat(1, model.cfg.hc_mult, 1)
+        for layer, st in zip(model.layers, state.layers, strict=True):
+            h = layer(h, st, 0, ids)
+        state.pos = ids.size(0)
+        if not model.has_mtp:
+            return state, None
+        mtp_state = model.new_mtp_state()
+        if ids.size(0) > 1:
+            block = model.mtp[0]
+            x = block.mix_input(model.embed(ids[1:]), h[:-1])
+            block(x, mtp_state.layers[0], 0, ids[1:])
+            mtp_state.pos = ids.size(0) - 1
+    return state, MTPHead(mtp_state, h[-1])
+
+
 def batch_loss(model: Transformer, head: SeqState, ids: torch.Tensor,
                loss_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of next-token predictions where ``loss_mask`` (B, T) marks the
     *target* token, and the number of targets. ``ids`` (B, T) continue ``head`` (not changed)."""
+    loss, _, n = batch_losses(model, head, None, ids, loss_mask)
+    return loss, n
+
+
+def batch_losses(model: Transformer, head: SeqState, mtp_head: MTPHead | None,
+                 ids: torch.Tensor, loss_mask: torch.Tensor,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The trunk's summed next-token cross-entropy, the MTP block's summed cross-entropy on
+    the same targets (None without ``mtp_head``), and the number of targets. ``loss_mask``
+    (B, T) marks target tokens; ``ids`` (B, T) continue ``head`` and ``mtp_head`` (neither
+    is changed). A trunk whose parameters do not require gradients records no graph, so the
+    MTP loss then trains the MTP block alone."""
     predicts = loss_mask[:, 1:]  # position i predicts token i+1
-    logits = batch_logits(model, head, ids, predicts)
-    loss = F.cross_entropy(logits, ids[:, 1:][predicts], reduction="sum")
-    return loss, int(predicts.sum())
+    targets = ids[:, 1:][predicts]
+    logits, mtp_logits = batch_outputs(model, head, mtp_head, ids, predicts)
+    loss = F.cross_entropy(logits, targets, reduction="sum")
+    mtp = None if mtp_logits is None else F.cross_entropy(mtp_logits, targets, reduction="sum")
+    return loss, mtp, int(predicts.sum())
+
+
+def batch_outputs(model: Transformer, head: SeqState, mtp_head: MTPHead | None,
+                  ids: torch.Tensor, where: torch.Tensor,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """For each token j+1 that ``where`` (B, T-1) marks at j: the trunk's logits from
+    position j and the MTP block's from position j-1 (its token after next), (M, V) each;
+    the MTP logits are None without ``mtp_head``."""
+    h = trunk_streams(model, head, ids)
+    logits = _trunk_logits(model, h[:, :-1][where])
+    if mtp_head is None:
+        return logits, None
+    if ids.size(1) < 2:  # nothing two tokens ahead
+        return logits, logits.new_zeros(0, logits.size(-1))
+    # MTP positions P-1 … P+T-3: the head's last streams, then the conversation's
+    b, _, hc, dim = h.shape
+    streams = torch.cat((mtp_head.last.expand(b, 1, hc, dim), h[:, :-2]), dim=1)
+    nxt = ids[:, :-1]  # the token after each of them
+    block = model.mtp[0]
+    x = block.mix_input(model.embed(nxt), streams)
+    x = _block(block, x, mtp_head.state.layers[0], mtp_head.state.pos, nxt)
+    return logits, block.logits(x[where], model.head)
+
+
+def trunk_streams(model: Transformer, head: SeqState, ids: torch.Tensor) -> torch.Tensor:
+    """The trunk's final streams (B, T, hc, dim) of ``ids`` (B, T) continuing ``head``."""
+    h = model.embed(ids).unsqueeze(2).repeat(1, 1, model.cfg.hc_mult, 1)  # (B, T, hc, dim)
+    for layer, st in zip(model.layers, head.layers, strict=True):
+        h = _block(layer, h, st, head.pos, ids)
+    return h
 
 
 def batch_logits(model: Transformer, head: SeqState, ids: torch.Tensor,
@@ -46,12 +128,12 @@ def batch_logits(model: Transformer, head: SeqState, ids: torch.Tensor,
 
     Only those positions go through the LM head (assistant tokens are a fraction of each
     conversation; the head is the largest single matmul)."""
+    return _trunk_logits(model, trunk_streams(model, head, ids)[:, :-1][where])
+
+
+def _trunk_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
     cfg = model.cfg
-    h = model.embed(ids).unsqueeze(2).repeat(1, 1, cfg.hc_mult, 1)  # (B, T, hc, dim)
-    for layer, st in zip(model.layers, head.layers, strict=True):
-        h = _block(layer, h, st, head.pos, ids)
-    x = h[:, :-1][where]  # (M, hc, dim)
-    x = hc_head(x, model.hc_head_fn, model.hc_head_scale, model.hc_head_base, cfg.norm_eps,
+    x = hc_head(h, model.hc_head_fn, model.hc_head_scale, model.hc_head_base, cfg.norm_eps,
                 cfg.hc_eps)
     return model.head(model.norm(x))
 

@@ -70,9 +70,18 @@ def render(folder: Path, log: dict[str, Any], evals: list[dict[str, Any]], machi
         steps=steps, batch=args["batch"], tokens=tokens, minutes=seconds / 60, machine=machine,
         data_s=log.get("data_seconds", 0), lr=args["lr"], seed=args["seed"],
         final_loss=log["steps"][-1]["loss"] if log["steps"] else float("nan"),
+        mtp=_mtp_note(cfg.n_mtp_layers, log["steps"][-1] if log["steps"] else {}),
         per_family=next((e["tasks"] for e in evals if e["family"] != "auditor"), 0),
         rows=rows, auditor_note=note + (f"\n\n{summary.strip()}" if summary.strip() else ""),
         copy_ab=copy_ab)
+
+
+def _mtp_note(blocks: int, last: dict[str, Any]) -> str:
+    if not blocks:
+        return ""
+    loss = f", training loss {last['mtp_loss']:.3f}" if "mtp_loss" in last else ""
+    return (f"; plus V4's multi-token prediction block (window-only, predicting the token after "
+            f"next for speculative decoding{loss})")
 
 
 def _command(args: dict[str, Any]) -> str:

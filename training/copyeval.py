@@ -9,6 +9,10 @@ and nowhere in the head (the system prompt and tool list, so template words do n
 Its class: ``path`` (has a ``/`` or a file extension), ``number`` (has a digit), else ``word``.
 Every other assistant token is ``other``. This splits the measure issue 15 starts from (copied
 numbers 4.90 nats / 19% top-1, words and paths 1.00 / 77%, the rest 0.06 / 98.5%).
+
+A checkpoint with an MTP block also gets the block's top-1 (the token after next), overall and
+by class, and how often it agrees with the trunk's top-1: the draft acceptance that
+speculative decoding can expect where the trunk's own guesses are right.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import Any
 
 import anyio
 import torch
+import torch.nn.functional as F
 
-from whalebone.training.batch import batch_logits, micro_batches, pad_batch
+from whalebone.training.batch import batch_outputs, micro_batches, pad_batch, run_head
 from whalebone.training.data import HELD_OUT_SEED, Example, render_task
 from whalebone.training.tasks import make_tasks
 
@@ -81,7 +86,10 @@ def render_held_out(per_family: int) -> list[Example]:
 
 
 def evaluate(model: Any, vocab: Any, examples: list[Example]) -> dict[str, dict[str, float]]:
-    """Per class: targets, mean loss (nats) and top-1 accuracy."""
+    """Per class: targets, mean loss (nats) and top-1 accuracy. A model with an MTP block also
+    gets, per class, the block's (predicting each token from two positions back, teacher
+    forced): ``mtp_loss``, ``mtp_top1``, and ``mtp_agree``, how often its top-1 is the trunk's
+    top-1 for the same token (what a speculative decoder's draft is checked against)."""
     from whalebone.dsml.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
@@ -89,35 +97,50 @@ def evaluate(model: Any, vocab: Any, examples: list[Example]) -> dict[str, dict[
     for ex in examples:
         ids, classes = classify(ex, tok)
         groups[ex.head].append((vocab.to_model(ids), classes))
-    sums: dict[str, list[float]] = {c: [0.0, 0.0, 0.0] for c in CLASSES}
+    sums: dict[str, list[float]] = {c: [0.0] * 6 for c in CLASSES}
     model.eval()
     with torch.no_grad():
         for head_text, convs in groups.items():
-            head = model.new_state()
-            from whalebone.training.train import train_forward
-
-            train_forward(model, torch.tensor(vocab.to_model(tok.encode(head_text))), head)
+            head, mtp_head = run_head(model, torch.tensor(vocab.to_model(tok.encode(head_text))))
             for part in micro_batches(convs, 4096):
                 ids, _ = pad_batch([(i, [c is not None for c in cl]) for i, cl in part])
                 cls = [cl[1:] + [None] * (ids.size(1) - len(cl)) for _, cl in part]
                 where = torch.tensor([[c is not None for c in row] for row in cls])
-                logits = batch_logits(model, head, ids, where)
+                logits, mtp_logits = batch_outputs(model, head, mtp_head, ids, where)
                 target = ids[:, 1:][where]
-                loss = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-                right = logits.argmax(-1) == target
+                stats = [F.cross_entropy(logits, target, reduction="none"),
+                         logits.argmax(-1) == target]
+                if mtp_logits is not None:
+                    draft = mtp_logits.argmax(-1)
+                    stats += [F.cross_entropy(mtp_logits, target, reduction="none"),
+                              draft == target, draft == logits.argmax(-1)]
                 names = [c for row in cls for c in row if c is not None]
-                for name, lo, ok in zip(names, loss.tolist(), right.tolist(), strict=True):
+                columns = [v.tolist() for v in stats]
+                for i, name in enumerate(names):
                     s = sums[name]
                     s[0] += 1
-                    s[1] += lo
-                    s[2] += ok
-    return {c: {"n": int(s[0]), "loss": s[1] / max(1, s[0]), "top1": s[2] / max(1, s[0])}
-            for c, s in sums.items()}
+                    for k, values in enumerate(columns, start=1):
+                        s[k] += float(values[i])
+    out: dict[str, dict[str, float]] = {}
+    for c, s in sums.items():
+        n = max(1.0, s[0])
+        out[c] = {"n": int(s[0]), "loss": s[1] / n, "top1": s[2] / n}
+        if model.has_mtp:
+            out[c] |= {"mtp_loss": s[3] / n, "mtp_top1": s[4] / n, "mtp_agree": s[5] / n}
+    return out
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    return "  ".join(f"{c} {r['loss']:.2f} nats {r['top1']:.1%} (n={r['n']})"
+    line = "  ".join(f"{c} {r['loss']:.2f} nats {r['top1']:.1%} (n={r['n']})"
                      for c, r in results.items())
+    if all("mtp_top1" in r for r in results.values()):
+        n = sum(r["n"] for r in results.values()) or 1
+        top1, agree = (sum(r[k] * r["n"] for r in results.values()) / n
+                       for k in ("mtp_top1", "mtp_agree"))
+        line += (f"\n  MTP (token after next): top-1 {top1:.1%} of {n} assistant tokens, "
+                 f"agrees with the trunk's top-1 {agree:.1%}; by class " + "  ".join(
+                     f"{c} {r['mtp_top1']:.1%}" for c, r in results.items()))
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@
 #   2. on the device tool: run(command="bash training/gpu_stage.sh run", carry=[".gpu"],
 #        timeout_s=600)   (extra arguments go to the trainer and win: ... run --copy 16;
 #      the defaults are the CPU stage's recipe: lr 1.5e-3 held, 64 conversations + 32 copy
-#      examples a step)
+#      examples a step; ... run --mtp 1 adds V4's MTP block, --freeze-trunk trains it alone)
 #   3. here: bash training/gpu_stage.sh unpack FILES_AT /work/nano-runs/stageN-gpu
 #      then evaluate it (bench/nano_eval.py --checkpoint ...) and resume from it on the CPU.
 #

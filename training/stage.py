@@ -46,3 +46,21 @@ def load_state(folder: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Load AdamW's state into ``opt`` whose groups are [trunk] or [trunk, MTP blocks]
+    (:func:`.train.make_trainable`), from a run with or without MTP: the trunk's state always
+    carries over exactly; the MTP group's when both runs have it, else it starts fresh (a
+    stage adding MTP) or is dropped (a stage leaving it out)."""
+    groups = list(saved["param_groups"])
+    mine = opt.state_dict()["param_groups"]
+    if len(groups) > len(mine):  # drop the MTP group and its moments
+        keep = {i for g in groups[: len(mine)] for i in g["params"]}
+        saved = {"state": {i: v for i, v in saved["state"].items() if i in keep},
+                 "param_groups": groups[: len(mine)]}
+    elif len(groups) < len(mine):  # a fresh MTP group: its ids follow the trunk's
+        if len(groups[0]["params"]) != len(mine[0]["params"]):
+            raise ValueError("the resumed optimizer state is for another model")
+        saved = {"state": saved["state"], "param_groups": groups + mine[len(groups):]}
+    opt.load_state_dict(saved)

@@ -15,6 +15,12 @@ head once without gradients, and continues ``--batch`` examples from copies of i
 The schedule is by time (warmup, then cosine decay to 10% over ``--minutes``), so a run fits the
 time it is given on any machine. On a shared CPU one torch thread is the fast choice: OpenMP
 workers spinning against other processes made steps 10-30x slower with two (measured here).
+
+Multi-token prediction: ``--mtp 1`` trains V4's MTP block beside the trunk (loss = trunk CE +
+``--mtp-weight`` × MTP CE, both on the assistant tokens; see :mod:`.batch`); ``--resume`` from
+a checkpoint without one adds it, freshly initialised from ``--seed``, and keeps everything else
+exact. ``--freeze-trunk`` trains the MTP block alone: the trunk's weights and its AdamW state
+stay bit-identical and nothing runs backward through it.
 """
 
 from __future__ import annotations
@@ -37,10 +43,16 @@ from whalebone.engine.v4.hyper import hc_head
 from whalebone.engine.v4.model import Transformer
 from whalebone.engine.v4.state import SeqState
 from whalebone.engine.v4.weights import save_checkpoint
-from whalebone.training.batch import batch_loss, micro_batches, pad_batch
+from whalebone.training.batch import batch_losses, micro_batches, pad_batch, run_head
 from whalebone.training.copying import copy_example
 from whalebone.training.data import Example, build_parallel, load, save
-from whalebone.training.stage import load_state, rng_state, save_state, set_rng_state
+from whalebone.training.stage import (
+    load_optimizer,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
 from whalebone.training.tasks import MAKERS
 
 
@@ -88,10 +100,16 @@ SHAPE: dict[str, Any] = {"dim": 128, "n_heads": 4, "head_dim": 64, "rope_head_di
 SPELLING = [chr(c) for c in range(32, 127)]
 
 
-def make_trainable(model: Transformer, *, tie: bool, fresh: bool,
-                   lr: float) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+def make_trainable(model: Transformer, *, tie: bool, fresh: bool, lr: float,
+                   freeze_trunk: bool = False,
+                   ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
     """Switch ``model`` to training: optionally tie its embeddings, turn on gradients, and
-    return its parameters (a tied matrix counted once) with their AdamW optimizer.
+    return its trainable parameters (a tied matrix counted once) with their AdamW optimizer.
+
+    The optimizer has one group for the trunk and, with MTP, a second for the MTP blocks, so
+    that a run adding or dropping MTP resumes the trunk's state (:func:`.stage.load_optimizer`).
+    ``freeze_trunk``: the trunk's parameters take no gradient; AdamW skips parameters without
+    one (no moment update, no weight decay), so they stay bit-identical.
 
     Tied: one matrix for input and output embeddings (saved as two equal tensors, so the
     checkpoint stays V4's layout). Copying a prompt token then needs one map that is near the
@@ -107,9 +125,35 @@ def make_trainable(model: Transformer, *, tie: bool, fresh: bool,
         model.head.weight = model.embed.weight
     model.train()
     model.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-    return params, opt
+    trunk = [p for n, p in model.named_parameters() if not n.startswith("mtp.")]
+    mtp = [p for n, p in model.named_parameters() if n.startswith("mtp.")]
+    if freeze_trunk:
+        for p in trunk:
+            p.requires_grad_(False)
+    groups = [{"params": trunk}] + ([{"params": mtp}] if mtp else [])
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    return [p for p in model.parameters() if p.requires_grad], opt
+
+
+def with_mtp(model: Transformer, n: int, seed: int) -> Transformer:
+    """``model`` with ``n`` MTP blocks: the trunk (and any block both have) as it is, new
+    blocks freshly initialised from ``seed``."""
+    if n == model.cfg.n_mtp_layers:
+        return model
+    out = Transformer(model.cfg.with_mtp(n), init=False)
+    out.init_random(seed, prefix="mtp.")
+    load_weights(out, model.state_dict())
+    return out
+
+
+def load_weights(model: Transformer, weights: dict[str, torch.Tensor]) -> None:
+    """Load the tensors of ``weights`` that ``model`` has; every trunk tensor must be there
+    (MTP blocks may be missing: a stage without MTP resumed with it)."""
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in weights and not k.startswith("mtp."))
+    if missing:
+        raise SystemExit(f"the resumed weights lack {missing[:4]}")
+    model.load_state_dict({**own, **{k: v for k, v in weights.items() if k in own}})
 
 
 def extra_examples(spec: str, held_out: int) -> list[Example]:
@@ -194,21 +238,27 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"{args.resume}'s vocabulary covers only {data.coverage:.2%} of "
                              "this data's tokens")
         model = load_checkpoint(args.resume)
-        cfg = model.cfg
         state = load_state(Path(args.resume))
         if state is not None:
-            model.load_state_dict(state["model"])
+            load_weights(model, state["model"])
+        if args.mtp is not None:
+            model = with_mtp(model, args.mtp, args.seed)
+        cfg = model.cfg
         earlier = Path(args.resume) / "train_log.json"
         if earlier.exists():  # the card reports every stage
             log["previous"] = json.loads(earlier.read_text(encoding="utf-8"))
     else:
-        model = Transformer(cfg, seed=args.seed)
+        model = Transformer(cfg.with_mtp(args.mtp or 0), seed=args.seed)
+    if args.freeze_trunk and not model.has_mtp:
+        raise SystemExit("--freeze-trunk trains the MTP block alone: add --mtp 1")
+    log["mtp_layers"] = model.cfg.n_mtp_layers
     # built on the CPU (seeded init, RoPE tables), then moved; new tensors go to the device
     model.to(args.device)
     torch.set_default_device(args.device)
     params, opt = make_trainable(model, tie=args.tie_embeddings, fresh=not args.resume,
-                                 lr=args.lr)
-    log["parameters"] = sum(p.numel() for p in params)
+                                 lr=args.lr, freeze_trunk=args.freeze_trunk)
+    log["parameters"] = sum(p.numel() for p in model.parameters())  # a tied matrix once
+    log["trained_parameters"] = sum(p.numel() for p in params)  # the MTP block's when frozen
     rng = random.Random(args.seed)
     copy_rng = random.Random(f"copy:{args.seed}")
     groups = sorted(data.groups)
@@ -218,7 +268,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     step = tokens = 0
     done_s = 0.0  # seconds trained in earlier stages
     if state is not None:
-        opt.load_state_dict(state["opt"])
+        load_optimizer(opt, state["opt"])
         pr = state["progress"]
         step, tokens, done_s = pr["step"], pr["tokens"], pr["seconds"]
         set_rng_state(rng, pr["rng"])
@@ -260,16 +310,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                       for _ in range(args.copy)]
             parts.append((copies[0][0][:1], [(ids[1:], m[1:]) for ids, m in copies]))
         count = sum(sum(m[1:]) for _, batch in parts for _, m in batch)
-        total = 0.0
+        total = total_mtp = 0.0
         for head_ids, batch in parts:
-            head_state = model.new_state()
-            with torch.no_grad():
-                train_forward(model, torch.tensor(head_ids), head_state)
+            head_state, mtp_head = run_head(model, torch.tensor(head_ids))
             for part in micro_batches(batch, args.micro_tokens):
                 x, m = pad_batch(part)
-                loss, _n = batch_loss(model, head_state, x, m)
-                (loss / count).backward()  # the mean over every target of the step
+                loss, mtp_loss, _n = batch_losses(model, head_state, mtp_head, x, m)
+                objective = loss if mtp_loss is None else loss + args.mtp_weight * mtp_loss
+                (objective / count).backward()  # the mean over every target of the step
                 total += loss.item()
+                total_mtp += 0.0 if mtp_loss is None else mtp_loss.item()
             tokens += sum(len(ids) for ids, _ in batch)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -279,10 +329,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         loss_v = total / count
         if step % args.log_every == 0 or stage_steps == 1:
             took = time.time() - start
-            print(f"step {step} loss {loss_v:.4f} lr {lr:.2e} {took:.0f}s "
+            mtp_v = f" mtp {total_mtp / count:.4f}" if model.has_mtp else ""
+            print(f"step {step} loss {loss_v:.4f}{mtp_v} lr {lr:.2e} {took:.0f}s "
                   f"{(tokens - first_tokens) / took:.0f} tok/s", flush=True)
             log["steps"].append({"step": step, "loss": round(loss_v, 5),
                                  "s": round(done_s + took, 1)})
+            if model.has_mtp:
+                log["steps"][-1]["mtp_loss"] = round(total_mtp / count, 5)
         if time.time() - last_save > args.save_every * 60:
             log["tokens"] = tokens - first_tokens
             write(model, vocab, out, log, step, done_s + time.time() - start)
@@ -361,6 +414,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="copy-dense examples added to every step (see training/copying.py)")
     p.add_argument("--micro-tokens", type=int, default=4096,
                    help="padded tokens per forward (a step is cut into length-sorted parts)")
+    p.add_argument("--mtp", type=int, choices=(0, 1), help="multi-token prediction blocks "
+                   "(V4 has one; default: what the resumed checkpoint has, else 0)")
+    p.add_argument("--mtp-weight", type=float, default=0.3,
+                   help="loss = trunk CE + this x MTP CE (V3's 0.3)")
+    p.add_argument("--freeze-trunk", action="store_true",
+                   help="train the MTP block alone (the trunk's weights stay bit-identical)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (this stage)")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--log-every", type=int, default=10)

@@ -63,5 +63,6 @@ def fp8_inputs_hook(
 def runs_in_low_precision(module_name: str) -> bool:
     """Whether the release stores this linear in FP8 (or FP4, the routed experts)."""
     return module_name.endswith(
-        ("attn.wq_a", "attn.wq_b", "attn.wkv", "attn.wo_b", "indexer.wq_b")
+        ("attn.wq_a", "attn.wq_b", "attn.wkv", "attn.wo_b", "indexer.wq_b",
+         ".e_proj", ".h_proj")  # the MTP block's input projections: FP8 in the release
     ) or ".experts." in module_name or ".shared_experts." in module_name

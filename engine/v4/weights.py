@@ -14,7 +14,10 @@ tensors carry V4's inference names (``layers.{i}.attn.wq_a.weight``, ``…ffn.ex
   mapped as V4's ``convert.py`` maps them;
 - the multi-token prediction block(s) as ``mtp.{k}.*`` (``mtp.0.e_proj.weight``,
   ``mtp.0.attn.wq_a.weight``, ``mtp.0.hc_head_fn``, …), loaded when the config's
-  ``n_mtp_layers`` > 0 and skipped when it is 0 (a trunk-only config loads as before).
+  ``n_mtp_layers`` > 0 and skipped when it is 0 (a trunk-only config loads as before). The
+  block shares the trunk's ``embed`` and ``head``; the reference attaches them to it as
+  submodules, so its state dict also names them ``mtp.{k}.embed.*``/``mtp.{k}.head.*``: those
+  copies are skipped.
 
 All of it becomes FP32. :func:`save_checkpoint` writes our own format: ``config.json`` +
 ``model.safetensors`` with the same names in FP32 (or BF16), which loads back through the same
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +66,8 @@ def load_checkpoint(folder: str | os.PathLike[str]) -> Transformer:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for name in f.keys():
                     key = _v4_name(name)
-                    if key.startswith("mtp.") and not cfg.n_mtp_layers:
+                    if key.startswith("mtp.") and (not cfg.n_mtp_layers
+                                                   or _SHARED_IN_MTP.match(key)):
                         continue
                     if key in raw:
                         raise CheckpointError(f"tensor {key!r} appears twice ({path.name})")
@@ -146,6 +151,9 @@ _HF_SEGMENTS = {
     "gate_proj": "w1", "down_proj": "w2", "up_proj": "w3",
     "weight_scale_inv": "scale", "e_score_correction_bias": "bias",
 }
+
+
+_SHARED_IN_MTP = re.compile(r"mtp\.\d+\.(embed|head)\.")
 
 
 def _v4_name(name: str) -> str:
