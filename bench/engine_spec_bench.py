@@ -133,45 +133,50 @@ def forced(engine: BundledEngine, sequence: list[int]) -> Callable[..., int]:
     return draft
 
 
-def measure(engines: dict[str, BundledEngine], ids: list[int], new: int, rounds: int,
-            ceiling: bool) -> dict[str, Any]:
+def measure(engines: dict[str, BundledEngine], prompts: list[list[int]], new: int, rounds: int,
+            ceiling: bool, label: str) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"plain": [], "spec": [], "auto": [], "ceiling": []}
     clocks = {k: Clock() for k in rates}
-    last: dict[str, RequestStats] = {}
+    last: dict[str, list[RequestStats]] = {}
     same = True
     for r in range(rounds + 1):  # round 0 warms up (allocations, caches), not counted
         sides = ["plain", "spec", "auto"] if r % 2 else ["auto", "spec", "plain"]
         for side in sides + ["ceiling"] * ceiling:  # the ceiling needs plain's transcript
             engine = engines["spec" if side == "ceiling" else side]
-            saved = Drafter.draft
-            if side == "ceiling":
-                ref = last["plain"]
-                Drafter.draft = forced(engine, ref.prompt_ids + ref.completion_ids)  # type: ignore[method-assign]
-            clock = clocks[side]
+            clock, runs = clocks[side], []
             clock.on = r > 0
-            try:
-                with clock.installed():
-                    stats = generate(engine, ids, new)
-            finally:
-                Drafter.draft = saved  # type: ignore[method-assign]
-                clock.on = False
+            for i, ids in enumerate(prompts):
+                saved = Drafter.draft
+                if side == "ceiling":
+                    ref = last["plain"][i]
+                    Drafter.draft = forced(engine, ref.prompt_ids + ref.completion_ids)  # type: ignore[method-assign]
+                try:
+                    with clock.installed():
+                        runs.append(generate(engine, ids, new))
+                finally:
+                    Drafter.draft = saved  # type: ignore[method-assign]
+            clock.on = False
+            tokens = sum(s.completion_tokens for s in runs)
+            seconds = sum(s.decode_s for s in runs)
             if r:
-                rates[side].append(stats.completion_tokens / stats.decode_s)
-                clock.spent["total"] = clock.spent.get("total", 0.0) + stats.decode_s
-                clock.spent["tokens"] = clock.spent.get("tokens", 0.0) + stats.completion_tokens
-            last[side] = stats
-        if "plain" in last:
-            same &= all(last["plain"].completion_ids == s.completion_ids for s in last.values())
-    out: dict[str, Any] = {"context": len(ids), "new": new, "same_tokens": same}
+                rates[side].append(tokens / seconds)
+                clock.spent["total"] = clock.spent.get("total", 0.0) + seconds
+                clock.spent["tokens"] = clock.spent.get("tokens", 0.0) + tokens
+            last[side] = runs
+        same &= all([s.completion_ids for s in runs] == [p.completion_ids for p in last["plain"]]
+                    for runs in last.values())
+    out: dict[str, Any] = {"label": label, "new": new, "same_tokens": same}
     for side, values in rates.items():
         if not values:
             continue
-        s = last[side]
+        runs = last[side]
+        tokens, passes = sum(s.completion_tokens for s in runs), sum(s.decode_passes for s in runs)
         row: dict[str, Any] = {"tok_s": statistics.median(values),
-                               "tokens": s.completion_tokens, "passes": s.decode_passes}
+                               "tokens": tokens / len(runs), "passes": passes}
         if side != "plain":
-            row["acceptance"] = s.accepted / s.drafted if s.drafted else 0.0
-            row["tokens_per_pass"] = s.completion_tokens / max(1, s.decode_passes)
+            drafted = sum(s.drafted for s in runs)
+            row["acceptance"] = sum(s.accepted for s in runs) / drafted if drafted else 0.0
+            row["tokens_per_pass"] = tokens / max(1, passes)
             # the median of each round's ratio: a round's sides ran back to back, under the
             # same load, so the pairs cancel most of a shared machine's drift
             row["speedup"] = statistics.median(
@@ -184,6 +189,23 @@ def measure(engines: dict[str, BundledEngine], ids: list[int], new: int, rounds:
     return out
 
 
+def task_prompts(engine: BundledEngine, n: int) -> list[list[int]]:
+    """The start of ``n`` held-out agent conversations (one family after another), up to the
+    first assistant turn: what the nano is trained to answer."""
+    from whalebone.training.copyeval import FAMILIES, render_held_out
+
+    examples = render_held_out(max(1, -(-n // len(FAMILIES))))
+    out = []
+    for ex in examples[:: max(1, len(examples) // n)][:n]:
+        text = ex.head
+        for piece, by_assistant in ex.pieces:
+            if by_assistant:
+                break
+            text += piece
+        out.append(engine.tokenizer.encode(text))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="a checkpoint folder with an MTP block (n_mtp_layers 1)")
@@ -191,6 +213,8 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tasks", type=int, default=5,
+                    help="with --checkpoint: also this many held-out agent tasks")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -208,7 +232,13 @@ def main() -> None:
     results = []
     for n in (int(c) for c in args.contexts.split(",")):
         ids = prompt_ids(spec, n, bool(args.checkpoint))
-        results.append(measure(engines, ids, args.new, args.rounds, not args.checkpoint))
+        results.append(measure(engines, [ids], args.new, args.rounds, not args.checkpoint,
+                               f"context {len(ids)}"))
+    if args.checkpoint and args.tasks:
+        prompts = task_prompts(spec, args.tasks)
+        label = (f"{len(prompts)} held-out agent tasks (context "
+                 f"{min(map(len, prompts))}-{max(map(len, prompts))})")
+        results.append(measure(engines, prompts, args.new, args.rounds, False, label))
     pace = str(engines["auto"].pace)
     if args.json:
         print(json.dumps({"results": results, "auto_pace": pace}))
@@ -218,7 +248,7 @@ def main() -> None:
           f"interleaved rounds, {args.threads} thread(s)")
     for res in results:
         p = res["plain"]
-        print(f"\ncontext {res['context']}: plain {p['tok_s']:.1f} tok/s ({p['tokens']} tokens "
+        print(f"\n{res['label']}: plain {p['tok_s']:.1f} tok/s ({p['tokens']:.0f} tokens "
               f"per request); same tokens: {res['same_tokens']}")
         for side in ("spec", "auto", "ceiling"):
             if side not in res:

@@ -411,8 +411,8 @@ class BundledEngine(Engine):
         drafter.undo = None
         drafter.steps += 1
         draft = self.speculative == "on" or self.pace.pays()
-        if self.speculative == "auto" and drafter.steps % PROBE == 0:
-            draft = not draft  # keep the kind not chosen measured too
+        if self.speculative == "auto" and drafter.steps % PROBE < 2:
+            draft = not draft  # keep the kind not chosen measured too (twice: see below)
         t0 = time.perf_counter()
         if budget < 2 or not drafter.rows or not draft:  # a plain step, streams kept
             self._advance(run, [unfed[0]], [unfed[1]], hidden=True)
@@ -420,7 +420,10 @@ class BundledEngine(Engine):
             self.pace.plain(time.perf_counter() - t0)
             return [token]
         tokens = self._speculate(run, drafter, sampler, unfed)
-        self.pace.speculative(time.perf_counter() - t0, len(tokens) == 2)
+        # a draft that first caught the block up on many positions (after a prefill or plain
+        # steps) costs more than a decode step's: its time is not a step's
+        self.pace.speculative(time.perf_counter() - t0 if drafter.fed <= 2 else None,
+                              len(tokens) == 2)
         return tokens
 
     def _speculate(self, run: _Run, drafter: Drafter, sampler: Sampler,

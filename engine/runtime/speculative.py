@@ -23,7 +23,8 @@ pass (its MoE routes two tokens, each GEMM reads its weights per row), the draft
 and an LM head, and only accepted drafts save a pass. So by default (``auto``) the engine keeps
 running means of a plain step's time, a speculative step's time and the acceptance rate
 (:class:`Pace`) and drafts only while ``(1 + acceptance) / speculative step > 1 / plain step``,
-trying the other kind every :data:`PROBE` steps to keep both measured. ``on`` always drafts,
+trying the other kind for two steps every :data:`PROBE` (the first draft after plain steps
+catches the block up on the positions it missed, which is not a step's cost). ``on`` always drafts,
 ``off`` never: ``BundledEngine(..., speculative="on")`` or ``WHALEBONE_SPECULATIVE=on``.
 """
 
@@ -79,8 +80,10 @@ class Pace:
     def plain(self, seconds: float) -> None:
         self.plain_s = self._mean(self.plain_s, seconds)
 
-    def speculative(self, seconds: float, accepted: bool) -> None:
-        self.spec_s = self._mean(self.spec_s, seconds)
+    def speculative(self, seconds: float | None, accepted: bool) -> None:
+        """A speculative step (``seconds`` None: not a typical step's time)."""
+        if seconds is not None:
+            self.spec_s = self._mean(self.spec_s, seconds)
         self.acceptance = self._mean(self.acceptance, float(accepted))
 
     def pays(self) -> bool:
@@ -124,6 +127,7 @@ class Drafter:
         self.drafted = 0
         self.accepted = 0
         self.steps = 0  # decode steps of this request
+        self.fed = 0  # positions the last draft fed to the block
 
     def keep(self, start: int, h: torch.Tensor) -> None:
         """The trunk's streams h (T, hc, dim) of positions start … start+T-1. Only the last
@@ -142,6 +146,7 @@ class Drafter:
         the last being the token just sampled) and return the drafted id after that one."""
         with torch.inference_mode(), rows_as_batch():  # a draft's bits decide nothing
             h = torch.cat(self.rows)
+            self.fed = h.size(0)
             logits = self.model.mtp_forward(h, next_ids, self.state, last_only=True)[-1]
             if self.mask is not None:
                 logits = logits.masked_fill(~self.mask[: logits.numel()], float("-inf"))
