@@ -239,7 +239,7 @@ def main() -> None:
         label = (f"{len(prompts)} held-out agent tasks (context "
                  f"{min(map(len, prompts))}-{max(map(len, prompts))})")
         results.append(measure(engines, prompts, args.new, args.rounds, False, label))
-    pace = str(engines["auto"].pace)
+    pace = str(engines["auto"].speculator.pace)
     if args.json:
         print(json.dumps({"results": results, "auto_pace": pace}))
         return

@@ -27,7 +27,7 @@ from whalebone.engine.base import (
 )
 from whalebone.engine.runtime import speculative
 from whalebone.engine.runtime.bundled import BundledEngine, RequestStats
-from whalebone.engine.runtime.speculative import Drafter, Pace
+from whalebone.engine.runtime.speculative import Drafter, Pace, Speculator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -169,13 +169,13 @@ def test_a_stream_that_stops_at_a_verified_draft_forgets_the_draft_like_plain_de
     stop = next((alone(i) for i in starts if alone(i)), None)
     assert stop is not None, "no verified draft with text of its own"
     undone: list[bool] = []
-    real_settle = BundledEngine._settle
+    real_settle = Speculator.settle
 
-    def settle(self: BundledEngine, run: Any, unshown: int) -> None:
+    def settle(self: Speculator, run: Any, unshown: int) -> None:
         undone.append(bool(unshown) and run.drafter.undo is not None)
         real_settle(self, run, unshown)
 
-    monkeypatch.setattr(BundledEngine, "_settle", settle)
+    monkeypatch.setattr(Speculator, "settle", settle)
     d1, f1, a = _run(plain, ids, max_tokens=40, stop=[stop])
     d2, f2, b = _run(spec, ids, max_tokens=40, stop=[stop])
     assert undone == [True]  # the draft was fed, then taken back
@@ -263,7 +263,7 @@ def test_auto_mode_stops_drafting_where_drafts_do_not_pay(tmp_path: Path) -> Non
     assert b.completion_ids == a.completion_ids
     # random weights draft noise: once both kinds are timed, only the probes draft
     if b.completion_tokens >= 60:
-        assert 0 < b.drafted < b.completion_tokens / 2, (b.drafted, str(auto.pace))
+        assert 0 < b.drafted < b.completion_tokens / 2, (b.drafted, str(auto.speculator.pace))
 
 
 def _cli(*args: str) -> list[str]:

@@ -63,7 +63,7 @@ from whalebone.engine.runtime.prefix_cache import DEFAULT_BUDGET, PrefixCache, S
 from whalebone.engine.runtime.progress import Progress
 from whalebone.engine.runtime.sampling import Detokenizer, Sampler, StopScanner
 from whalebone.engine.runtime.snapshot_plan import SnapshotPlan
-from whalebone.engine.runtime.speculative import PROBE, Drafter, Pace, mode_from, trunk_logits
+from whalebone.engine.runtime.speculative import Drafter, Speculator, mode_from, trunk_logits
 from whalebone.engine.runtime.vocab import FILENAME as VOCAB_FILE
 from whalebone.engine.runtime.vocab import V4_VOCAB_SIZE, VocabMap
 
@@ -107,7 +107,8 @@ class RequestStats:
 
 @dataclass
 class _Run:
-    """One request's mutable state, owned by the worker thread between awaits."""
+    """One request's mutable state, owned by the worker thread between awaits (and by
+    :class:`~whalebone.engine.runtime.speculative.Speculator`'s steps)."""
 
     ids: list[int]  # V4 ids fed to the model so far
     state: SeqState
@@ -155,7 +156,7 @@ class BundledEngine(Engine):
         except ValueError as e:
             raise EngineError(str(e)) from None
         self.speculative = mode if getattr(transformer, "has_mtp", False) else "off"
-        self.pace = Pace()  # what a plain and a speculative step cost here
+        self.speculator = Speculator(self, self.speculative)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -301,7 +302,7 @@ class BundledEngine(Engine):
             if tail:
                 yield TextDelta(text=tail)
         if drafter is not None:
-            await anyio.to_thread.run_sync(self._settle, run, len(queue))
+            await anyio.to_thread.run_sync(self.speculator.settle, run, len(queue))
             stats.drafted, stats.accepted = drafter.drafted, drafter.accepted
         stats.decode_passes = self.forward_passes - passes  # other requests' passes included
         stats.decode_s = time.perf_counter() - decode_start
@@ -407,63 +408,7 @@ class BundledEngine(Engine):
             if unfed is not None:
                 self._advance(run, [unfed[0]], [unfed[1]])
             return [sampler(run.logits)]
-        run.state.release()  # the last verified draft stays for good now
-        drafter.undo = None
-        drafter.steps += 1
-        draft = self.speculative == "on" or self.pace.pays()
-        if self.speculative == "auto" and drafter.steps % PROBE < 2:
-            draft = not draft  # keep the kind not chosen measured too (twice: see below)
-        t0 = time.perf_counter()
-        if budget < 2 or not drafter.rows or not draft:  # a plain step, streams kept
-            self._advance(run, [unfed[0]], [unfed[1]], hidden=True)
-            token = sampler(run.logits)
-            self.pace.plain(time.perf_counter() - t0)
-            return [token]
-        tokens = self._speculate(run, drafter, sampler, unfed)
-        # a draft that first caught the block up on many positions (after a prefill or plain
-        # steps) costs more than a decode step's: its time is not a step's
-        self.pace.speculative(time.perf_counter() - t0 if drafter.fed <= 2 else None,
-                              len(tokens) == 2)
-        return tokens
-
-    def _speculate(self, run: _Run, drafter: Drafter, sampler: Sampler,
-                   unfed: tuple[int, int]) -> list[int]:
-        """Draft the token after ``unfed``, verify both in one trunk pass (see
-        :mod:`~whalebone.engine.runtime.speculative`); one token, or two when the draft holds."""
-        with self._forward_lock:
-            draft = drafter.draft([*self.vocab.to_model(run.ids[drafter.state.pos + 1:]),
-                                   unfed[1]])
-            mark = run.state.mark(2)
-            _, h = self.transformer.forward(torch.tensor([unfed[1], draft], dtype=torch.int64),
-                                            run.state, hidden=True)
-            logits = trunk_logits(self.transformer, h)
-            self.forward_passes += 1
-        run.ids.append(unfed[0])
-        token = sampler(logits[0])
-        if token != draft:  # the trunk forgets the draft: as if only ``unfed`` was fed
-            run.state.rollback(mark, mark.pos + 1)
-            run.state.release()
-            run.logits = logits[0]
-            drafter.keep(mark.pos, h[:1])
-            return [token]
-        drafter.accepted += 1
-        run.ids.append(self.vocab.to_v4([draft])[0])
-        run.logits = logits[1]
-        drafter.keep(mark.pos, h)
-        drafter.undo = (mark, logits[0])  # in case the stream stops at the draft
-        return [token, sampler(logits[1])]
-
-    def _settle(self, run: _Run, unshown: int) -> None:
-        """After a speculative stream: when it stopped at a verified draft (its successor
-        sampled but not shown), forget the draft, so that the state holds every token but
-        the last shown one, as plain decoding leaves it."""
-        drafter = run.drafter
-        if unshown and drafter is not None and drafter.undo is not None:
-            mark, logits = drafter.undo
-            run.state.rollback(mark, run.state.pos - 1)
-            run.ids.pop()
-            run.logits = logits
-        run.state.release()
+        return self.speculator.step(run, drafter, sampler, unfed, budget)
 
     async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
         """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the

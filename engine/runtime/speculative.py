@@ -31,6 +31,7 @@ catches the block up on the positions it missed, which is not a step's cost). ``
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,6 +40,8 @@ from whalebone.engine.v4.hyper import hc_head
 from whalebone.engine.v4.layers import rows_as_batch
 
 if TYPE_CHECKING:
+    from whalebone.engine.runtime.bundled import BundledEngine, _Run
+    from whalebone.engine.runtime.sampling import Sampler
     from whalebone.engine.v4.model import Transformer
     from whalebone.engine.v4.state import Mark
 
@@ -155,4 +158,78 @@ class Drafter:
         return int(torch.argmax(logits))
 
 
-__all__ = ["ENV", "MODES", "PROBE", "Drafter", "Pace", "mode_from", "trunk_logits"]
+class Speculator:
+    """A bundled engine's decode steps for requests with a :class:`Drafter`: each step is a
+    plain one or a speculative one (by ``mode`` and :class:`Pace`)."""
+
+    def __init__(self, engine: BundledEngine, mode: str) -> None:
+        self.engine = engine
+        self.mode = mode
+        self.pace = Pace()  # what a plain and a speculative step cost here
+
+    def step(self, run: _Run, drafter: Drafter, sampler: Sampler, unfed: tuple[int, int],
+             budget: int) -> list[int]:
+        """Feed ``unfed`` (V4 id, model id), sample the next token, or two when a draft holds
+        (at most ``budget``). Runs in the worker thread."""
+        run.state.release()  # the last verified draft stays for good now
+        drafter.undo = None
+        drafter.steps += 1
+        draft = self.mode == "on" or self.pace.pays()
+        if self.mode == "auto" and drafter.steps % PROBE < 2:
+            draft = not draft  # keep the kind not chosen measured too (twice: see below)
+        t0 = time.perf_counter()
+        if budget < 2 or not drafter.rows or not draft:  # a plain step, streams kept
+            self.engine._advance(run, [unfed[0]], [unfed[1]], hidden=True)
+            token = sampler(run.logits)
+            self.pace.plain(time.perf_counter() - t0)
+            return [token]
+        tokens = self.speculate(run, drafter, sampler, unfed)
+        # a draft that first caught the block up on many positions (after a prefill or plain
+        # steps) costs more than a decode step's: its time is not a step's
+        self.pace.speculative(time.perf_counter() - t0 if drafter.fed <= 2 else None,
+                              len(tokens) == 2)
+        return tokens
+
+    def speculate(self, run: _Run, drafter: Drafter, sampler: Sampler,
+                  unfed: tuple[int, int]) -> list[int]:
+        """Draft the token after ``unfed``, verify both in one trunk pass; one token, or two
+        when the draft holds."""
+        engine, model = self.engine, self.engine.transformer
+        with engine._forward_lock:
+            draft = drafter.draft([*engine.vocab.to_model(run.ids[drafter.state.pos + 1:]),
+                                   unfed[1]])
+            mark = run.state.mark(2)
+            _, h = model.forward(torch.tensor([unfed[1], draft], dtype=torch.int64), run.state,
+                                 hidden=True)
+            logits = trunk_logits(model, h)
+            engine.forward_passes += 1
+        run.ids.append(unfed[0])
+        token = sampler(logits[0])
+        if token != draft:  # the trunk forgets the draft: as if only ``unfed`` was fed
+            run.state.rollback(mark, mark.pos + 1)
+            run.state.release()
+            run.logits = logits[0]
+            drafter.keep(mark.pos, h[:1])
+            return [token]
+        drafter.accepted += 1
+        run.ids.append(engine.vocab.to_v4([draft])[0])
+        run.logits = logits[1]
+        drafter.keep(mark.pos, h)
+        drafter.undo = (mark, logits[0])  # in case the stream stops at the draft
+        return [token, sampler(logits[1])]
+
+    def settle(self, run: _Run, unshown: int) -> None:
+        """After a speculative stream: when it stopped at a verified draft (its successor
+        sampled but not shown), forget the draft, so that the state holds every token but
+        the last shown one, as plain decoding leaves it."""
+        drafter = run.drafter
+        if unshown and drafter is not None and drafter.undo is not None:
+            mark, logits = drafter.undo
+            run.state.rollback(mark, run.state.pos - 1)
+            run.ids.pop()
+            run.logits = logits
+        run.state.release()
+
+
+__all__ = ["ENV", "MODES", "PROBE", "Drafter", "Pace", "Speculator", "mode_from",
+           "trunk_logits"]
