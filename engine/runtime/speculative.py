@@ -24,8 +24,10 @@ and an LM head, and only accepted drafts save a pass. So by default (``auto``) t
 running means of a plain step's time, a speculative step's time and the acceptance rate
 (:class:`Pace`) and drafts only while ``(1 + acceptance) / speculative step > 1 / plain step``,
 trying the other kind for two steps every :data:`PROBE` (the first draft after plain steps
-catches the block up on the positions it missed, which is not a step's cost). ``on`` always drafts,
-``off`` never: ``BundledEngine(..., speculative="on")`` or ``WHALEBONE_SPECULATIVE=on``.
+catches the block up on the positions it missed, which is not a step's cost); drafting probes
+back off, up to every :data:`PROBE_MAX` steps, while they keep finding it does not pay.
+``on`` always drafts, ``off`` never: ``BundledEngine(..., speculative="on")`` or
+``WHALEBONE_SPECULATIVE=on``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 ENV = "WHALEBONE_SPECULATIVE"
 MODES = ("auto", "on", "off")
 PROBE = 32  # in auto mode, every PROBE-th step of a request runs the kind not chosen
+PROBE_MAX = 1024  # drafting probes back off this far while they keep saying it does not pay
 _ALIASES = {"1": "on", "true": "on", "yes": "on", "always": "on", "0": "off", "false": "off",
             "no": "off", "never": "off", "": "auto"}
 
@@ -166,6 +169,7 @@ class Speculator:
         self.engine = engine
         self.mode = mode
         self.pace = Pace()  # what a plain and a speculative step cost here
+        self.every = PROBE  # steps between drafting probes while drafting does not pay
 
     def step(self, run: _Run, drafter: Drafter, sampler: Sampler, unfed: tuple[int, int],
              budget: int) -> list[int]:
@@ -174,9 +178,9 @@ class Speculator:
         run.state.release()  # the last verified draft stays for good now
         drafter.undo = None
         drafter.steps += 1
-        draft = self.mode == "on" or self.pace.pays()
-        if self.mode == "auto" and drafter.steps % PROBE < 2:
-            draft = not draft  # keep the kind not chosen measured too (twice: see below)
+        chosen = self.mode == "on" or self.pace.pays()
+        probe = self.mode == "auto" and drafter.steps % (PROBE if chosen else self.every) < 2
+        draft = chosen != probe  # a probe keeps the kind not chosen measured (twice: below)
         t0 = time.perf_counter()
         if budget < 2 or not drafter.rows or not draft:  # a plain step, streams kept
             self.engine._advance(run, [unfed[0]], [unfed[1]], hidden=True)
@@ -188,6 +192,8 @@ class Speculator:
         # steps) costs more than a decode step's: its time is not a step's
         self.pace.speculative(time.perf_counter() - t0 if drafter.fed <= 2 else None,
                               len(tokens) == 2)
+        if probe and drafter.steps % self.every == 1:  # a drafting probe's verdict
+            self.every = PROBE if self.pace.pays() else min(2 * self.every, PROBE_MAX)
         return tokens
 
     def speculate(self, run: _Run, drafter: Drafter, sampler: Sampler,
@@ -231,5 +237,5 @@ class Speculator:
         run.state.release()
 
 
-__all__ = ["ENV", "MODES", "PROBE", "Drafter", "Pace", "Speculator", "mode_from",
+__all__ = ["ENV", "MODES", "PROBE", "PROBE_MAX", "Drafter", "Pace", "Speculator", "mode_from",
            "trunk_logits"]
