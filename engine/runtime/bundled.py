@@ -8,7 +8,9 @@
 
 One request: tokenize with the real V4 tokenizer (or take ``prompt_ids``), map ids through the
 checkpoint's :class:`~whalebone.engine.runtime.vocab.VocabMap`, restore the longest cached
-prefix from disk, prefill the rest in chunks, then decode one token per forward pass. Every
+prefix from disk, prefill the rest in chunks, then decode one token per forward pass (two with
+a checkpoint's MTP block and greedy sampling: :mod:`~whalebone.engine.runtime.speculative`,
+same tokens as plain decoding). Every
 forward pass runs in a worker thread (``anyio.to_thread.run_sync``), so the event loop stays
 free, and the engine checks for cancellation between passes. Snapshots are written when the
 request ends (so they never delay the first token), at the points where a later request can
@@ -61,6 +63,7 @@ from whalebone.engine.runtime.prefix_cache import DEFAULT_BUDGET, PrefixCache, S
 from whalebone.engine.runtime.progress import Progress
 from whalebone.engine.runtime.sampling import Detokenizer, Sampler, StopScanner
 from whalebone.engine.runtime.snapshot_plan import SnapshotPlan
+from whalebone.engine.runtime.speculative import Drafter, Speculator, mode_from, trunk_logits
 from whalebone.engine.runtime.vocab import FILENAME as VOCAB_FILE
 from whalebone.engine.runtime.vocab import V4_VOCAB_SIZE, VocabMap
 
@@ -97,16 +100,21 @@ class RequestStats:
     prompt_ids: list[int] = field(default_factory=list)  # V4 ids of the prompt
     snapshots: list[int] = field(default_factory=list)  # prefix lengths written
     snapshot_bytes: int = 0  # state bytes those snapshots hold
+    drafted: int = 0  # speculative decoding: tokens the MTP block drafted
+    accepted: int = 0  # drafts the trunk agreed with (each saved a trunk pass)
+    decode_passes: int = 0  # trunk forwards while decoding (completion_tokens with no drafts)
 
 
 @dataclass
 class _Run:
-    """One request's mutable state, owned by the worker thread between awaits."""
+    """One request's mutable state, owned by the worker thread between awaits (and by
+    :class:`~whalebone.engine.runtime.speculative.Speculator`'s steps)."""
 
     ids: list[int]  # V4 ids fed to the model so far
     state: SeqState
     logits: torch.Tensor  # (vocab,) logits after ``ids``
     pending: list[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]
+    drafter: Drafter | None = None  # speculative decoding's MTP side
 
 
 class BundledEngine(Engine):
@@ -118,7 +126,11 @@ class BundledEngine(Engine):
 
     def __init__(self, transformer: Transformer, *, vocab: VocabMap | None = None,
                  cache: PrefixCache | None = None, prefill_chunk: int = 1024,
-                 progress: bool | None = None, context_window: int = 1_048_576) -> None:
+                 progress: bool | None = None, context_window: int = 1_048_576,
+                 speculative: str | bool | None = None) -> None:
+        """``speculative``: draft with the model's MTP block when sampling is greedy (same
+        output, fewer trunk passes): ``auto`` while it pays, ``on``/True, ``off``/False;
+        None reads ``$WHALEBONE_SPECULATIVE`` (unset: auto)."""
         from whalebone.dsml.tokenizer import load_tokenizer
 
         self.transformer = transformer
@@ -139,6 +151,12 @@ class BundledEngine(Engine):
         self._forward_lock = threading.Lock()  # concurrent requests take turns per pass
         self.last_stats = RequestStats()
         self.forward_passes = 0  # over the engine's life: cancellation stops it growing
+        try:
+            mode = mode_from(speculative)
+        except ValueError as e:
+            raise EngineError(str(e)) from None
+        self.speculative = mode if getattr(transformer, "has_mtp", False) else "off"
+        self.speculator = Speculator(self, self.speculative)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -164,14 +182,17 @@ class BundledEngine(Engine):
 
     @classmethod
     def random(cls, preset: str = "micro", *, seed: int = 0, cache_dir: str | Path | None = None,
-               cache_bytes: int = DEFAULT_BUDGET, use_cache: bool = True,
+               cache_bytes: int = DEFAULT_BUDGET, use_cache: bool = True, mtp: int = 0,
                **kwargs: object) -> BundledEngine:
-        """Random weights of a preset shape (``micro``, ``nano``, …): the same seed gives the
-        same weights, and so the same cache fingerprint, in every process."""
+        """Random weights of a preset shape (``micro``, ``nano``, …), with ``mtp`` MTP blocks:
+        the same seed gives the same weights, and so the same cache fingerprint, in every
+        process."""
         from whalebone.engine.v4.config import ModelConfig
         from whalebone.engine.v4.model import Transformer
 
         cfg = ModelConfig.preset(preset)
+        if mtp:
+            cfg = cfg.with_mtp(mtp)
         transformer = Transformer(cfg, seed=seed)
         vocab = VocabMap.for_size(cfg.vocab_size)
         return cls._with_cache(transformer, vocab, cache_dir, cache_bytes, use_cache, **kwargs)
@@ -240,9 +261,12 @@ class BundledEngine(Engine):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         started = time.perf_counter()
         ids = self.prompt_ids(request)
-        run, stats = await self._prepare(ids)
+        mask = self.vocab.sampleable_mask()
+        drafter = (Drafter(self.transformer, mask) if self.speculative != "off"
+                   and request.sampling.temperature == 0.0 else None)
+        run, stats = await self._prepare(ids, drafter)
 
-        sampler = Sampler(request.sampling, mask=self.vocab.sampleable_mask())
+        sampler = Sampler(request.sampling, mask=mask)
         detok = Detokenizer(self.tokenizer.decode)
         scanner = StopScanner(request.stop)
         finish = "length"
@@ -250,8 +274,13 @@ class BundledEngine(Engine):
         decode_start = time.perf_counter()
         unfed: tuple[int, int] | None = None  # the last sampled token (V4 id, model id)
         last: tuple[int, int] | None = None
+        queue: list[int] = []  # sampled, not yet shown: a speculative step gives two
+        passes = self.forward_passes
         while generated < request.max_tokens:
-            token = await anyio.to_thread.run_sync(self._step, run, sampler, unfed)
+            if not queue:
+                queue = await anyio.to_thread.run_sync(self._step, run, sampler, unfed,
+                                                       request.max_tokens - generated)
+            token = queue.pop(0)
             generated += 1
             if generated == 1:
                 stats.first_token_s = time.perf_counter() - started
@@ -272,6 +301,10 @@ class BundledEngine(Engine):
             tail = scanner.feed(detok.flush()) + scanner.flush()
             if tail:
                 yield TextDelta(text=tail)
+        if drafter is not None:
+            await anyio.to_thread.run_sync(self.speculator.settle, run, len(queue))
+            stats.drafted, stats.accepted = drafter.drafted, drafter.accepted
+        stats.decode_passes = self.forward_passes - passes  # other requests' passes included
         stats.decode_s = time.perf_counter() - decode_start
         stats.completion_tokens = generated
 
@@ -288,6 +321,9 @@ class BundledEngine(Engine):
         usage = Usage(prompt_tokens=len(ids), prompt_cache_hit_tokens=hit,
                       prompt_cache_miss_tokens=len(ids) - hit, completion_tokens=generated)
         notes = [f"prefix cache: {hit} of {len(ids)} prompt tokens restored"] if hit else []
+        if drafter is not None and drafter.drafted:
+            notes.append(f"speculative decoding: {drafter.accepted} of {drafter.drafted} "
+                         f"drafts accepted ({generated} tokens in {stats.decode_passes} passes)")
         yield Finished(finish_reason=finish, text=scanner.text, usage=usage,  # type: ignore[arg-type]
                        engine=self.name, model=self.model, notes=notes)
 
@@ -302,11 +338,13 @@ class BundledEngine(Engine):
             await anyio.to_thread.run_sync(self._write_snapshots, run, stats)
         return run.logits, stats.hit_tokens
 
-    async def _prepare(self, ids: list[int]) -> tuple[_Run, RequestStats]:
+    async def _prepare(self, ids: list[int],
+                       drafter: Drafter | None = None) -> tuple[_Run, RequestStats]:
         """Restore the longest cached prefix of ``ids`` and prefill the rest."""
         stats = RequestStats(prompt_tokens=len(ids), prompt_ids=ids)
         self.last_stats = stats
         run = await anyio.to_thread.run_sync(self._restore, ids, stats)
+        run.drafter = drafter
         await self._prefill(run, ids, stats)
         return run, stats
 
@@ -342,21 +380,35 @@ class BundledEngine(Engine):
     # decode on a busy 2-core machine, measured).
 
     def _advance(self, run: _Run, v4_ids: list[int], model_ids: list[int],
-                 snapshot: bool = False) -> None:
+                 snapshot: bool = False, hidden: bool = False) -> None:
+        """Feed tokens; ``hidden``: hand the trunk's streams to the drafter too (the logits
+        stay exactly those of a ``last_only`` forward)."""
+        feed = torch.tensor(model_ids, dtype=torch.int64)
         with self._forward_lock:
-            logits = self.transformer.forward(torch.tensor(model_ids, dtype=torch.int64),
-                                              run.state, last_only=True)
+            if hidden and run.drafter is not None:
+                start, one = run.state.pos, len(model_ids) == 1  # one token: its own logits
+                logits, h = self.transformer.forward(feed, run.state, last_only=one, hidden=True)
+                if not one:
+                    logits = trunk_logits(self.transformer, h[-1:])
+                run.drafter.keep(start, h)
+            else:
+                logits = self.transformer.forward(feed, run.state, last_only=True)
             self.forward_passes += 1
         run.logits = logits[-1]
         run.ids.extend(v4_ids)
         if snapshot:
             run.pending.append((list(run.ids), run.state.to_tensors(), run.logits))
 
-    def _step(self, run: _Run, sampler: Sampler, unfed: tuple[int, int] | None) -> int:
-        """Feed the last sampled token (if any), then sample the next one."""
-        if unfed is not None:
-            self._advance(run, [unfed[0]], [unfed[1]])
-        return sampler(run.logits)
+    def _step(self, run: _Run, sampler: Sampler, unfed: tuple[int, int] | None,
+              budget: int) -> list[int]:
+        """Feed the last sampled token (if any), then sample the next one, or two when a
+        draft is verified (at most ``budget``)."""
+        drafter = run.drafter
+        if drafter is None or unfed is None:
+            if unfed is not None:
+                self._advance(run, [unfed[0]], [unfed[1]])
+            return [sampler(run.logits)]
+        return self.speculator.step(run, drafter, sampler, unfed, budget)
 
     async def _prefill(self, run: _Run, ids: list[int], stats: RequestStats) -> None:
         """Feed the prompt's uncached tail in chunks, one worker-thread call per chunk (the
@@ -369,10 +421,12 @@ class BundledEngine(Engine):
         points = self.plan.points(ids) if self.cache is not None else []
         with Progress(len(ids) - start, "prefill", unit="tok",
                       enabled=self.progress) as bar:
+            # the drafter is warmed from the streams of the last window (same chunks)
+            warm = len(ids) - self.cfg.window_size if run.drafter is not None else len(ids)
             for lo, hi in chunks(start, len(ids), self.prefill_chunk, points):
                 keep = hi in points
                 await anyio.to_thread.run_sync(self._advance, run, ids[lo:hi],
-                                               model_ids[lo:hi], keep)
+                                               model_ids[lo:hi], keep, hi > warm)
                 bar.update(hi - lo)
         stats.prefill_s = time.perf_counter() - t0
 

@@ -24,7 +24,14 @@ import torch
 from torch import nn
 
 from whalebone.engine.v4.config import ModelConfig
-from whalebone.engine.v4.layers import RMSNorm, apply_rope_, rope_freqs, rope_table
+from whalebone.engine.v4.layers import (
+    Linear,
+    RMSNorm,
+    apply_rope_,
+    exact_rows,
+    rope_freqs,
+    rope_table,
+)
 from whalebone.engine.v4.quant import fp4_round, fp8_round, hadamard
 from whalebone.engine.v4.state import CompressorState, LayerState
 
@@ -47,8 +54,8 @@ class Compressor(nn.Module):
         self.overlap = ratio == 4
         coff = 2 if self.overlap else 1
         self.ape = nn.Parameter(torch.zeros(ratio, coff * width))  # gate bias by pos mod ratio
-        self.wkv = nn.Linear(cfg.dim, coff * width, bias=False)
-        self.wgate = nn.Linear(cfg.dim, coff * width, bias=False)
+        self.wkv = Linear(cfg.dim, coff * width)
+        self.wgate = Linear(cfg.dim, coff * width)
         self.norm = RMSNorm(width, cfg.norm_eps)
         self.rope_dim = cfg.rope_head_dim
         self.for_indexer = False  # set by Indexer: its keys are rotated and FP4 when simulated
@@ -62,6 +69,7 @@ class Compressor(nn.Module):
         score = self.wgate(x) + self.ape[torch.arange(pos, pos + t) % r]  # (T, coff*d)
         rows_kv = torch.cat((cs.cur_kv, kv))  # (c+T, coff*d), starting at a block boundary
         rows_score = torch.cat((cs.cur_score, score))
+        cs.journal(rows_kv, rows_score)  # kept while a rollback is possible (SeqState.mark)
         first_block = (pos - cs.cur_kv.size(0)) // r
         n_blocks = rows_kv.size(0) // r
         cut = n_blocks * r
@@ -100,8 +108,8 @@ class Indexer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.head_dim = cfg.index_n_heads, cfg.index_head_dim
-        self.wq_b = nn.Linear(cfg.q_lora_rank, self.n_heads * self.head_dim, bias=False)
-        self.weights_proj = nn.Linear(cfg.dim, self.n_heads, bias=False)
+        self.wq_b = Linear(cfg.q_lora_rank, self.n_heads * self.head_dim)
+        self.weights_proj = Linear(cfg.dim, self.n_heads)
         self.compressor = Compressor(cfg, 4, self.head_dim)
         self.compressor.for_indexer = True
         self.quant_sim = False
@@ -139,13 +147,13 @@ class Attention(nn.Module):
         self.ratio = cfg.ratio(layer)
         h, d = cfg.n_heads, cfg.head_dim
         self.attn_sink = nn.Parameter(torch.zeros(h))
-        self.wq_a = nn.Linear(cfg.dim, cfg.q_lora_rank, bias=False)
+        self.wq_a = Linear(cfg.dim, cfg.q_lora_rank)
         self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps)
-        self.wq_b = nn.Linear(cfg.q_lora_rank, h * d, bias=False)
-        self.wkv = nn.Linear(cfg.dim, d, bias=False)
+        self.wq_b = Linear(cfg.q_lora_rank, h * d)
+        self.wkv = Linear(cfg.dim, d)
         self.kv_norm = RMSNorm(d, cfg.norm_eps)
-        self.wo_a = nn.Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank, bias=False)
-        self.wo_b = nn.Linear(cfg.o_groups * cfg.o_lora_rank, cfg.dim, bias=False)
+        self.wo_a = Linear(h * d // cfg.o_groups, cfg.o_groups * cfg.o_lora_rank)
+        self.wo_b = Linear(cfg.o_groups * cfg.o_lora_rank, cfg.dim)
         self.compressor = Compressor(cfg, self.ratio, d) if self.ratio else None
         self.indexer = Indexer(cfg) if self.ratio == 4 else None
         freqs = rope_freqs(cfg, compressed=bool(self.ratio))
@@ -183,14 +191,19 @@ class Attention(nn.Module):
             comp.index_q, comp.index_w = self.indexer.queries(x, qr, cos, sin)
 
         out = torch.empty(t, h, d)
-        for a in range(0, t, QUERY_BLOCK):
-            b = min(a + QUERY_BLOCK, t)
+        # one query per block when rows must be exact: each sees the keys of a one-token step
+        block = 1 if exact_rows(t) else QUERY_BLOCK
+        for a in range(0, t, block):
+            b = min(a + block, t)
             out[a:b] = self._attend_block(q, a, b, pos, local, pos - n_old, comp)
         out = apply_rope_(out, cos[:, None], sin[:, None], inverse=True)
         g = cfg.o_groups
         out = out.view(t, g, -1)  # (T, G, H*D/G)
         wo_a = self.wo_a.weight.view(g, cfg.o_lora_rank, -1)  # (G, o_lora, H*D/G)
-        out = torch.einsum("tgd,grd->tgr", out, wo_a)  # (T, G, o_lora)
+        if exact_rows(t):  # the per-group product runs M=t: one row at a time instead
+            out = torch.cat([torch.einsum("tgd,grd->tgr", row, wo_a) for row in out.split(1)])
+        else:
+            out = torch.einsum("tgd,grd->tgr", out, wo_a)  # (T, G, o_lora)
         return self.wo_b(out.flatten(1))
 
     def _attend_block(

@@ -24,15 +24,20 @@ def _mixes(h: torch.Tensor, fn: torch.Tensor, eps: float) -> torch.Tensor:
     flat = h.flatten(1)  # (T, hc*dim)
     # mean of squares from the 2-norm: one pass, no (T, hc*dim) temporary
     ms = torch.linalg.vector_norm(flat, dim=-1, keepdim=True).square() / flat.size(-1)
-    return (flat @ fn.T) * torch.rsqrt(ms + eps)
+    return layers.linear(flat, fn) * torch.rsqrt(ms + eps)
 
 
 def sinkhorn_split(
     mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor, hc: int, iters: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """mixes (T, (2+hc)*hc) -> pre (T, hc), post (T, hc), comb (T, hc, hc)."""
-    if layers.FAST_DECODE and mixes.size(0) == 1 and not mixes.requires_grad:
-        return _split_one(mixes, scale, base, hc, iters, eps)
+    if layers.FAST_DECODE and mixes.size(0) <= layers.EXACT_ROWS and not mixes.requires_grad:
+        if mixes.size(0) == 1:
+            return _split_one(mixes, scale, base, hc, iters, eps)
+        # a few tokens: each as a decode step splits it (exact rows, see layers.EXACT_ROWS)
+        pre, post, comb = zip(*(_split_one(row, scale, base, hc, iters, eps)
+                                for row in mixes.split(1)), strict=True)
+        return torch.cat(pre), torch.cat(post), torch.cat(comb)
     pre = torch.sigmoid(mixes[:, :hc] * scale[0] + base[:hc]) + eps
     post = 2 * torch.sigmoid(mixes[:, hc : 2 * hc] * scale[1] + base[hc : 2 * hc])
     comb = mixes[:, 2 * hc :].unflatten(-1, (hc, hc)) * scale[2] + base[2 * hc :].view(hc, hc)

@@ -10,8 +10,12 @@ whether they arrive in a prefill, a chunk or a single decode step.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from whalebone.engine.v4.config import ModelConfig
@@ -20,6 +24,56 @@ from whalebone.engine.v4.config import ModelConfig
 # instead of gathers): bench/engine_bench.py switches them off to time the old path beside
 # them in one run. Results agree to float32 rounding (the ring's are identical).
 FAST_DECODE = True
+
+# A forward of 2 … EXACT_ROWS tokens gives every token the float bits a one-token forward
+# would (speculative decoding verifies 2 tokens in one pass and must choose exactly what plain
+# decoding chooses). Shape decides the bits of some kernels: MKL sums a GEMM row differently
+# for M=1 and M=2, and torch's elementwise exp/sin/softplus take a vector or a scalar path by
+# the tensor's size. So such a forward runs those ops one row at a time (:func:`by_rows`), each
+# with the shapes of a decode step; everything else is per element or per row already.
+EXACT_ROWS = 2
+_batched = threading.local()  # .on inside rows_as_batch(), for this thread
+
+
+def exact_rows(t: int) -> bool:
+    """Whether a forward of ``t`` tokens computes each row as a one-token forward does."""
+    return 1 < t <= EXACT_ROWS and not getattr(_batched, "on", False)
+
+
+@contextmanager
+def rows_as_batch() -> Iterator[None]:
+    """Forwards inside compute a few tokens as one batch again (faster, not row-exact): for
+    work whose bits decide nothing, like a speculative draft."""
+    _batched.on = True
+    try:
+        yield
+    finally:
+        _batched.on = False
+
+
+def by_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for x (T, …), row by row when :func:`exact_rows` (T)."""
+    if exact_rows(x.size(0)):
+        return torch.cat([fn(row) for row in x.split(1)])
+    return fn(x)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` for x (T, in), exact rows (see :data:`EXACT_ROWS`)."""
+    if x.dim() == 2 and exact_rows(x.size(0)):
+        return torch.cat([F.linear(row, weight) for row in x.split(1)])
+    return F.linear(x, weight)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` without bias whose 2-D inputs go through :func:`linear` (module hooks,
+    parameter names and checkpoints are nn.Linear's)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight)
 
 
 class RMSNorm(nn.Module):
@@ -59,7 +113,7 @@ def rope_freqs(cfg: ModelConfig, compressed: bool) -> torch.Tensor:
 def rope_table(freqs: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape (T, rope_head_dim // 2) for integer ``positions`` (T,)."""
     angles = torch.outer(positions.to(torch.float32), freqs)
-    return torch.cos(angles), torch.sin(angles)
+    return by_rows(torch.cos, angles), by_rows(torch.sin, angles)
 
 
 def apply_rope_(

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from whalebone.engine.v4.config import ModelConfig
+from whalebone.engine.v4.layers import Linear, by_rows, exact_rows, linear
 
 
 class Gate(nn.Module):
@@ -38,34 +39,39 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, dim), ids (T,) -> routing weights (T, k) and expert indices (T, k)."""
-        logits = x.float() @ self.weight.float().T  # (T, E)
-        func = self.cfg.score_func
-        if func == "softmax":
-            scores = logits.softmax(dim=-1)
-        elif func == "sigmoid":
-            scores = logits.sigmoid()
-        else:
-            scores = F.softplus(logits).sqrt()
+        logits = linear(x.float(), self.weight.float())  # (T, E)
+        scores = by_rows(self._score, logits)
         if self.hashed:
             indices = self.tid2eid[ids].long()
         else:
             assert self.bias is not None
             indices = (scores + self.bias).topk(self.cfg.n_activated_experts, dim=-1).indices
         weights = scores.gather(1, indices)  # the bias chose; it does not weigh
-        if func != "softmax":
+        if self.cfg.score_func != "softmax":
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights * self.cfg.route_scale, indices
+
+    def _score(self, logits: torch.Tensor) -> torch.Tensor:
+        func = self.cfg.score_func
+        if func == "softmax":
+            return logits.softmax(dim=-1)
+        if func == "sigmoid":
+            return logits.sigmoid()
+        return F.softplus(logits).sqrt()
 
 
 class Expert(nn.Module):
     def __init__(self, dim: int, inter_dim: int, limit: float) -> None:
         super().__init__()
-        self.w1 = nn.Linear(dim, inter_dim, bias=False)  # gate
-        self.w2 = nn.Linear(inter_dim, dim, bias=False)  # down
-        self.w3 = nn.Linear(dim, inter_dim, bias=False)  # up
+        self.w1 = Linear(dim, inter_dim)  # gate
+        self.w2 = Linear(inter_dim, dim)  # down
+        self.w3 = Linear(dim, inter_dim)  # up
         self.limit = limit
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if exact_rows(x.size(0)):  # SiLU's bits depend on the tensor's size
+            w = [None] * x.size(0) if weights is None else weights.split(1)
+            return torch.cat([self(row, wr) for row, wr in zip(x.split(1), w, strict=True)])
         gate, up = self.w1(x), self.w3(x)
         if self.limit > 0:
             up = up.clamp(-self.limit, self.limit)

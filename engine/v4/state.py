@@ -14,6 +14,14 @@ Hyper-connections and the MoE keep nothing. Saving exactly this at prefix length
 sequence bit-exactly: :meth:`SeqState.to_tensors` gives a flat ``dict[str, Tensor]`` ready for
 ``safetensors.torch.save_file``; :meth:`SeqState.from_tensors` checks every shape against the
 config before trusting it.
+
+Speculative decoding feeds a few tokens and may keep only some of them:
+:meth:`SeqState.mark` before that forward and :meth:`SeqState.rollback` after it give the state
+that only ever saw the kept tokens, tensor for tensor, in O(tokens) work whatever the context
+(a clone of a 32K state costs more than a decode step). The mark holds the ring rows the
+forward will overwrite and the compressors' pending rows (the forward replaces those tensors,
+it never writes into them); each compressor journals the rows it pooled, so that rows of a
+kept token that went into a dropped entry can be put back.
 """
 
 from __future__ import annotations
@@ -56,6 +64,21 @@ class EntryBuffer:
 
 
 @dataclass
+class CompressorMark:
+    """A compressor's fields before a marked forward (references: the forward replaces them),
+    and the rows that forward saw: the old pending rows followed by the new tokens' rows."""
+
+    n_entries: int
+    cur_kv: torch.Tensor
+    cur_score: torch.Tensor
+    prev_kv: torch.Tensor | None
+    prev_score: torch.Tensor | None
+    rows_kv: torch.Tensor | None = None  # set by the forward (Compressor.journal)
+    rows_score: torch.Tensor | None = None
+    spent: bool = False  # a second forward came: the journal no longer covers the state
+
+
+@dataclass
 class CompressorState:
     ratio: int
     entries: EntryBuffer  # (n_entries, width), normalised and rotated
@@ -63,6 +86,7 @@ class CompressorState:
     cur_score: torch.Tensor  # (pos mod ratio, coff * width), gate + ape
     prev_kv: torch.Tensor | None  # ratio 4 only: (ratio, width)
     prev_score: torch.Tensor | None  # ratio 4 only: (ratio, width), -inf before block 0
+    mark: CompressorMark | None = None  # while a rollback is possible (never saved or cloned)
 
     @classmethod
     def empty(cls, ratio: int, width: int) -> CompressorState:
@@ -86,6 +110,39 @@ class CompressorState:
             prev_kv=None if self.prev_kv is None else self.prev_kv.clone(),
             prev_score=None if self.prev_score is None else self.prev_score.clone(),
         )
+
+    def journal(self, rows_kv: torch.Tensor, rows_score: torch.Tensor) -> None:
+        """Called by the forward with every row it saw (pending + new) before pooling."""
+        if self.mark is not None:
+            if self.mark.rows_kv is not None:
+                self.mark.spent = True  # a forward never fails half-way: rollback will
+            self.mark.rows_kv, self.mark.rows_score = rows_kv, rows_score
+
+    def take_mark(self) -> None:
+        self.mark = CompressorMark(self.entries.n, self.cur_kv, self.cur_score,
+                                   self.prev_kv, self.prev_score)
+
+    def rollback(self, start: int, pos: int) -> None:
+        """Back to ``pos`` tokens, the mark having been taken at ``start`` (start <= pos)."""
+        m, r = self.mark, self.ratio
+        assert m is not None
+        self.entries.n = pos // r  # rows past n are never read: no copy
+        if m.rows_kv is None or m.rows_score is None:  # nothing was fed since the mark
+            self.cur_kv, self.cur_score = m.cur_kv, m.cur_score
+            self.prev_kv, self.prev_score = m.prev_kv, m.prev_score
+            return
+        base = start - m.cur_kv.size(0)  # the position of the journal's first row
+        block = pos // r * r
+        self.cur_kv = m.rows_kv[block - base : pos - base].clone()
+        self.cur_score = m.rows_score[block - base : pos - base].clone()
+        if self.prev_kv is None:
+            return
+        if block <= base:  # no block completed among the kept tokens
+            self.prev_kv, self.prev_score = m.prev_kv, m.prev_score
+        else:  # the last complete block's first-half channels, as the pooling keeps them
+            width = self.entries.width
+            self.prev_kv = m.rows_kv[block - r - base : block - base, :width].clone()
+            self.prev_score = m.rows_score[block - r - base : block - base, :width].clone()
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"entries": self.entries.view(), "cur_kv": self.cur_kv, "cur_score": self.cur_score}
@@ -132,6 +189,16 @@ class LayerState:
         )
 
 
+@dataclass
+class Mark:
+    """Where :meth:`SeqState.mark` was taken: the position, how many tokens may follow, and
+    the ring rows (one (count, head_dim) tensor per layer) those tokens will overwrite."""
+
+    pos: int
+    count: int
+    rings: list[torch.Tensor]
+
+
 class SeqState:
     """The KV state of one sequence after ``pos`` tokens."""
 
@@ -139,6 +206,51 @@ class SeqState:
         self.cfg = cfg
         self.pos = pos
         self.layers = layers
+        self._mark: Mark | None = None
+
+    def mark(self, count: int) -> Mark:
+        """Make the next forward (of at most ``count`` tokens) undoable by :meth:`rollback`;
+        :meth:`release` when it is no longer needed. Costs O(count) copies."""
+        w = self.cfg.window_size
+        if not 0 < count <= w:
+            raise StateError(f"a mark covers 1 to window_size ({w}) tokens, got {count}")
+        slots = torch.arange(self.pos, self.pos + count) % w
+        rings = [layer.window[slots] for layer in self.layers]  # a gather copies
+        for layer in self.layers:
+            for cs in (layer.compressor, layer.indexer):
+                if cs is not None:
+                    cs.take_mark()
+        self._mark = Mark(self.pos, count, rings)
+        return self._mark
+
+    def rollback(self, mark: Mark, pos: int) -> None:
+        """Undo the tokens after ``pos`` (mark.pos <= pos <= self.pos): afterwards the state
+        equals, tensor for tensor, one that only ever saw the first ``pos`` tokens. The mark
+        stays valid for a rollback further back until :meth:`release`."""
+        if mark is not self._mark:
+            raise StateError("this mark is not the state's current one")
+        if not mark.pos <= pos <= self.pos <= mark.pos + mark.count:
+            raise StateError(f"cannot roll back to {pos}: the mark at {mark.pos} covers "
+                             f"{mark.count} tokens and the state is at {self.pos}")
+        if any(cs.mark is None or cs.mark.spent for layer in self.layers
+               for cs in (layer.compressor, layer.indexer) if cs is not None):
+            raise StateError("the state was advanced twice since the mark (one forward only)")
+        w = self.cfg.window_size
+        dropped = torch.arange(pos, self.pos) % w
+        for layer, saved in zip(self.layers, mark.rings, strict=True):
+            layer.window[dropped] = saved[pos - mark.pos : self.pos - mark.pos]
+            for cs in (layer.compressor, layer.indexer):
+                if cs is not None:
+                    cs.rollback(mark.pos, pos)
+        self.pos = pos
+
+    def release(self) -> None:
+        """Forget the mark: forwards stop journaling (a prefill would pin its rows)."""
+        self._mark = None
+        for layer in self.layers:
+            for cs in (layer.compressor, layer.indexer):
+                if cs is not None:
+                    cs.mark = None
 
     @classmethod
     def new(cls, cfg: ModelConfig) -> SeqState:
