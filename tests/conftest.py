@@ -61,6 +61,26 @@ def stream_sync(engine: Any, request: GenerationRequest) -> tuple[list[str], Fin
     return anyio.run(collect_stream, engine, request)
 
 
+def passes_around_cancel(engine: Any, request: GenerationRequest, deltas: int = 3
+                         ) -> tuple[int, int]:
+    """Cancel ``request``'s stream after ``deltas`` text deltas: the engine's forward passes at
+    the cancel and a moment later (equal when nothing runs on after it)."""
+
+    async def go() -> tuple[int, int]:
+        seen = 0
+        with anyio.CancelScope() as scope:
+            async for ev in engine.stream(request):
+                if isinstance(ev, TextDelta):
+                    seen += 1
+                    if seen == deltas:
+                        scope.cancel()
+        at_cancel = engine.forward_passes
+        await anyio.sleep(0.3)
+        return at_cancel, engine.forward_passes
+
+    return anyio.run(go)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Two OpenMP threads on a shared 2-core CI box spin against each other (decode 20x

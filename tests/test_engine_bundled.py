@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 import torch
-from conftest import stream_sync
+from conftest import passes_around_cancel, stream_sync
 
 from whalebone.dsml.tokenizer import load_tokenizer
 from whalebone.engine.base import (
@@ -22,7 +22,6 @@ from whalebone.engine.base import (
     EngineRequestError,
     GenerationRequest,
     SamplingParams,
-    TextDelta,
 )
 from whalebone.engine.runtime import bundled as bundled_mod
 from whalebone.engine.runtime.bundled import BundledEngine, chunks
@@ -114,19 +113,7 @@ def test_eos_stops_generation_and_is_counted_but_not_shown(tmp_path: Path) -> No
 
 
 def test_cancelling_stops_generation_between_forward_passes(engine: BundledEngine) -> None:
-    async def go() -> tuple[int, int]:
-        seen = 0
-        with anyio.CancelScope() as scope:
-            async for ev in engine.stream(req(prompt(20), max_tokens=5000)):
-                if isinstance(ev, TextDelta):
-                    seen += 1
-                    if seen == 3:
-                        scope.cancel()
-        at_cancel = engine.forward_passes
-        await anyio.sleep(0.3)
-        return at_cancel, engine.forward_passes
-
-    at_cancel, later = anyio.run(go)
+    at_cancel, later = passes_around_cancel(engine, req(prompt(20), max_tokens=5000))
     assert at_cancel == later  # nothing runs on after the cancel
     assert later < 100
     # the engine serves the next request

@@ -16,14 +16,13 @@ import anyio
 import httpx
 import pytest
 import torch
-from conftest import stream_sync
+from conftest import passes_around_cancel, stream_sync
 
 from whalebone.engine.base import (
     EngineError,
     Finished,
     GenerationRequest,
     SamplingParams,
-    TextDelta,
 )
 from whalebone.engine.runtime import speculative
 from whalebone.engine.runtime.bundled import BundledEngine, RequestStats
@@ -219,20 +218,8 @@ def test_cancelling_a_speculative_stream_stops_it_and_next_logits_stay_plain(
         tmp_path: Path) -> None:
     plain, spec = _engines("micro", tmp_path)
 
-    async def go() -> tuple[int, int]:
-        seen = 0
-        with anyio.CancelScope() as scope:
-            async for ev in spec.stream(GenerationRequest(
-                    prompt_ids=_prompt(spec, 30, 8), max_tokens=5000, sampling=GREEDY)):
-                if isinstance(ev, TextDelta):
-                    seen += 1
-                    if seen == 3:
-                        scope.cancel()
-        at_cancel = spec.forward_passes
-        await anyio.sleep(0.3)
-        return at_cancel, spec.forward_passes
-
-    at_cancel, later = anyio.run(go)
+    at_cancel, later = passes_around_cancel(spec, GenerationRequest(
+        prompt_ids=_prompt(spec, 30, 8), max_tokens=5000, sampling=GREEDY))
     assert at_cancel == later < 100  # nothing runs on after the cancel
     ids = _prompt(spec, 50, 9)
     a, b = anyio.run(plain.next_logits, ids), anyio.run(spec.next_logits, ids)

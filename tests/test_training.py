@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from training_kit import render
 
 torch = pytest.importorskip("torch")
 
@@ -21,19 +22,6 @@ from whalebone.training.audit import held_out_cases, policy, request_of  # noqa:
 from whalebone.training.tasks import FAMILIES, TRAIN_FAMILIES, make_tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _render(family: str, n: int = 2, seed: int = 3) -> list[D.Example]:
-    async def main(tmp: Path) -> list[D.Example]:
-        out = []
-        for task in make_tasks(family, n, seed):
-            out += await D.render_task(task, tmp, random.Random(0))
-        return out
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return anyio.run(main, Path(tmp))
 
 
 def _recorded_prompts(task: Any, tmp: Path) -> list[str]:
@@ -60,7 +48,7 @@ def _recorded_prompts(task: Any, tmp: Path) -> list[str]:
 def test_training_text_is_byte_for_byte_what_the_agent_loop_renders(family: str,
                                                                     tmp_path: Path) -> None:
     task = make_tasks(family, 1, 5)[0]
-    example = _render(family, 1, 5)[0]
+    example = render(family, 1, 5)[0]
     prompts = _recorded_prompts(task, tmp_path)
     # Before each assistant piece, the text so far is the prompt the engine got (the date in
     # the user turn is redrawn in training data, so compare with it masked).
@@ -75,7 +63,7 @@ def test_training_text_is_byte_for_byte_what_the_agent_loop_renders(family: str,
 
 
 def test_loss_covers_only_what_the_model_wrote() -> None:
-    for ex in _render("memory", 1) + _render("auditor", 2):
+    for ex in render("memory", 1) + render("auditor", 2):
         for piece, mine in ex.pieces:
             if mine:
                 assert piece.endswith(T.EOS) and T.USER not in piece
@@ -86,13 +74,13 @@ def test_loss_covers_only_what_the_model_wrote() -> None:
 
 def test_pieces_tokenize_as_the_whole_prompt_does() -> None:
     tok = load_tokenizer()
-    for ex in _render("read_file", 2) + _render("auditor", 1):
+    for ex in render("read_file", 2) + render("auditor", 1):
         whole = tok.encode(ex.head + "".join(p for p, _ in ex.pieces))
         assert whole == tok.encode(ex.head) + [i for p, _ in ex.pieces for i in tok.encode(p)]
 
 
 def test_memory_recall_happens_in_a_fresh_session_that_finds_the_stored_fact() -> None:
-    remember, recall = _render("memory", 1)
+    remember, recall = render("memory", 1)
     assert "memory" in remember.head and remember.head == recall.head
     assert "File created successfully" in "".join(p for p, _ in remember.pieces)
     stored = "".join(p for p, _ in recall.pieces)
@@ -102,7 +90,7 @@ def test_memory_recall_happens_in_a_fresh_session_that_finds_the_stored_fact() -
 
 def test_echo_is_trained_on_but_not_scored_and_its_answer_is_the_users_text() -> None:
     assert "echo" in TRAIN_FAMILIES and "echo" not in FAMILIES
-    for task, ex in zip(make_tasks("echo", 3, 3), _render("echo", 3), strict=True):
+    for task, ex in zip(make_tasks("echo", 3, 3), render("echo", 3), strict=True):
         said = task.sessions[0]
         answer = ex.pieces[-1][0].split(T.THINK_END)[1].removesuffix(T.EOS)
         assert answer and said.endswith(answer)  # the whole answer is copied from the user
@@ -137,7 +125,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path: Path) -> None:
     from whalebone.training import train as TR
 
     data = tmp_path / "data.jsonl"
-    D.save(_render("chat", 2) + _render("arithmetic", 1), data)
+    D.save(render("chat", 2) + render("arithmetic", 1), data)
     args = TR.parse(["--out", str(tmp_path / "ckpt"), "--data", str(data),
                      "--batch", "3", "--max-steps", "8", "--lr", "3e-3", "--warmup", "1",
                      "--log-every", "1", "--minutes", "5"])
@@ -166,8 +154,8 @@ def test_a_curriculum_trains_on_chosen_families_with_extra_examples_outside_the_
     from whalebone.training import train as TR
 
     data, extra = tmp_path / "data.jsonl", tmp_path / "extra.jsonl"
-    D.save(_render("chat", 2) + _render("arithmetic", 1), data)
-    D.save(_render("echo_easy", 2), extra)
+    D.save(render("chat", 2) + render("arithmetic", 1), data)
+    D.save(render("echo_easy", 2), extra)
     common = ["--data", str(data), "--batch", "2", "--max-steps", "1", "--warmup", "1"]
     plain = TR.train(TR.parse(["--out", str(tmp_path / "a"), *common]))
     log = TR.train(TR.parse(["--out", str(tmp_path / "b"), *common, "--extra", str(extra),
@@ -258,7 +246,7 @@ def test_a_run_in_two_stages_ends_with_the_weights_of_one_run(tmp_path: Path) ->
     from whalebone.training.stage import load_state
 
     data = tmp_path / "data.jsonl"
-    D.save(_render("chat", 3) + _render("arithmetic", 2), data)
+    D.save(render("chat", 3) + render("arithmetic", 2), data)
     common = ["--data", str(data), "--batch", "2", "--warmup", "2", "--copy", "2",
               "--schedule", "constant", "--lr", "3e-3"]
     TR.train(TR.parse(["--out", str(tmp_path / "one"), *common, "--max-steps", "4"]))
@@ -287,8 +275,8 @@ def test_a_next_stage_on_new_data_draws_a_new_order(tmp_path: Path) -> None:
     from whalebone.training import train as TR
 
     big, small = tmp_path / "big.jsonl", tmp_path / "small.jsonl"
-    D.save(_render("chat", 4) + _render("arithmetic", 3), big)
-    D.save(_render("chat", 1) + _render("arithmetic", 1), small)
+    D.save(render("chat", 4) + render("arithmetic", 3), big)
+    D.save(render("chat", 1) + render("arithmetic", 1), small)
     common = ["--batch", "2", "--warmup", "1", "--schedule", "constant"]
     TR.train(TR.parse(["--out", str(tmp_path / "a"), "--data", str(big), *common,
                        "--max-steps", "3"]))

@@ -6,11 +6,11 @@ log, card and copyeval carry the MTP block."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import anyio
 import pytest
+from training_kit import render
 
 torch = pytest.importorskip("torch")
 
@@ -20,22 +20,8 @@ from safetensors.torch import load_file  # noqa: E402
 from whalebone.engine.v4.config import ModelConfig  # noqa: E402
 from whalebone.engine.v4.model import Transformer  # noqa: E402
 from whalebone.training import data as D  # noqa: E402
-from whalebone.training.tasks import make_tasks  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _render(family: str, n: int, seed: int = 3) -> list[D.Example]:
-    async def main(tmp: Path) -> list[D.Example]:
-        out = []
-        for task in make_tasks(family, n, seed):
-            out += await D.render_task(task, tmp, random.Random(0))
-        return out
-
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return anyio.run(main, Path(tmp))
 
 
 @pytest.mark.parametrize("head_len", [1, 7, 300])
@@ -109,7 +95,7 @@ def test_a_frozen_trunk_gets_no_gradient_and_no_graph() -> None:
 
 def _data(tmp_path: Path) -> Path:
     data = tmp_path / "data.jsonl"
-    D.save(_render("chat", 3) + _render("arithmetic", 2), data)
+    D.save(render("chat", 3) + render("arithmetic", 2), data)
     return data
 
 
@@ -212,7 +198,7 @@ def test_copyeval_reports_the_mtp_blocks_top1(tmp_path: Path) -> None:
     from whalebone.training.copyeval import evaluate, table
     from whalebone.training.train import build_vocab
 
-    examples = _render("arithmetic", 2)
+    examples = render("arithmetic", 2)
     vocab = build_vocab(examples, 4096)
     cfg = ModelConfig.preset("nano").replace(vocab_size=vocab.size)
     plain = evaluate(Transformer(cfg, seed=1), vocab, examples)
