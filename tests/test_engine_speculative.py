@@ -203,7 +203,7 @@ def test_sampled_requests_and_the_switch_keep_plain_decoding(
                                         sampling=SamplingParams(temperature=0.8, seed=1)))
     assert spec.last_stats.drafted == 0
     for value, mode in (("0", "off"), ("off", "off"), ("1", "on"), ("on", "on"),
-                        ("auto", "auto"), ("", "auto")):
+                        ("auto", "auto"), ("", "off")):
         monkeypatch.setenv(speculative.ENV, value)
         assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative == mode
     assert BundledEngine.random("micro", use_cache=False).speculative == "off"  # no MTP block
@@ -211,7 +211,8 @@ def test_sampled_requests_and_the_switch_keep_plain_decoding(
     with pytest.raises(EngineError, match="one of auto, on, off"):
         BundledEngine.random("micro", mtp=1, use_cache=False)
     monkeypatch.delenv(speculative.ENV)
-    assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative == "auto"
+    # off unless asked for: on a CPU the exact two-row verify costs about two plain steps
+    assert BundledEngine.random("micro", mtp=1, use_cache=False).speculative == "off"
 
 
 def test_cancelling_a_speculative_stream_stops_it_and_next_logits_stay_plain(

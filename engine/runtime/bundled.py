@@ -130,7 +130,7 @@ class BundledEngine(Engine):
                  speculative: str | bool | None = None) -> None:
         """``speculative``: draft with the model's MTP block when sampling is greedy (same
         output, fewer trunk passes): ``auto`` while it pays, ``on``/True, ``off``/False;
-        None reads ``$WHALEBONE_SPECULATIVE`` (unset: auto)."""
+        None reads ``$WHALEBONE_SPECULATIVE`` (unset: off)."""
         from whalebone.dsml.tokenizer import load_tokenizer
 
         self.transformer = transformer

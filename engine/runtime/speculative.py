@@ -52,12 +52,14 @@ MODES = ("auto", "on", "off")
 PROBE = 32  # in auto mode, every PROBE-th step of a request runs the kind not chosen
 PROBE_MAX = 1024  # drafting probes back off this far while they keep saying it does not pay
 _ALIASES = {"1": "on", "true": "on", "yes": "on", "always": "on", "0": "off", "false": "off",
-            "no": "off", "never": "off", "": "auto"}
+            "no": "off", "never": "off", "": "off"}
 
 
 def mode_from(value: str | bool | None) -> str:
     """``auto``, ``on`` or ``off`` from a constructor argument (True/False/None or a mode) or,
-    when it is None, from ``$WHALEBONE_SPECULATIVE`` (unset: ``auto``)."""
+    when it is None, from ``$WHALEBONE_SPECULATIVE`` (unset: ``off``: on this CPU a verify pass
+    of two exact rows costs about two one-token steps, so drafting does not pay yet;
+    ``bench/engine_spec_bench.py`` measures it)."""
     if isinstance(value, bool):
         return "on" if value else "off"
     raw = os.environ.get(ENV, "") if value is None else value
