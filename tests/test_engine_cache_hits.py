@@ -47,12 +47,20 @@ def test_each_turn_through_serve_hits_every_token_the_engine_has_seen(
             reply = r.json()
             ids = engine.last_stats.prompt_ids
             limit = max((common_prefix_len(ids, s) for s in seen), default=0)
-            seen.append(ids + engine.last_stats.completion_ids)
+            msg = reply["choices"][0]["message"]
+            completion = engine.last_stats.completion_ids
+            said = engine.tokenizer.decode([i for i in completion
+                                            if i != engine.tokenizer.eos_id])
+            # serve neutralises special-token text the model writes in plain content (nano
+            # sometimes writes DSML there): the client then re-sends other bytes from that
+            # point, which no snapshot can anticipate, so the tokens the engine has seen in a
+            # form the client can re-send end with the prompt
+            echoed = mode != "chat" or said == (msg.get("content") or "")
+            seen.append(ids + completion if echoed else ids)
             hit = reply["usage"]["prompt_cache_hit_tokens"]
             if turn:
                 assert limit > 20  # the system prompt and the first question at least
                 assert limit - 1 <= hit <= limit, (turn, hit, limit)
-            msg = reply["choices"][0]["message"]
             messages.append({k: v for k, v in msg.items()
                              if k in ("role", "content", "reasoning_content") and v is not None})
 

@@ -224,9 +224,25 @@ def test_trunk_only_checkpoints_load_as_before(model: Transformer, tmp_path: Pat
         load_checkpoint(tmp_path)
 
 
-def test_the_shipped_nano_checkpoint_still_loads_without_mtp() -> None:
+def test_the_shipped_nano_checkpoint_carries_its_mtp_block_and_loads_as_a_trunk_too(
+        tmp_path: Path) -> None:
+    import json
+    import shutil
+
     import whalebone.engine as engine
 
     folder = Path(engine.__file__).parent / "checkpoints" / "whalebone-nano"
     nano = load_checkpoint(folder)
-    assert not nano.has_mtp and nano.cfg.n_mtp_layers == 0
+    assert nano.has_mtp and nano.cfg.n_mtp_layers == 1
+    # the same files with a config that says 0: the mtp.* tensors are skipped, the trunk is
+    # the same model
+    trunk_dir = tmp_path / "trunk"
+    shutil.copytree(folder, trunk_dir)
+    cfg = json.loads((trunk_dir / "config.json").read_text())
+    cfg["n_mtp_layers"] = 0
+    cfg["compress_ratios"] = cfg["compress_ratios"][: cfg["n_layers"]]
+    (trunk_dir / "config.json").write_text(json.dumps(cfg))
+    trunk = load_checkpoint(trunk_dir)
+    assert not trunk.has_mtp
+    ids = torch.tensor([0, 5, 17, 300, 9])
+    assert torch.equal(trunk.forward(ids, trunk.new_state()), nano.forward(ids, nano.new_state()))
