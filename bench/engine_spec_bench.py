@@ -30,7 +30,6 @@ import anyio
 import torch
 
 from whalebone.engine.base import GenerationRequest, SamplingParams
-from whalebone.engine.runtime import bundled, speculative
 from whalebone.engine.runtime.bundled import BundledEngine, RequestStats
 from whalebone.engine.runtime.sampling import Sampler
 from whalebone.engine.runtime.speculative import Drafter
@@ -61,8 +60,7 @@ class Clock:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        saved = (Transformer.forward, Drafter.draft, bundled.trunk_logits, Sampler.__call__)
-        head = speculative.trunk_logits
+        saved = (Transformer.streams, Transformer.logits, Drafter.draft, Sampler.__call__)
         step = BundledEngine._step
 
         def decode_step(*args: Any) -> Any:
@@ -73,18 +71,16 @@ class Clock:
                 self.decoding = False
 
         BundledEngine._step = decode_step  # type: ignore[method-assign]
-        Transformer.forward = self.wrap("trunk", Transformer.forward)  # type: ignore[method-assign]
+        Transformer.streams = self.wrap("trunk", Transformer.streams)  # type: ignore[method-assign]
+        Transformer.logits = self.wrap("head", Transformer.logits)  # type: ignore[method-assign]
         Drafter.draft = self.wrap("mtp", Drafter.draft)  # type: ignore[method-assign]
-        bundled.trunk_logits = self.wrap("head", bundled.trunk_logits)
-        speculative.trunk_logits = self.wrap("head", speculative.trunk_logits)
         Sampler.__call__ = self.wrap("sample", Sampler.__call__)  # type: ignore[method-assign]
         try:
             yield
         finally:
-            (Transformer.forward, Drafter.draft, bundled.trunk_logits,  # type: ignore[method-assign]
+            (Transformer.streams, Transformer.logits, Drafter.draft,  # type: ignore[method-assign]
              Sampler.__call__) = saved
             BundledEngine._step = step  # type: ignore[method-assign]
-            speculative.trunk_logits = head
 
 
 def prompt_ids(engine: BundledEngine, n: int, checkpoint: bool) -> list[int]:

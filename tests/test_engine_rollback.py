@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whalebone.engine.runtime.speculative import trunk_logits
 from whalebone.engine.v4.config import ModelConfig
 from whalebone.engine.v4.model import Transformer
 from whalebone.engine.v4.state import SeqState, StateError
@@ -124,7 +123,7 @@ def test_two_tokens_in_one_forward_give_each_row_a_one_token_steps_bits(
         l1, h1 = model.forward(ids[pos + 1:pos + 2], one, last_only=True, hidden=True)
         _, h = model.forward(ids[pos:pos + 2], state, hidden=True)
         assert torch.equal(h[:1], h0) and torch.equal(h[1:], h1), pos
-        logits = trunk_logits(model, h)
+        logits = model.logits(h)
         assert torch.equal(logits[0], l0[0]) and torch.equal(logits[1], l1[0]), pos
         _assert_same(state, one)
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from whalebone.engine.v4.attention import QUERY_BLOCK, Attention, Compressor, top_k_mask
-from whalebone.engine.v4.hyper import _mixes, hc_head, hc_post
+from whalebone.engine.v4.hyper import _mixes, hc_post
 from whalebone.engine.v4.layers import apply_rope_, rope_table
 from whalebone.engine.v4.model import Block, Transformer
 from whalebone.engine.v4.state import CompressorState, LayerState, SeqState
@@ -99,7 +99,7 @@ def batch_outputs(model: Transformer, head: SeqState, mtp_head: MTPHead | None,
     position j and the MTP block's from position j-1 (its token after next), (M, V) each;
     the MTP logits are None without ``mtp_head``."""
     h = trunk_streams(model, head, ids)
-    logits = _trunk_logits(model, h[:, :-1][where])
+    logits = model.logits(h[:, :-1][where])
     if mtp_head is None:
         return logits, None
     if ids.size(1) < 2:  # nothing two tokens ahead
@@ -128,14 +128,7 @@ def batch_logits(model: Transformer, head: SeqState, ids: torch.Tensor,
 
     Only those positions go through the LM head (assistant tokens are a fraction of each
     conversation; the head is the largest single matmul)."""
-    return _trunk_logits(model, trunk_streams(model, head, ids)[:, :-1][where])
-
-
-def _trunk_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
-    cfg = model.cfg
-    x = hc_head(h, model.hc_head_fn, model.hc_head_scale, model.hc_head_base, cfg.norm_eps,
-                cfg.hc_eps)
-    return model.head(model.norm(x))
+    return model.logits(trunk_streams(model, head, ids)[:, :-1][where])
 
 
 def _block(block: Block, h: torch.Tensor, st: LayerState, pos: int,

@@ -39,7 +39,6 @@ import torch
 
 from whalebone.engine.runtime.vocab import VocabMap
 from whalebone.engine.v4.config import ModelConfig
-from whalebone.engine.v4.hyper import hc_head
 from whalebone.engine.v4.model import Transformer
 from whalebone.engine.v4.state import SeqState
 from whalebone.engine.v4.weights import save_checkpoint
@@ -64,10 +63,8 @@ def train_forward(model: Transformer, ids: torch.Tensor, state: SeqState) -> tor
     h = model.embed(ids).unsqueeze(1).repeat(1, cfg.hc_mult, 1)
     for layer, st in zip(model.layers, state.layers, strict=True):
         h = layer(h, st, pos, ids)
-    x = hc_head(h, model.hc_head_fn, model.hc_head_scale, model.hc_head_base, cfg.norm_eps,
-                cfg.hc_eps)
     state.pos = pos + ids.size(0)
-    return model.head(model.norm(x))
+    return model.logits(h)
 
 
 class Encoded:

@@ -63,7 +63,7 @@ from whalebone.engine.runtime.prefix_cache import DEFAULT_BUDGET, PrefixCache, S
 from whalebone.engine.runtime.progress import Progress
 from whalebone.engine.runtime.sampling import Detokenizer, Sampler, StopScanner
 from whalebone.engine.runtime.snapshot_plan import SnapshotPlan
-from whalebone.engine.runtime.speculative import Drafter, Speculator, mode_from, trunk_logits
+from whalebone.engine.runtime.speculative import Drafter, Speculator, mode_from
 from whalebone.engine.runtime.vocab import FILENAME as VOCAB_FILE
 from whalebone.engine.runtime.vocab import V4_VOCAB_SIZE, VocabMap
 
@@ -155,7 +155,7 @@ class BundledEngine(Engine):
             mode = mode_from(speculative)
         except ValueError as e:
             raise EngineError(str(e)) from None
-        self.speculative = mode if getattr(transformer, "has_mtp", False) else "off"
+        self.speculative = mode if transformer.has_mtp else "off"
         self.speculator = Speculator(self, self.speculative)
 
     # -- construction ---------------------------------------------------------------------
@@ -386,10 +386,10 @@ class BundledEngine(Engine):
         feed = torch.tensor(model_ids, dtype=torch.int64)
         with self._forward_lock:
             if hidden and run.drafter is not None:
-                start, one = run.state.pos, len(model_ids) == 1  # one token: its own logits
-                logits, h = self.transformer.forward(feed, run.state, last_only=one, hidden=True)
-                if not one:
-                    logits = trunk_logits(self.transformer, h[-1:])
+                start = run.state.pos
+                h = self.transformer.streams(feed, run.state)
+                with torch.inference_mode():  # the last row's, as forward(last_only) has it
+                    logits = self.transformer.logits(h[-1:])
                 run.drafter.keep(start, h)
             else:
                 logits = self.transformer.forward(feed, run.state, last_only=True)

@@ -12,8 +12,8 @@ MTP block (V4 ships one, predicting the token after next) and greedy sampling, a
    pass. Else the trunk forgets d (:meth:`SeqState.rollback`) and a is the step's one token.
 
 Same output, bit for bit: a forward of two tokens computes each row with the kernels of a
-one-token step (:data:`whalebone.engine.v4.layers.EXACT_ROWS`), and :func:`trunk_logits` applies
-the LM head one row at a time, as ``forward(..., last_only=True)`` does. So every argmax, the
+one-token step (:data:`whalebone.engine.v4.layers.EXACT_ROWS`), the LM head
+(:meth:`Transformer.logits`) included. So every argmax, the
 trunk state and every snapshot equal plain decoding's. The MTP block sees accepted tokens only;
 after a prefix-cache restore it is warmed from the streams of the prefill's last window, and
 snapshots hold the trunk state alone (a restore drafts from a cold window until it refills).
@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from whalebone.engine.v4.hyper import hc_head
 from whalebone.engine.v4.layers import rows_as_batch
 
 if TYPE_CHECKING:
@@ -105,20 +104,6 @@ class Pace:
             return "not measured yet"
         return (f"plain step {1e3 * self.plain_s:.1f} ms, speculative step "
                 f"{1e3 * self.spec_s:.1f} ms, {100 * self.acceptance:.0f}% of drafts accepted")
-
-
-def trunk_logits(model: Transformer, h: torch.Tensor) -> torch.Tensor:
-    """The trunk's logits (T, vocab) from its final streams h (T, hc, dim), each row computed as
-    a one-token ``forward(..., last_only=True)`` computes it (a GEMM of T rows would round them
-    otherwise, and a near-tie could flip)."""
-    c = model.cfg
-    rows = []
-    with torch.inference_mode():
-        for row in h.split(1):
-            x = hc_head(row, model.hc_head_fn, model.hc_head_scale, model.hc_head_base,
-                        c.norm_eps, c.hc_eps)
-            rows.append(model.head(model.norm(x)))
-    return torch.cat(rows)
 
 
 class Drafter:
@@ -207,9 +192,9 @@ class Speculator:
             draft = drafter.draft([*engine.vocab.to_model(run.ids[drafter.state.pos + 1:]),
                                    unfed[1]])
             mark = run.state.mark(2)
-            _, h = model.forward(torch.tensor([unfed[1], draft], dtype=torch.int64), run.state,
-                                 hidden=True)
-            logits = trunk_logits(model, h)
+            h = model.streams(torch.tensor([unfed[1], draft], dtype=torch.int64), run.state)
+            with torch.inference_mode():
+                logits = model.logits(h)  # each row as a one-token forward has it
             engine.forward_passes += 1
         run.ids.append(unfed[0])
         token = sampler(logits[0])
@@ -239,5 +224,4 @@ class Speculator:
         run.state.release()
 
 
-__all__ = ["ENV", "MODES", "PROBE", "PROBE_MAX", "Drafter", "Pace", "Speculator", "mode_from",
-           "trunk_logits"]
+__all__ = ["ENV", "MODES", "PROBE", "PROBE_MAX", "Drafter", "Pace", "Speculator", "mode_from"]

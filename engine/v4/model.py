@@ -39,7 +39,7 @@ from whalebone.core.errors import WhaleboneError
 from whalebone.engine.v4.attention import Attention
 from whalebone.engine.v4.config import ModelConfig, ModelConfigError
 from whalebone.engine.v4.hyper import hc_head, hc_post, hc_pre
-from whalebone.engine.v4.layers import RMSNorm
+from whalebone.engine.v4.layers import RMSNorm, by_rows
 from whalebone.engine.v4.moe import MoE
 from whalebone.engine.v4.quant import fp8_inputs_hook, runs_in_low_precision
 from whalebone.engine.v4.state import LayerState, SeqState, StateError
@@ -160,6 +160,17 @@ class Transformer(nn.Module):
         the last position only. Advances ``state``; on bad input raises before touching it.
         ``hidden``: also return the trunk's final streams (T or 1, hc, dim) of the same
         positions, before ``hc_head`` (what :meth:`mtp_forward` takes)."""
+        h = self.streams(ids, state)
+        if last_only:
+            h = h[-1:]
+        with torch.inference_mode():
+            logits = self.logits(h)  # (T, vocab)
+        return (logits, h) if hidden else logits
+
+    def streams(self, ids: torch.Tensor | Sequence[int], state: SeqState) -> torch.Tensor:
+        """The trunk alone: append tokens ``ids`` (T,) at ``state.pos`` and return the final
+        streams (T, hc, dim), before ``hc_head`` (what :meth:`logits` and :meth:`mtp_forward`
+        take). Advances ``state``; on bad input raises before touching it."""
         ids = self._check_ids(ids)
         if state.cfg != self.cfg:
             raise StateError("state belongs to a model with a different config")
@@ -168,13 +179,20 @@ class Transformer(nn.Module):
             h = self.embed(ids).unsqueeze(1).repeat(1, self.cfg.hc_mult, 1)  # (T, hc, dim)
             for layer, st in zip(self.layers, state.layers, strict=True):
                 h = layer(h, st, pos, ids)
-            if last_only:
-                h = h[-1:]
-            x = hc_head(h, self.hc_head_fn, self.hc_head_scale, self.hc_head_base,
-                        self.cfg.norm_eps, self.cfg.hc_eps)  # (T, dim)
-            logits = self.head(self.norm(x))  # (T, vocab)
         state.pos = pos + t
-        return (logits, h) if hidden else logits
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The LM head on final streams h (T, hc, dim) -> (T, vocab): hc_head, RMSNorm, head;
+        a few rows each computed as a one-token forward computes it (:func:`layers.by_rows`,
+        so a verify pass decides exactly as plain decoding). Autograd follows it when on."""
+
+        def tail(x: torch.Tensor) -> torch.Tensor:
+            x = hc_head(x, self.hc_head_fn, self.hc_head_scale, self.hc_head_base,
+                        self.cfg.norm_eps, self.cfg.hc_eps)
+            return self.head(self.norm(x))
+
+        return by_rows(tail, h)
 
     def mtp_forward(self, h: torch.Tensor, next_ids: torch.Tensor | Sequence[int],
                     mtp_state: SeqState, last_only: bool = False) -> torch.Tensor:
