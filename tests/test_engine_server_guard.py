@@ -123,8 +123,11 @@ def test_a_streamed_oversized_body_is_refused_while_it_streams(server: Any) -> N
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"x" * 65536
-        for _ in range(24):  # 1.5 MiB, over the 1 MiB cap, and no terminating chunk
-            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        try:
+            for _ in range(24):  # 1.5 MiB, over the 1 MiB cap, and no terminating chunk
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except BrokenPipeError:
+            pass  # the server answered and closed before the body ended (a busy client's race)
         assert b" 413 " in _status(sock)
 
 
